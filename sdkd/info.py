@@ -1,0 +1,60 @@
+"""``sdkd info``: versions, devices and usable backends, for bug reports and sanity checks."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import platform
+
+
+def _version(module: str) -> str:
+    try:
+        return getattr(importlib.import_module(module), "__version__", "installed")
+    except Exception:
+        return "not installed"
+
+
+def collect() -> dict:
+    """Everything ``sdkd info`` prints, as a dict."""
+    import torch
+
+    import sdkd
+    from sdkd.ops import available_backends
+
+    try:
+        from sdkd import _C  # noqa: F401
+
+        ext = "built"
+    except ImportError as exc:
+        ext = f"not built ({exc})"
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += [f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
+    return {
+        "sdkd": sdkd.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "triton": _version("triton"),
+        "cuda (torch)": torch.version.cuda or "none",
+        "extension sdkd._C": ext,
+        "devices": devices,
+        "backends": available_backends(),
+    }
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    del parser
+
+
+def run(args: argparse.Namespace) -> int:
+    del args
+    info = collect()
+    for key, value in info.items():
+        if key == "backends":
+            continue
+        print(f"{key:20s} {', '.join(value) if isinstance(value, list) else value}")
+    print("backends (usable, or why not):")
+    for op, backends in info["backends"].items():
+        for name, reasons in backends.items():
+            print(f"  {op:18s} {name:10s} {'usable' if not reasons else '; '.join(reasons)}")
+    return 0

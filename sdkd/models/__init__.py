@@ -1,1 +1,9 @@
-"""TODO"""
+"""Teachers (``st_alternet``, ``simvp``) and students (``unet``, ``resnet``, ``mixer``).
+
+Every model maps ``(B, T_in, C, H, W)`` to ``(B, T_out, C, H, W)`` and accepts
+``forward(x, return_features=True)`` returning ``(prediction, {name: feature})``.
+"""
+
+from .registry import build_model, list_models, register_model
+
+__all__ = ["build_model", "list_models", "register_model"]

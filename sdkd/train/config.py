@@ -1,0 +1,162 @@
+"""Experiment configuration: nested plain dicts from YAML, checked against a schema of defaults.
+
+A config has the sections of ``DEFAULTS``. Unknown keys are errors (a typo must not be
+silently ignored); ``model`` and ``model_cfg``-style free-form sections are passed on to the
+model builder, which rejects unknown arguments itself. Command-line overrides are
+``section.key=value`` strings whose values are parsed as YAML scalars.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Sections whose contents are free-form (validated by the component that consumes them).
+FREE_FORM = {("model", "cfg"), ("distill", "kd"), ("distill", "teachers"), ("distill", "features")}
+
+DEFAULTS: dict[str, Any] = {
+    "stage": "train",  # train | distill
+    "seed": 42,
+    "out_dir": "runs/default",
+    "data": {
+        "name": "ns",  # ns | ns_mat | weatherbench | taxibj | array
+        "preset": "small",  # for generated NSE data
+        "path": None,  # file or folder for real data
+        "variables": None,
+        "input_frames": 10,
+        "output_frames": 10,
+        "splits": None,
+        "batch_size": 16,
+        "num_workers": 0,
+    },
+    "model": {"name": "unet", "cfg": {}},
+    "train": {
+        "epochs": 50,
+        "lr": 1e-4,
+        "weight_decay": 0.0,
+        "scheduler": "none",  # none | cosine | onecycle
+        "warmup_epochs": 0,
+        "patience": 10,  # early stopping on validation loss; 0 disables
+        "clip_grad": 1.0,  # max grad norm; 0 disables
+        "amp": True,  # mixed precision (bf16) on GPU only
+        "progress": True,
+        "max_steps_per_epoch": None,
+        "deterministic": True,
+    },
+    "distill": {
+        "teachers": [],  # checkpoint paths
+        "strategy": "single",  # single | aver | a2d | camkd
+        "lam": 1.0,
+        "kd": {"type": "spectral", "cutoffs": 0.25, "alpha": 1.0, "reduction": "mean", "weighting": "fixed"},
+        "features": {},
+        "feature_lam": 0.0,
+        "C": 0.6,
+        "grad_space": "output",
+        "per_sample": False,
+        "cache": True,
+    },
+}
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is invalid."""
+
+
+def _merge(base: dict, update: Mapping, path: tuple[str, ...]) -> dict:
+    for key, value in update.items():
+        here = (*path, str(key))
+        if key not in base:
+            known = ", ".join(sorted(base)) or "(none)"
+            raise ConfigError(f"unknown config key {'.'.join(here)!r}; known keys here: {known}")
+        if here in FREE_FORM:
+            base[key] = copy.deepcopy(value)
+        elif isinstance(base[key], dict):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"config key {'.'.join(here)!r} must be a mapping, got {value!r}")
+            _merge(base[key], value, here)
+        elif isinstance(base[key], (int, float)) and not isinstance(base[key], bool):
+            base[key] = _coerce_number(value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.lr=3e-4"`` -> (["train", "lr"], 0.0003)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"override {text!r} has an empty key")
+    return parts, _coerce_number(yaml.safe_load(raw)) if raw.strip() else None
+
+
+def _coerce_number(value: Any) -> Any:
+    """YAML 1.1 reads ``3e-4`` (no dot) as a string; read it as the number it is."""
+    if isinstance(value, str):
+        try:
+            return float(value) if any(c in value.lower() for c in ".en") else int(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _nest(parts: list[str], value: Any) -> dict:
+    out: Any = value
+    for p in reversed(parts):
+        out = {p: out}
+    return out
+
+
+def build_config(files: Iterable[str | Path] = (), overrides: Iterable[str] = (), base: Mapping | None = None) -> dict:
+    """Defaults, then each YAML file in order, then ``key=value`` overrides."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if base:
+        _merge(cfg, base, ())
+    for f in files:
+        path = Path(f)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        with open(path) as fh:
+            data = yaml.safe_load(fh) or {}
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level")
+        try:
+            _merge(cfg, data, ())
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    for text in overrides:
+        parts, value = parse_override(text)
+        _merge(cfg, _nest(parts, value), ())
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Mapping) -> None:
+    """Value checks that do not need the data or models."""
+    if cfg["stage"] not in ("train", "distill"):
+        raise ConfigError(f"stage must be 'train' or 'distill', got {cfg['stage']!r}")
+    t = cfg["train"]
+    if not (isinstance(t["epochs"], int) and t["epochs"] >= 1):
+        raise ConfigError(f"train.epochs must be a positive integer, got {t['epochs']!r}")
+    if not (isinstance(t["lr"], (int, float)) and t["lr"] > 0):
+        raise ConfigError(f"train.lr must be positive, got {t['lr']!r}")
+    if t["scheduler"] not in ("none", "cosine", "onecycle"):
+        raise ConfigError(f"train.scheduler must be none, cosine or onecycle, got {t['scheduler']!r}")
+    if cfg["data"]["batch_size"] < 1:
+        raise ConfigError("data.batch_size must be >= 1")
+    d = cfg["distill"]
+    if d["strategy"] not in ("single", "aver", "a2d", "camkd"):
+        raise ConfigError(f"distill.strategy must be single, aver, a2d or camkd, got {d['strategy']!r}")
+    if cfg["stage"] == "distill" and not d["teachers"]:
+        raise ConfigError("stage 'distill' needs distill.teachers (checkpoint paths)")
+
+
+def save_config(cfg: Mapping, path: str | Path) -> None:
+    with open(path, "w") as fh:
+        yaml.safe_dump(dict(cfg), fh, sort_keys=False)

@@ -1,0 +1,294 @@
+"""One fit loop for every stage (teacher pretraining, student baseline, distillation).
+
+The loop is model-agnostic: it optimises ``model`` (plus optional ``extra_modules`` such as
+distillation adapters) with a ``loss_fn(batch, model) -> dict(loss=..., logs=...)`` and
+validates with ``val_fn(batch, model) -> (sum of squared errors, count)``. Each epoch it
+writes ``last.pt`` (for ``resume``), keeps ``best.pt`` (lowest validation loss), and appends
+metrics to ``metrics.csv`` and ``metrics.jsonl``. Data order depends only on (seed, epoch),
+so a resumed run ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .distributed import DistInfo, all_reduce_sum, barrier
+
+LossFn = Callable[[Any, nn.Module], Mapping[str, Any]]
+ValFn = Callable[[Any, nn.Module], tuple[torch.Tensor, int]]
+
+
+@dataclass
+class FitResult:
+    best_val: float
+    best_epoch: int
+    epochs_run: int
+    stopped_early: bool
+    history: list[dict] = field(default_factory=list)
+    best_path: Path | None = None
+    last_path: Path | None = None
+
+
+def default_val_fn(batch: Any, model: nn.Module) -> tuple[torch.Tensor, int]:
+    x, y = batch[-2], batch[-1]
+    pred = model(x)
+    return (pred.float() - y.float()).square().sum(), y.numel()
+
+
+def default_loss_fn(batch: Any, model: nn.Module) -> dict[str, Any]:
+    x, y = batch[-2], batch[-1]
+    loss = nn.functional.mse_loss(model(x), y)
+    return {"loss": loss, "logs": {"task": loss.detach()}}
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def _make_scheduler(opt: torch.optim.Optimizer, cfg: Mapping, steps_per_epoch: int):
+    total = max(1, cfg["epochs"] * steps_per_epoch)
+    warm = max(0, int(cfg.get("warmup_epochs", 0) or 0) * steps_per_epoch)
+    kind = cfg.get("scheduler", "none")
+    if kind == "none":
+        return None
+    if kind == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=total)
+
+    def cosine(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = (step - warm) / max(1, total - warm)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, cosine)
+
+
+class Trainer:
+    """Fit ``model`` on ``train_set`` with early stopping on ``val_set`` (see module docstring)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_set: Dataset,
+        val_set: Dataset,
+        train_cfg: Mapping[str, Any],
+        out_dir: str | Path,
+        *,
+        batch_size: int = 16,
+        seed: int = 42,
+        loss_fn: LossFn = default_loss_fn,
+        val_fn: ValFn = default_val_fn,
+        extra_modules: Mapping[str, nn.Module] | None = None,
+        extra_state: Mapping[str, Any] | None = None,
+        device: str | torch.device | None = None,
+        dist_info: DistInfo | None = None,
+        num_workers: int = 0,
+        log: Callable[[str], None] = print,
+    ):
+        self.dist = dist_info or DistInfo()
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.cfg = dict(train_cfg)
+        self.model = model.to(self.device)
+        self.extra = nn.ModuleDict(dict(extra_modules or {})).to(self.device)
+        self.extra_state = dict(extra_state or {})
+        self.loss_fn, self.val_fn = loss_fn, val_fn
+        self.out_dir = Path(out_dir)
+        self.seed = seed
+        self.log = log if self.dist.is_main else (lambda _msg: None)
+        if batch_size % self.dist.world_size:
+            raise ValueError(f"batch_size {batch_size} must be divisible by the world size {self.dist.world_size}")
+        self.local_batch = batch_size // self.dist.world_size
+        self.train_sampler = DistributedSampler(
+            train_set, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True, seed=seed, drop_last=True
+        )
+        self.val_sampler = DistributedSampler(
+            val_set, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=False, drop_last=False
+        )
+        pin = self.device.type == "cuda"
+        self.train_loader = DataLoader(
+            train_set, self.local_batch, sampler=self.train_sampler, num_workers=num_workers, pin_memory=pin
+        )
+        self.val_loader = DataLoader(
+            val_set, self.local_batch, sampler=self.val_sampler, num_workers=num_workers, pin_memory=pin
+        )
+        if len(self.train_loader) == 0:
+            raise ValueError("the training set is smaller than one batch per process")
+        self.wrapped = self.model
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.wrapped = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        params = [p for p in list(self.model.parameters()) + list(self.extra.parameters()) if p.requires_grad]
+        self.optimizer = torch.optim.Adam(params, lr=self.cfg["lr"], weight_decay=self.cfg.get("weight_decay", 0.0))
+        steps = len(self.train_loader)
+        if self.cfg.get("max_steps_per_epoch"):
+            steps = min(steps, int(self.cfg["max_steps_per_epoch"]))
+        self.steps_per_epoch = steps
+        self.scheduler = _make_scheduler(self.optimizer, self.cfg, steps)
+        self.amp = bool(self.cfg.get("amp", True)) and self.device.type == "cuda"
+
+    # ------------------------------------------------------------------ state
+    def _state(self, epoch: int, best_val: float, best_epoch: int, bad_epochs: int, history: list) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "extra": self.extra.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "epoch": epoch,
+            "best_val": best_val,
+            "best_epoch": best_epoch,
+            "bad_epochs": bad_epochs,
+            "rng": rng_state(),
+            "metrics": history,
+            **self.extra_state,
+        }
+
+    def _restore(self, path: Path) -> tuple[int, float, int, int, list]:
+        ck = load_checkpoint(path, map_location=self.device)
+        try:
+            self.model.load_state_dict(ck["model"])
+            self.extra.load_state_dict(ck.get("extra", {}))
+            self.optimizer.load_state_dict(ck["optimizer"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint {str(path)!r} does not match this model/config: {exc}") from None
+        if self.scheduler is not None and ck.get("scheduler") is not None:
+            self.scheduler.load_state_dict(ck["scheduler"])
+        set_rng_state(ck["rng"])
+        return ck["epoch"], ck["best_val"], ck["best_epoch"], ck["bad_epochs"], list(ck["metrics"])
+
+    # ------------------------------------------------------------------ loop
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        self.model.train()
+        self.extra.train()
+        self.train_sampler.set_epoch(epoch)
+        sums: dict[str, torch.Tensor] = {}
+        n = 0
+        it = self.train_loader
+        bar = None
+        if self.cfg.get("progress", True) and self.dist.is_main:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}", leave=False)
+        for step, batch in enumerate(it):
+            if step >= self.steps_per_epoch:
+                break
+            batch = to_device(batch, self.device)
+            self.optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                out = self.loss_fn(batch, self.wrapped)
+            loss = out["loss"]
+            if not torch.isfinite(loss.detach()).all():
+                raise FloatingPointError(f"non-finite training loss at epoch {epoch + 1}, step {step}: {loss.item()}")
+            if not out.get("grads_ready", False):
+                loss.backward()
+            clip = self.cfg.get("clip_grad", 0) or 0
+            if clip > 0:
+                nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], clip)
+            self.optimizer.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
+            logs = {"loss": loss.detach(), **dict(out.get("logs", {}))}
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + torch.as_tensor(v, dtype=torch.float64, device=self.device).detach()
+            n += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.4g}")
+        if bar is not None:
+            bar.close()
+        keys = sorted(sums)
+        vec = torch.stack([sums[k] for k in keys] + [torch.tensor(float(n), dtype=torch.float64, device=self.device)])
+        vec = all_reduce_sum(vec, self.dist)
+        return {f"train_{k}": (vec[i] / vec[-1]).item() for i, k in enumerate(keys)}
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        self.model.eval()
+        total = torch.zeros(2, dtype=torch.float64, device=self.device)
+        for batch in self.val_loader:
+            batch = to_device(batch, self.device)
+            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                sse, count = self.val_fn(batch, self.model)
+            total[0] += sse.double()
+            total[1] += count
+        total = all_reduce_sum(total, self.dist)
+        return (total[0] / total[1].clamp_min(1)).item()
+
+    def fit(self, resume: bool = False) -> FitResult:
+        last_path, best_path = self.out_dir / "last.pt", self.out_dir / "best.pt"
+        start, best_val, best_epoch, bad, history = 0, math.inf, -1, 0, []
+        if resume and last_path.is_file():
+            done, best_val, best_epoch, bad, history = self._restore(last_path)
+            start = done + 1
+            self.log(f"resumed from {last_path} after epoch {done + 1}")
+        elif resume:
+            self.log(f"no checkpoint at {last_path}; starting from scratch")
+        patience = int(self.cfg.get("patience", 0) or 0)
+        stopped = patience > 0 and bad >= patience
+        epoch = start - 1
+        for epoch in range(start, self.cfg["epochs"]):
+            if stopped:
+                break
+            t0 = time.perf_counter()
+            row = {"epoch": epoch + 1, **self._train_epoch(epoch)}
+            row["val_mse"] = self.validate()
+            row["lr"] = self.optimizer.param_groups[0]["lr"]
+            row["seconds"] = time.perf_counter() - t0
+            improved = row["val_mse"] < best_val
+            if improved:
+                best_val, best_epoch, bad = row["val_mse"], epoch, 0
+            else:
+                bad += 1
+            history.append(row)
+            stopped = patience > 0 and bad >= patience
+            if self.dist.is_main:
+                state = self._state(epoch, best_val, best_epoch, bad, history)
+                if improved:
+                    save_checkpoint(best_path, state)
+                save_checkpoint(last_path, state)
+                self._append_metrics(row)
+            barrier(self.dist)
+            self.log(
+                f"epoch {epoch + 1}/{self.cfg['epochs']}  train {row.get('train_loss', float('nan')):.4g}  "
+                f"val {row['val_mse']:.4g}{'  *' if improved else ''}"
+            )
+        if stopped:
+            self.log(f"early stop: no improvement for {patience} epochs (best epoch {best_epoch + 1})")
+        return FitResult(
+            best_val=best_val,
+            best_epoch=best_epoch,
+            epochs_run=epoch + 1,
+            stopped_early=stopped,
+            history=history,
+            best_path=best_path if best_path.is_file() else None,
+            last_path=last_path if last_path.is_file() else None,
+        )
+
+    def _append_metrics(self, row: Mapping[str, Any]) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.out_dir / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(dict(row)) + "\n")
+        csv_path = self.out_dir / "metrics.csv"
+        new = not csv_path.is_file()
+        with open(csv_path, "a", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(row), extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow(row)

@@ -1,0 +1,152 @@
+"""``FeatureKD``: feature distillation over several named (student, teacher) feature pairs.
+
+Models return ``(prediction, {name: feature})`` from ``forward(x, return_features=True)``
+(``sdkd.models``). ``FeatureKD`` pairs student features with teacher features by name, builds one
+adapted loss per pair from example shapes, and returns the weighted sum of the pair losses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Union
+
+import torch
+from torch import nn
+
+from ._checks import MissingFeatureError
+from .ab import ABLoss
+from .adapters import FeatureAdapter
+from .feature import AdaptedFeatureLoss, FeatureMSE
+from .spectral import SpectralKD
+
+FEATURE_LOSSES = ("mse", "ab", "spectral")
+Pairs = Union[Mapping[str, str], Sequence[tuple[str, str]]]
+
+
+def _lookup(features: Mapping[str, object], name: str, side: str) -> object:
+    if not isinstance(features, Mapping):
+        raise TypeError(f"FeatureKD: {side} features must be a mapping {{name: tensor}}, got {type(features).__name__}")
+    if name not in features:
+        raise MissingFeatureError(f"FeatureKD: {side} feature {name!r} not found; available: {sorted(features)}")
+    return features[name]
+
+
+def build_feature_loss(
+    loss: str, student_shape, teacher_shape, adapter_kwargs: Mapping | None = None, **loss_kwargs
+) -> nn.Module:
+    """One adapted loss of kind ``loss`` (``"mse"``, ``"ab"`` or ``"spectral"``) for the given example shapes."""
+    adapter_kwargs = dict(adapter_kwargs or {})
+    if loss == "mse":
+        if loss_kwargs:
+            raise ValueError(f"FeatureKD: loss='mse' takes no loss options, got {sorted(loss_kwargs)}")
+        return FeatureMSE.from_shapes(student_shape, teacher_shape, **adapter_kwargs)
+    if loss == "ab":
+        return ABLoss.from_shapes(student_shape, teacher_shape, **loss_kwargs, **adapter_kwargs)
+    if loss == "spectral":
+        return AdaptedFeatureLoss(
+            FeatureAdapter.from_shapes(student_shape, teacher_shape, **adapter_kwargs), SpectralKD(**loss_kwargs)
+        )
+    raise ValueError(f"FeatureKD: loss must be one of {FEATURE_LOSSES}, got {loss!r}")
+
+
+class FeatureKD(nn.Module):
+    """Weighted sum of adapted feature losses over named (student, teacher) feature pairs.
+
+    Args:
+        pairs: ``{student_feature_name: teacher_feature_name}`` (or a list of name pairs).
+        student_shapes, teacher_shapes: ``{name: shape or example tensor}`` (batch dim included),
+            e.g. the feature dicts of one forward pass; used to size the adapters.
+        loss: ``"mse"`` (FeatureMSE), ``"ab"`` (ABLoss) or ``"spectral"`` (SpectralKD on adapted features).
+        weights: one weight per pair (sequence in pair order, or ``{student_name: weight}``); default 1.
+        adapter_kwargs: options of :class:`FeatureAdapter` (``bn``, ``project``, ``time_fold``).
+        loss_kwargs: options of the loss (``margin``/``reduction`` for AB, SpectralKD's for spectral).
+
+    A name missing from the features raises :class:`MissingFeatureError` (a ``ValueError`` and a
+    ``KeyError``) naming it and listing the available names.
+    """
+
+    def __init__(
+        self,
+        pairs: Pairs,
+        student_shapes: Mapping[str, Sequence[int] | torch.Tensor],
+        teacher_shapes: Mapping[str, Sequence[int] | torch.Tensor],
+        loss: str = "mse",
+        weights: Sequence[float] | Mapping[str, float] | None = None,
+        adapter_kwargs: Mapping | None = None,
+        **loss_kwargs,
+    ) -> None:
+        super().__init__()
+        self.pairs = [(str(a), str(b)) for a, b in (pairs.items() if isinstance(pairs, Mapping) else pairs)]
+        if not self.pairs:
+            raise ValueError("FeatureKD: pairs is empty; give at least one {student_name: teacher_name}")
+        if loss not in FEATURE_LOSSES:
+            raise ValueError(f"FeatureKD: loss must be one of {FEATURE_LOSSES}, got {loss!r}")
+        self.loss_type = loss
+        self.weights = self._weights(weights)
+        self.losses = nn.ModuleList(
+            build_feature_loss(
+                loss,
+                _lookup(student_shapes, s, "student"),
+                _lookup(teacher_shapes, t, "teacher"),
+                adapter_kwargs,
+                **loss_kwargs,
+            )
+            for s, t in self.pairs
+        )
+
+    def _weights(self, weights: Sequence[float] | Mapping[str, float] | None) -> list[float]:
+        n = len(self.pairs)
+        if weights is None:
+            return [1.0] * n
+        if isinstance(weights, Mapping):
+            unknown = set(weights) - {s for s, _ in self.pairs}
+            if unknown:
+                raise MissingFeatureError(
+                    f"FeatureKD: weights name unknown student feature(s) {sorted(unknown)}; pairs: {self.pairs}"
+                )
+            return [float(weights.get(s, 1.0)) for s, _ in self.pairs]
+        w = [float(x) for x in weights]
+        if len(w) != n:
+            raise ValueError(f"FeatureKD: {n} feature pair(s) but {len(w)} weights")
+        return w
+
+    @classmethod
+    @torch.no_grad()
+    def from_models(
+        cls, student: nn.Module, teacher: nn.Module, example_input: torch.Tensor, pairs: Pairs, **kwargs
+    ) -> FeatureKD:
+        """Size the adapters from one ``forward(example_input, return_features=True)`` of each model
+        (in eval mode, modes restored afterwards); the result lives on ``example_input``'s device."""
+        shapes = []
+        for model in (student, teacher):
+            was_training = model.training
+            model.eval()
+            try:
+                _, feats = model(example_input, return_features=True)
+            finally:
+                model.train(was_training)
+            shapes.append({k: tuple(v.shape) for k, v in feats.items()})
+        return cls(pairs, shapes[0], shapes[1], **kwargs).to(example_input.device)
+
+    def _terms(self, student_features: Mapping[str, torch.Tensor], teacher_features: Mapping[str, torch.Tensor]):
+        for (s, t), w, fn in zip(self.pairs, self.weights, self.losses):
+            yield f"{s}->{t}", w, fn(_lookup(student_features, s, "student"), _lookup(teacher_features, t, "teacher"))
+
+    def forward(
+        self, student_features: Mapping[str, torch.Tensor], teacher_features: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """Weighted sum of the pair losses (a scalar)."""
+        total = None
+        for _, w, value in self._terms(student_features, teacher_features):
+            total = w * value if total is None else total + w * value
+        return total
+
+    @torch.no_grad()
+    def components(
+        self, student_features: Mapping[str, torch.Tensor], teacher_features: Mapping[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """Detached weighted pair terms ``{"student_name->teacher_name": value}``; they sum to the loss."""
+        return {name: (w * value).detach() for name, w, value in self._terms(student_features, teacher_features)}
+
+    def extra_repr(self) -> str:
+        return f"loss={self.loss_type!r}, pairs={self.pairs}, weights={self.weights}"

@@ -27,9 +27,7 @@ def list_models() -> list[str]:
     return sorted(_BUILDERS)
 
 
-def build_model(
-    name: str, in_shape: tuple[int, int, int, int], out_frames: int | None = None, **cfg
-) -> nn.Module:
+def build_model(name: str, in_shape: tuple[int, int, int, int], out_frames: int | None = None, **cfg) -> nn.Module:
     """Build model ``name`` for inputs ``(T_in, C, H, W)`` predicting ``out_frames`` frames
     (default ``T_in``); ``cfg`` overrides the model's default configuration."""
     if name not in _BUILDERS:

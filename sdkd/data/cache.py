@@ -1,0 +1,156 @@
+"""On-disk cache for generated arrays: atomic writes, metadata JSON, completeness checks.
+
+A cached array is two files in one folder: ``<stem>.npy`` (the data) and ``<stem>.json`` (its metadata). Writes go to
+a uniquely named temporary file in the same folder and are published with ``os.replace`` (atomic on POSIX and
+Windows), data first and metadata last, so a crash leaves either the old complete pair, or data without matching
+metadata — never metadata describing a half-written file. An entry is reused only if its metadata matches what the
+caller asks for (``match`` keys) **and** the ``.npy`` header and file size agree with that metadata.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+__all__ = [
+    "default_root",
+    "params_key",
+    "atomic_path",
+    "write_json_atomic",
+    "read_json",
+    "npy_is_complete",
+    "metadata_matches",
+    "cached_array",
+]
+
+PathLike = Union[str, os.PathLike]
+
+
+def default_root() -> Path:
+    """The data folder: ``$SDKD_DATA_DIR`` if set, else ``$XDG_CACHE_HOME/sdkd`` or ``~/.cache/sdkd``."""
+    env = os.environ.get("SDKD_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "sdkd"
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def params_key(params: Mapping[str, Any], length: int = 16) -> str:
+    """Stable short hash of JSON-serialisable ``params`` (key order does not matter), for file names."""
+    return hashlib.sha256(_canonical(dict(params)).encode()).hexdigest()[:length]
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on normal exit it replaces ``path`` atomically, on error it is removed.
+
+    The temporary name starts with ``.`` and contains ``.tmp-``, so it never collides with a published entry.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o644)  # mkstemp makes it private; a cache entry is an ordinary file
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:  # data must be on disk before the name points at it
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def write_json_atomic(path: PathLike, obj: Mapping[str, Any]) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: PathLike) -> dict | None:
+    """The JSON object in ``path``, or ``None`` if it is missing, unreadable or not an object."""
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def npy_is_complete(path: PathLike, shape: tuple | None = None, dtype: Any = None) -> bool:
+    """True if ``path`` is a ``.npy`` file whose header parses, whose size equals header + data, and (when given)
+    whose shape and dtype are ``shape`` and ``dtype``."""
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                hshape, fortran, hdtype = np.lib.format.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                hshape, fortran, hdtype = np.lib.format.read_array_header_2_0(fh)
+            else:
+                return False
+            offset = fh.tell()
+        size = os.path.getsize(path)
+    except (OSError, ValueError):
+        return False
+    if hdtype.hasobject or size != offset + int(np.prod(hshape, dtype=np.int64)) * hdtype.itemsize:
+        return False
+    if shape is not None and tuple(hshape) != tuple(shape):
+        return False
+    return dtype is None or hdtype == np.dtype(dtype)
+
+
+def metadata_matches(meta: Mapping[str, Any] | None, expected: Mapping[str, Any]) -> bool:
+    """True if every key of ``expected`` is in ``meta`` with an equal value (compared as canonical JSON)."""
+    if meta is None:
+        return False
+    return all(k in meta and _canonical(meta[k]) == _canonical(v) for k, v in expected.items())
+
+
+def cached_array(
+    stem: PathLike,
+    match: Mapping[str, Any],
+    shape: tuple[int, ...],
+    dtype: Any,
+    fill: Callable[[np.ndarray], Mapping[str, Any] | None],
+    *,
+    extra: Mapping[str, Any] | None = None,
+    force: bool = False,
+) -> tuple[np.ndarray, Path, bool]:
+    """Load ``<stem>.npy`` memory-mapped if its metadata matches ``match`` and the file is complete, else build it.
+
+    ``fill(out)`` writes the data into ``out`` (a writable memory map of ``shape``/``dtype``, so memory stays
+    bounded) and may return extra metadata to record. ``match`` (parameters, seed, version…) decides reuse; ``extra``
+    is recorded but not compared. Returns ``(read-only memmap, path of the .npy, reused)``.
+    """
+    stem = Path(stem)
+    data_path, meta_path = stem.with_suffix(".npy"), stem.with_suffix(".json")
+    shape = tuple(int(s) for s in shape)
+    dtype = np.dtype(dtype)
+    expected = {**dict(match), "shape": list(shape), "dtype": dtype.str}
+    if not force and metadata_matches(read_json(meta_path), expected) and npy_is_complete(data_path, shape, dtype):
+        return np.load(data_path, mmap_mode="r"), data_path, True
+
+    with contextlib.suppress(FileNotFoundError):  # metadata must never describe a different data file
+        meta_path.unlink()
+    with atomic_path(data_path) as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+        recorded = fill(out) or {}
+        out.flush()
+        del out
+    write_json_atomic(meta_path, {**dict(extra or {}), **dict(recorded), **expected})
+    return np.load(data_path, mmap_mode="r"), data_path, False

@@ -1,0 +1,93 @@
+"""``sdkd train``, ``sdkd distill`` and ``sdkd eval``.
+
+Configs are YAML files (``--config``, repeatable, later files win) plus ``section.key=value``
+overrides; ``configs/`` holds one per dataset and stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .config import build_config
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", action="append", default=[], help="YAML config file (repeatable)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.lr=3e-4")
+
+
+# ----------------------------------------------------------------------------- train
+def configure_train(parser: argparse.ArgumentParser) -> None:
+    _common(parser)
+
+
+def run_train(args: argparse.Namespace, stage: str = "train") -> int:
+    from .run import run_stage
+
+    cfg = build_config(args.config, [f"stage={stage}", *args.overrides, *getattr(args, "extra", [])])
+    res = run_stage(cfg, resume=args.resume, device=args.device)
+    print(f"best val MSE {res.best_val:.5g} at epoch {res.best_epoch + 1}; checkpoint {res.best_path}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- distill
+def configure_distill(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--teacher", action="append", default=[], help="teacher checkpoint (repeat for several)")
+    _common(parser)
+
+
+def run_distill(args: argparse.Namespace) -> int:
+    if args.teacher:
+        args.extra = [f"distill.teachers={json.dumps(args.teacher)}"]
+    return run_train(args, stage="distill")
+
+
+# ----------------------------------------------------------------------------- eval
+def configure_eval(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", action="append", required=True, help="checkpoint(s) to evaluate")
+    parser.add_argument("--name", action="append", default=[], help="row name per checkpoint (default: file path)")
+    parser.add_argument("--out", default=None, help="folder for results.md/.json and figures")
+    parser.add_argument("--figures", action="store_true", help="write figures (needs matplotlib)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("overrides", nargs="*", help="data.* overrides (default: the first checkpoint's data config)")
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate, format_table, target_range
+    from .run import build_datasets, load_model
+
+    models = [load_model(p, args.device) for p in args.checkpoint]
+    base = models[0][1]["config"]
+    cfg = build_config([], [f"data.{k}={json.dumps(v)}" for k, v in base["data"].items()] + args.overrides)
+    test = build_datasets(cfg["data"], cfg["seed"])["test"]
+    names = args.name + [str(p) for p in args.checkpoint[len(args.name) :]]
+    R = target_range(test)
+    rows = {n: evaluate(m, test, device=args.device, data_range=R) for n, (m, _) in zip(names, models)}
+    table = format_table(rows)
+    print(table)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.md").write_text(table + "\n")
+        (out / "results.json").write_text(json.dumps(rows, indent=2))
+        if args.figures:
+            from .figures import write_figures
+
+            for path in write_figures({n: m for n, (m, _) in zip(names, models)}, test, out):
+                print(f"wrote {path}")
+    return 0
+
+
+# CLI entry points (sdkd.cli maps subcommands to configure/run of a module).
+class _Command:
+    def __init__(self, configure, run):
+        self.configure, self.run = configure, run
+
+
+train = _Command(configure_train, run_train)
+distill = _Command(configure_distill, run_distill)
+eval_ = _Command(configure_eval, run_eval)

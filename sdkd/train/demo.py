@@ -1,0 +1,165 @@
+"""``sdkd demo``: the paper's pipeline end to end on generated Navier–Stokes data.
+
+Generates a small NSE set, trains an ST-AlterNet teacher, a U-Net student alone (baseline)
+and a U-Net distilled from the teacher with SpectralKD, then prints one table (test MSE,
+MAE, PSNR, SSIM, low/high band error, parameters, latency) and writes figures. Finished
+stages are reused when run again with the same settings; interrupted ones resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from .config import build_config
+
+# The SpectralKD setting the demo distills with (see README, "Choosing SpectralKD's setting").
+DEMO_KD = {"type": "spectral", "cutoffs": 0.25, "alpha": 1.0, "reduction": "mean", "weighting": "adaptive"}
+
+BUDGETS: dict[str, dict[str, Any]] = {
+    # <= 10 minutes on 2 CPU cores, data generation included.
+    "small": {
+        "preset": "small",
+        "teacher": {"hid_S": 16, "hid_T": 128, "N_S": 4, "N_T": 4, "num_heads": 4},
+        "teacher_epochs": 30,
+        "student_epochs": 30,
+        "batch_size": 8,
+        "lr": 1e-3,
+        "lam": 1.0,
+    },
+    # About 3x longer: a bigger teacher and more epochs.
+    "medium": {
+        "preset": "small",
+        "teacher": {"hid_S": 32, "hid_T": 192, "N_S": 4, "N_T": 6, "num_heads": 6},
+        "teacher_epochs": 80,
+        "student_epochs": 80,
+        "batch_size": 8,
+        "lr": 1e-3,
+        "lam": 1.0,
+    },
+}
+
+
+def stage_configs(budget: str, out: Path, seed: int, kd: dict | None = None) -> dict[str, dict]:
+    """The three configs (teacher, baseline, distilled) of a demo budget."""
+    if budget not in BUDGETS:
+        raise ValueError(f"unknown budget {budget!r}; choose from {sorted(BUDGETS)}")
+    b = BUDGETS[budget]
+    common = {
+        "seed": seed,
+        "data": {"name": "ns", "preset": b["preset"], "batch_size": b["batch_size"]},
+        "train": {"lr": b["lr"], "scheduler": "cosine", "patience": 0, "progress": False},
+    }
+    teacher = _merge(common, {"out_dir": str(out / "teacher"), "model": {"name": "st_alternet", "cfg": b["teacher"]}})
+    teacher["train"]["epochs"] = b["teacher_epochs"]
+    student = {"model": {"name": "unet", "cfg": {}}}
+    baseline = _merge(common, {**student, "out_dir": str(out / "baseline")})
+    baseline["train"]["epochs"] = b["student_epochs"]
+    distilled = _merge(baseline, {"out_dir": str(out / "distilled"), "stage": "distill"})
+    distilled["distill"] = {
+        "teachers": [str(out / "teacher" / "best.pt")],
+        "strategy": "single",
+        "lam": b["lam"],
+        "kd": dict(kd or DEMO_KD),
+    }
+    return {
+        "teacher": build_config(base=teacher),
+        "baseline": build_config(base=baseline),
+        "distilled": build_config(base=distilled),
+    }
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = copy.deepcopy(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def _run_or_reuse(cfg: dict, datasets: dict, device: str | None, log) -> Path:
+    from .checkpoint import load_checkpoint
+    from .run import _plain, run_stage
+
+    out = Path(cfg["out_dir"])
+    last = out / "last.pt"
+    if last.is_file():
+        try:
+            same = load_checkpoint(last)["config"] == _plain(cfg)
+        except Exception:
+            same = False
+        if not same:
+            log(f"{out}: settings changed, training again")
+            shutil.rmtree(out)
+    run_stage(cfg, resume=True, device=device, log=log, datasets=datasets)
+    return out / "best.pt"
+
+
+def run_demo(
+    budget: str = "small",
+    out: str | Path = "runs/demo",
+    seed: int = 42,
+    device: str | None = None,
+    figures: bool = True,
+    kd: dict | None = None,
+    log=print,
+) -> dict[str, dict[str, float]]:
+    """Run the demo; returns ``{"teacher" | "baseline" | "distilled": metrics}``."""
+    from .evaluate import evaluate, format_table, target_range
+    from .run import build_datasets, load_model
+
+    out = Path(out)
+    cfgs = stage_configs(budget, out, seed, kd)
+    t0 = time.perf_counter()
+    log(f"[1/4] data: Navier-Stokes preset {cfgs['teacher']['data']['preset']!r}")
+    datasets = build_datasets(cfgs["teacher"]["data"], seed)
+    paths = {}
+    for i, name in enumerate(("teacher", "baseline", "distilled"), start=2):
+        log(f"[{i}/4] {name}: {cfgs[name]['model']['name']}, {cfgs[name]['train']['epochs']} epochs")
+        paths[name] = _run_or_reuse(cfgs[name], datasets, device, log)
+    test = datasets["test"]
+    R = target_range(test)
+    rows, models = {}, {}
+    for name, path in paths.items():
+        model, _ = load_model(path, "cpu")
+        models[name] = model
+        rows[name] = evaluate(model, test, device="cpu", data_range=R)
+    table = format_table(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.md").write_text(table + "\n")
+    (out / "results.json").write_text(json.dumps(rows, indent=2))
+    gain = 100.0 * (rows["baseline"]["mse"] - rows["distilled"]["mse"]) / rows["baseline"]["mse"]
+    log("")
+    log(table)
+    log(
+        f"\ndistilled vs baseline test MSE: {gain:+.1f}% lower"
+        if gain >= 0
+        else f"\ndistilled vs baseline: {-gain:.1f}% higher MSE"
+    )
+    if figures:
+        try:
+            from .figures import write_figures
+
+            for p in write_figures(models, test, out):
+                log(f"wrote {p}")
+        except ImportError as exc:
+            log(f"figures skipped: {exc}")
+    log(f"done in {time.perf_counter() - t0:.0f} s; results in {out}")
+    return rows
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--budget", default="small", choices=sorted(BUDGETS), help="small: <= 10 min on 2 CPU cores")
+    parser.add_argument("--out", default="runs/demo", help="output folder (stages are reused from here)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--no-figures", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    run_demo(args.budget, args.out, args.seed, args.device, figures=not args.no_figures)
+    return 0

@@ -1,0 +1,93 @@
+"""Test-set evaluation: the metrics table of ``sdkd eval`` / ``sdkd demo`` and its figures' data.
+
+MSE and MAE are per-pixel means in normalised units (the paper's convention) and, as
+``mse_phys``, in physical units; PSNR and SSIM use one ``data_range`` for every model (the
+range of the normalised test targets) so rows are comparable; band errors split the MSE at
+``cutoff`` (low + high = MSE).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from sdkd import metrics as M
+
+COLUMNS = ("mse", "mae", "psnr", "ssim", "low_err", "high_err", "mse_phys", "params", "latency_ms")
+
+
+def target_range(dataset: Any, batch_size: int = 64) -> float:
+    lo, hi = float("inf"), float("-inf")
+    for _, y in DataLoader(dataset, batch_size):
+        lo, hi = min(lo, y.min().item()), max(hi, y.max().item())
+    return hi - lo
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    dataset: Any,
+    *,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+    data_range: float | None = None,
+    cutoff: float = 0.25,
+    latency: bool = True,
+) -> dict[str, float]:
+    """Metrics of ``model`` over ``dataset`` (normalised ``(x, y)`` windows with ``denormalize``)."""
+    from sdkd.models import summary
+
+    model = model.to(device).eval()
+    R = data_range if data_range is not None else target_range(dataset)
+    sums = dict.fromkeys(("sse", "sae", "sse_phys", "psnr", "ssim", "low", "high"), 0.0)
+    n_pix = n_maps = 0
+    small = min(dataset.in_shape[-2:]) < 11
+    for x, y in DataLoader(dataset, batch_size):
+        x, y = x.to(device), y.to(device)
+        p = model(x).float()
+        sums["sse"] += (p - y).square().sum().item()
+        sums["sae"] += (p - y).abs().sum().item()
+        sums["sse_phys"] += (dataset.denormalize(p.cpu()) - dataset.denormalize(y.cpu())).square().sum().item()
+        sums["psnr"] += M.psnr(p, y, data_range=R, reduction="none").sum().item()
+        if not small:
+            sums["ssim"] += M.ssim(p, y, data_range=R, reduction="none").sum().item()
+        bands = M.band_errors(p, y, cutoff)
+        sums["low"] += bands["low"].item() * y.numel()
+        sums["high"] += bands["high"].item() * y.numel()
+        n_pix += y.numel()
+        n_maps += y.numel() // (y.shape[-1] * y.shape[-2])
+    row = {
+        "mse": sums["sse"] / n_pix,
+        "mae": sums["sae"] / n_pix,
+        "psnr": sums["psnr"] / n_maps,
+        "ssim": float("nan") if small else sums["ssim"] / n_maps,
+        "low_err": sums["low"] / n_pix,
+        "high_err": sums["high"] / n_pix,
+        "mse_phys": sums["sse_phys"] / n_pix,
+    }
+    s = summary(model, tuple(dataset.in_shape), batch_size=1, latency=latency, device=device)
+    row["params"] = float(s.params)
+    row["latency_ms"] = float(s.latency_ms) if s.latency_ms is not None else float("nan")
+    return row
+
+
+def format_table(rows: Mapping[str, Mapping[str, float]], columns: Sequence[str] = COLUMNS) -> str:
+    """A Markdown table, one row per model."""
+
+    def fmt(col: str, v: float) -> str:
+        if col == "params":
+            return f"{v / 1e6:.3f} M"
+        if col in ("psnr", "latency_ms"):
+            return f"{v:.2f}"
+        return f"{v:.4f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.3e}"
+
+    head = "| model | " + " | ".join(columns) + " |"
+    sep = "|---|" + "---|" * len(columns)
+    lines = [head, sep]
+    for name, row in rows.items():
+        lines.append(f"| {name} | " + " | ".join(fmt(c, float(row[c])) for c in columns) + " |")
+    return "\n".join(lines)

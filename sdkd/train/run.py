@@ -1,0 +1,231 @@
+"""Glue from a config to a trained model: datasets, models, the distiller and evaluation.
+
+``run_stage(cfg)`` trains a model (``stage: train``) or distills a student from teacher
+checkpoints (``stage: distill``). Every checkpoint it writes carries what is needed to use the
+model later without the config files: the model spec (name, shapes, config), the dataset's
+normalisation and the full config, as plain data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+import sdkd
+
+from .checkpoint import CheckpointError, load_checkpoint
+from .config import ConfigError
+from .distributed import DistInfo, init_distributed
+from .loop import FitResult, Trainer
+
+SPLITS = ("train", "val", "test")
+
+
+# ----------------------------------------------------------------------------- data
+def build_datasets(data_cfg: Mapping[str, Any], seed: int = 42, progress: bool = True) -> dict[str, Any]:
+    """``{"train", "val", "test"}`` datasets for ``data_cfg`` (see ``configs/`` for the keys)."""
+    from sdkd import data as D
+
+    name = data_cfg["name"]
+    t_in, t_out = int(data_cfg["input_frames"]), int(data_cfg["output_frames"])
+    splits = data_cfg.get("splits")
+    path = data_cfg.get("path")
+    if name == "ns":
+        from sdkd.data.navier_stokes import load_or_generate
+
+        array, _ = load_or_generate(preset=data_cfg.get("preset") or "small", root=path, progress=progress)
+        make = lambda split: D.NavierStokesDataset(array, split, t_in, t_out, splits)  # noqa: E731
+    elif name == "ns_mat":
+        make = lambda split: D.NavierStokesDataset(_need(path, name), split, t_in, t_out, splits)  # noqa: E731
+    elif name == "weatherbench":
+        variables = tuple(data_cfg.get("variables") or ("t2m",))
+        make = lambda split: D.WeatherBenchDataset(  # noqa: E731
+            _need(path, name), variables, split, input_frames=t_in, output_frames=t_out
+        )
+    elif name == "taxibj":
+        make = lambda split: D.TaxiBJDataset(_need(path, name), split, t_in, t_out)  # noqa: E731
+    elif name == "array":
+        kw = {"splits": splits} if splits is not None else {}
+        variables = data_cfg.get("variables")
+        variable = variables[0] if isinstance(variables, (list, tuple)) else variables
+        make = lambda split: D.ArrayDataset(  # noqa: E731
+            _need(path, name), variable=variable, input_frames=t_in, output_frames=t_out, split=split, **kw
+        )
+    else:
+        raise ConfigError(f"data.name must be ns, ns_mat, weatherbench, taxibj or array, got {name!r}")
+    return {split: make(split) for split in SPLITS}
+
+
+def _need(path: Any, name: str) -> str:
+    if not path:
+        raise ConfigError(f"data.path is required for data.name={name!r}")
+    return str(path)
+
+
+def normalization_of(dataset: Any) -> dict[str, torch.Tensor]:
+    return {"mean": torch.as_tensor(dataset.mean).double(), "std": torch.as_tensor(dataset.std).double()}
+
+
+# ----------------------------------------------------------------------------- models
+def model_spec(model_cfg: Mapping[str, Any], in_shape: tuple[int, ...], out_frames: int) -> dict[str, Any]:
+    return {
+        "name": str(model_cfg["name"]),
+        "in_shape": [int(v) for v in in_shape],
+        "out_frames": int(out_frames),
+        "cfg": dict(model_cfg.get("cfg") or {}),
+    }
+
+
+def build_from_spec(spec: Mapping[str, Any]) -> nn.Module:
+    from sdkd.models import build_model
+
+    try:
+        return build_model(spec["name"], tuple(spec["in_shape"]), spec["out_frames"], **spec["cfg"])
+    except TypeError as exc:
+        raise ConfigError(f"model {spec['name']!r}: bad model.cfg {spec['cfg']}: {exc}") from None
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """The model stored in an sdkd checkpoint (in eval mode) and the checkpoint's contents."""
+    ck = load_checkpoint(path, map_location=device)
+    if "model_spec" not in ck:
+        raise CheckpointError(f"checkpoint {str(path)!r} has no model_spec; it was not written by sdkd train/distill")
+    model = build_from_spec(ck["model_spec"])
+    try:
+        model.load_state_dict(ck["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r}: weights do not match its model_spec: {exc}") from None
+    return model.to(device).eval(), ck
+
+
+# ----------------------------------------------------------------------------- distillation
+def build_kd_loss(kd_cfg: Mapping[str, Any]) -> nn.Module:
+    """The prediction KD loss named by ``distill.kd`` (``type: spectral`` or ``mse``)."""
+    from sdkd.losses import SpectralKD
+
+    cfg = dict(kd_cfg)
+    kind = cfg.pop("type", "spectral")
+    if kind == "mse":
+        return nn.MSELoss()
+    if kind == "spectral":
+        try:
+            return SpectralKD(**cfg)
+        except TypeError as exc:
+            raise ConfigError(f"distill.kd: {exc}") from None
+    raise ConfigError(f"distill.kd.type must be 'spectral' or 'mse', got {kind!r}")
+
+
+def _distill_parts(cfg: Mapping, data: Mapping[str, Any], student: nn.Module, device: torch.device, log):
+    from sdkd.distill import Distiller, IndexedDataset, TeacherCache
+
+    d = cfg["distill"]
+    teachers = []
+    for path in d["teachers"]:
+        teacher, ck = load_model(path, device)
+        spec = ck["model_spec"]
+        if tuple(spec["in_shape"]) != tuple(data["train"].in_shape) or spec["out_frames"] != data["train"].out_frames:
+            raise ConfigError(
+                f"teacher {path}: trained for in_shape {spec['in_shape']} -> {spec['out_frames']} frames, "
+                f"but the data gives {list(data['train'].in_shape)} -> {data['train'].out_frames}"
+            )
+        teachers.append(teacher)
+    cache = None
+    train_set = data["train"]
+    if d.get("cache", True):
+        log(f"caching {len(teachers)} teacher(s) over {len(train_set)} training samples")
+        cache = TeacherCache.build(teachers, train_set, device=device)
+        train_set = IndexedDataset(train_set)
+    distiller = Distiller(
+        student,
+        teachers if cache is None else None,
+        strategy=d["strategy"],
+        kd_loss=build_kd_loss(d["kd"]),
+        lam=float(d["lam"]),
+        C=float(d["C"]),
+        grad_space=d["grad_space"],
+        per_sample=bool(d["per_sample"]),
+        cache=cache,
+    )
+
+    def loss_fn(batch: Any, model: nn.Module) -> dict[str, Any]:
+        if cache is not None:
+            idx, x, y = batch
+            out = distiller(x, y, index=idx.cpu())
+        else:
+            x, y = batch
+            out = distiller(x, y)
+        ready = out.grads is not None
+        if ready:
+            distiller.backward(out)
+        return {"loss": out.loss, "logs": out.log(), "grads_ready": ready}
+
+    return distiller, train_set, loss_fn
+
+
+# ----------------------------------------------------------------------------- stages
+def run_stage(
+    cfg: Mapping[str, Any],
+    resume: bool = False,
+    device: str | None = None,
+    log: Callable[[str], None] = print,
+    datasets: Mapping[str, Any] | None = None,
+) -> FitResult:
+    """Train (``cfg["stage"] == "train"``) or distill a model as configured; writes
+    ``best.pt``/``last.pt``/metrics into ``cfg["out_dir"]``."""
+    info: DistInfo = init_distributed(device)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dev.type == "cuda" and info.enabled:
+        dev = torch.device("cuda", info.local_rank)
+    torch.manual_seed(int(cfg["seed"]))
+    if cfg["train"].get("deterministic", True):
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    data = dict(datasets) if datasets is not None else build_datasets(cfg["data"], cfg["seed"], info.is_main)
+    spec = model_spec(cfg["model"], data["train"].in_shape, data["train"].out_frames)
+    model = build_from_spec(spec)
+    extra_state = {
+        "config": _plain(cfg),
+        "model_spec": spec,
+        "normalization": normalization_of(data["train"]),
+        "sdkd_version": sdkd.__version__,
+    }
+    train_set, loss_fn, extra_modules = data["train"], None, None
+    distiller = None
+    if cfg["stage"] == "distill":
+        if cfg["distill"]["grad_space"] == "params" and info.enabled:
+            raise ConfigError("distill.grad_space='params' is not supported with several processes (DDP)")
+        distiller, train_set, loss_fn = _distill_parts(cfg, data, model, dev, log)
+        extra_modules = {"feature_losses": distiller.feature_loss_modules}
+    trainer = Trainer(
+        model,
+        train_set,
+        data["val"],
+        cfg["train"],
+        cfg["out_dir"],
+        batch_size=int(cfg["data"]["batch_size"]),
+        seed=int(cfg["seed"]),
+        extra_modules=extra_modules,
+        extra_state=extra_state,
+        device=dev,
+        dist_info=info,
+        num_workers=int(cfg["data"].get("num_workers", 0)),
+        log=log,
+        **({"loss_fn": loss_fn} if loss_fn is not None else {}),
+    )
+    if distiller is not None:
+        distiller.student = trainer.wrapped  # gradients of the student sync under DDP
+    return trainer.fit(resume=resume)
+
+
+def _plain(value: Any) -> Any:
+    """Config as plain data (dict/list/str/number/bool/None) for weights-only checkpoints."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)

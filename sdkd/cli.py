@@ -8,10 +8,21 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-# name -> (module defining ``configure(parser)`` and ``run(args) -> int``, one-line help)
+# name -> (module, or ``module:attribute``, defining ``configure(parser)`` and ``run(args) -> int``; help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("sdkd.info", "versions, devices and which kernel backends are usable"),
+    "data": ("sdkd.data.cli", "generate or inspect datasets"),
+    "train": ("sdkd.train.cli:train", "train a teacher or a student baseline from a config"),
+    "distill": ("sdkd.train.cli:distill", "distill a student from teacher checkpoints"),
+    "eval": ("sdkd.train.cli:eval_", "metrics table and figures of checkpoints on the test split"),
+    "demo": ("sdkd.train.demo", "generate data, train teacher + baseline + distilled student, print the table"),
 }
+
+
+def _target(spec: str):
+    module_name, _, attr = spec.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, attr) if attr else module
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module_name)
-        importlib.import_module(module_name).configure(p)
+        _target(module_name).configure(p)
     return parser
 
 
@@ -33,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
-    return int(importlib.import_module(args._module).run(args) or 0)
+    return int(_target(args._module).run(args) or 0)
 
 
 if __name__ == "__main__":

@@ -28,3 +28,12 @@ def _alias_source_tree_kernels() -> None:
 
 
 _alias_source_tree_kernels()
+
+
+def __getattr__(name: str):
+    """Lazy top-level exports, so that ``import sdkd`` stays light."""
+    if name == "Forecaster":
+        from .forecast import Forecaster
+
+        return Forecaster
+    raise AttributeError(f"module 'sdkd' has no attribute {name!r}")

@@ -15,6 +15,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("sdkd.train.cli:train", "train a teacher or a student baseline from a config"),
     "distill": ("sdkd.train.cli:distill", "distill a student from teacher checkpoints"),
     "eval": ("sdkd.train.cli:eval_", "metrics table and figures of checkpoints on the test split"),
+    "predict": ("sdkd.forecast:predict_command", "physical-unit forecasts of an input file from a checkpoint"),
+    "export": ("sdkd.forecast:export_command", "export a checkpoint's model to ONNX or torch.export"),
     "demo": ("sdkd.train.demo", "generate data, train teacher + baseline + distilled student, print the table"),
 }
 

@@ -81,6 +81,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "weights only" not in str(exc).lower():  # not a pickle at all: junk or damaged bytes
+            raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or not a checkpoint: {exc}") from None
         raise CheckpointError(
             f"refusing to load {str(path)!r}: it contains pickled Python objects, which could run code "
             f"(sdkd checkpoints hold plain data only). Details: {str(exc).splitlines()[0]}"

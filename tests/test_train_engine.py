@@ -97,6 +97,9 @@ def test_checkpoint_corrupt_missing_and_foreign(tmp_path):
         load_checkpoint(tmp_path / "trunc.pt")
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"hello, not a checkpoint" * 10)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(tmp_path / "junk.pt")
     torch.save({"w": torch.ones(1)}, tmp_path / "plain.pt")
     with pytest.raises(CheckpointError, match="not an sdkd checkpoint"):
         load_checkpoint(tmp_path / "plain.pt")

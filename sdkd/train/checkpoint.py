@@ -87,7 +87,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"refusing to load {str(path)!r}: it contains pickled Python objects, which could run code "
             f"(sdkd checkpoints hold plain data only). Details: {str(exc).splitlines()[0]}"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as exc:
         raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or truncated: {exc}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is not an sdkd checkpoint (no '{FORMAT}' format tag)")

@@ -21,8 +21,12 @@ _ALIASES = {"ns": "nse", "navier_stokes": "nse"}
 def config_dir() -> Path:
     """The folder holding ``<dataset>.yaml`` model presets."""
     root = os.environ.get("SDKD_CONFIG_DIR")
-    base = Path(root) if root else Path(__file__).resolve().parents[2] / "configs"
-    return base / "models"
+    if root:
+        return Path(root) / "models"
+    source_tree = Path(__file__).resolve().parents[2] / "configs"  # a checkout (or editable install)
+    if (source_tree / "models").is_dir():
+        return source_tree / "models"
+    return Path(__file__).resolve().parents[1] / "configs" / "models"  # installed as sdkd.configs
 
 
 def list_presets() -> list[str]:

@@ -1,0 +1,1 @@
+"""Shipped YAML configs (model presets and experiment configs); data files only."""

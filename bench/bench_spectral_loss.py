@@ -1,0 +1,80 @@
+"""SpectralKD loss, forward + backward: the reference and every usable fused backend in one run.
+
+Shapes (B, T, C, H, W): (16, 10, 1, 64, 64) NSE, (32, 12, 3, 32, 64) WeatherBench, (8, 10, 2, 128, 128);
+cutoff 0.25, fp32 (plus bf16 on GPU). Group per shape; ``extra_info`` records the achieved bandwidth
+against the one-read-of-s-and-t + one-write-of-the-gradient floor. A module fixture prints speedups at the end (-s).
+
+    pytest bench/bench_spectral_loss.py --benchmark-only                  # GPU if present, else CPU
+    pytest bench/bench_spectral_loss.py --benchmark-only --benchmark-json=out.json
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from sdkd.ops.spectral_loss import spectral_loss, spectral_loss_op
+
+SHAPES = [(16, 10, 1, 64, 64), (32, 12, 3, 32, 64), (8, 10, 2, 128, 128)]
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+DTYPES = [torch.float32, torch.bfloat16] if DEVICE.type == "cuda" else [torch.float32]
+BACKENDS = ["reference", "cpu", "cuda", "triton"]
+ROUNDS = int(os.environ.get("SDKD_BENCH_ROUNDS", "30" if DEVICE.type == "cuda" else "5"))
+_MEDIANS: dict[tuple, float] = {}
+
+
+def _usable(backend: str, s: torch.Tensor) -> list[str]:
+    if backend == "triton" and s.device.type != "cuda":
+        return ["triton is benchmarked on GPU only (the CPU interpreter is not a fast path)"]
+    return spectral_loss_op.get(backend).not_supported_reasons(s=s, t=s, cutoffs=(0.25,), interpret_ok=False)
+
+
+def _sync():
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).replace("torch.", ""))
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_spectral_loss_fwd_bwd(benchmark, shape, backend, dtype):
+    g = torch.Generator(device=DEVICE).manual_seed(0)
+    s = torch.randn(shape, device=DEVICE, generator=g).to(dtype).requires_grad_()
+    t = torch.randn(shape, device=DEVICE, generator=g).to(dtype)
+    why = _usable(backend, s)
+    if why:
+        pytest.skip(f"{backend}: " + "; ".join(why))
+
+    def step():
+        s.grad = None
+        spectral_loss(s, t, 0.25, backend=backend, check=False).backward()
+        _sync()
+
+    step()  # warm-up: JIT, FFT plans, tables
+    benchmark.group = f"spectral_loss {'x'.join(map(str, shape))} {str(dtype).replace('torch.', '')}"
+    benchmark.pedantic(step, rounds=ROUNDS, iterations=1, warmup_rounds=1)
+    median = benchmark.stats.stats.median
+    floor_bytes = 3 * s.numel() * s.element_size()  # read s and t, write the gradient
+    benchmark.extra_info.update(
+        device=torch.cuda.get_device_name() if DEVICE.type == "cuda" else "cpu",
+        torch=torch.__version__,
+        backend=backend,
+        gbytes_per_s=floor_bytes / median / 1e9,
+    )
+    _MEDIANS[(shape, dtype, backend)] = median
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _print_speedups():
+    """After the module: every case's median and its speedup over the reference."""
+    yield
+    if not _MEDIANS:
+        return
+    lines = []
+    for (shape, dtype, backend), med in sorted(_MEDIANS.items(), key=lambda kv: str(kv[0])):
+        ref = _MEDIANS.get((shape, dtype, "reference"))
+        speed = f"{ref / med:6.2f}x vs reference" if ref else ""
+        lines.append(f"{'x'.join(map(str, shape)):18s} {str(dtype):15s} {backend:10s} {med * 1e3:9.3f} ms {speed}")
+    print("\nspectral_loss fwd+bwd medians:\n" + "\n".join(lines))

@@ -1,0 +1,344 @@
+// Capped-simplex projection and the A2D weight QP on the CPU (OpenMP over rows / problems).
+//
+// Projection of a row y (length M) onto {x : sum x = 1, 0 <= x <= C}: x = clip(y - tau, 0, C) with
+// phi(tau) = sum clip(y_i - tau, 0, C) = 1. phi is piecewise linear with breakpoints {y_i, y_i - C};
+// evaluating it at all 2M breakpoints and interpolating between the two that bracket 1 is exact.
+// Rows are shifted by their max first (shift equivariance). Same arithmetic as the PyTorch reference
+// in sdkd/ops/capped_simplex.py, which documents the A2D solver (FISTA with gradient restart on the
+// centred, curvature-normalised Gram matrix; closed form for M = 2).
+// Torch-free: raw pointers to contiguous buffers; Python checks device, dtype, shape and values.
+#include <pybind11/pybind11.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#ifdef SDKD_WITH_CUDA
+#include "cuda/capped_simplex.h"
+#include "sdkd_cuda.h"
+#endif
+
+namespace py = pybind11;
+
+namespace {
+
+constexpr int kMaxM = 64;
+
+template <typename T>
+inline T clampc(T v, T C) {
+  return std::min(std::max(v, T(0)), C);
+}
+
+// Project ys (already shifted so that max = 0) into x. ys and x may alias. MM > 0 fixes M at compile
+// time (fully unrolled loops); selects are branch-free (phi >= 1 is unpredictable on random data).
+template <typename T, int MM = 0>
+inline void project_shifted(const T* ys, T* x, int M_, T C) {
+  const int M = MM > 0 ? MM : M_;
+  constexpr T inf = std::numeric_limits<T>::infinity();
+  // phi at every breakpoint; the loop over breakpoints is innermost so that it vectorises (each
+  // phi[j] is still summed over i in order, as in the other backends).
+  T bp[2 * kMaxM], phi[2 * kMaxM];
+  for (int j = 0; j < M; ++j) {
+    bp[j] = ys[j];
+    bp[j + M] = ys[j] - C;
+  }
+  for (int j = 0; j < 2 * M; ++j) phi[j] = 0;
+  for (int i = 0; i < M; ++i) {
+    const T yi = ys[i];
+    for (int j = 0; j < 2 * M; ++j) phi[j] += clampc(yi - bp[j], C);
+  }
+  T t_lo = -inf, t_hi = inf, bp_min = inf;
+  for (int j = 0; j < 2 * M; ++j) {
+    t_lo = phi[j] >= T(1) ? std::max(t_lo, bp[j]) : t_lo;
+    t_hi = phi[j] <= T(1) ? std::min(t_hi, bp[j]) : t_hi;
+    bp_min = std::min(bp_min, bp[j]);
+  }
+  t_lo = t_lo == -inf ? bp_min : t_lo;  // no breakpoint with phi >= 1: only through rounding at extreme scales
+  T phi_lo = 0, phi_hi = 0;
+  for (int i = 0; i < M; ++i) {
+    phi_lo += clampc(ys[i] - t_lo, C);
+    phi_hi += clampc(ys[i] - t_hi, C);
+  }
+  const T den = phi_lo - phi_hi;
+  const T frac = den > T(0) ? (phi_lo - T(1)) / den : T(0);
+  const T tau = t_lo + frac * (t_hi - t_lo);
+  for (int i = 0; i < M; ++i) x[i] = clampc(ys[i] - tau, C);
+}
+
+template <typename T, int MM = 0>
+inline void project_row(const T* y, T* x, int M_, T C, T* ys) {
+  const int M = MM > 0 ? MM : M_;
+  T m = y[0];
+  for (int i = 1; i < M; ++i) m = std::max(m, y[i]);
+  const T lowest = -std::numeric_limits<T>::max();
+  for (int i = 0; i < M; ++i) ys[i] = std::max(y[i] - m, lowest);
+  project_shifted<T, MM>(ys, x, M, C);
+}
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+// AVX2/FMA clone picked at load time on CPUs that have it (portable binary, no -march=native).
+#define SDKD_CS_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define SDKD_CS_CLONES
+#endif
+
+template <typename T, int MM>
+SDKD_CS_CLONES void project_rows(const T* y, T* x, int64_t rows, int M, T C) {
+#pragma omp parallel for schedule(static) if (rows * M * M > 16384)
+  for (int64_t r = 0; r < rows; ++r) {
+    T ys[kMaxM];
+    project_row<T, MM>(y + r * M, x + r * M, M, C, ys);
+  }
+}
+
+template <typename T>
+void project(uintptr_t y_ptr, uintptr_t x_ptr, int64_t rows, int64_t M, double C) {
+  const T* y = reinterpret_cast<const T*>(y_ptr);
+  T* x = reinterpret_cast<T*>(x_ptr);
+  const T c = static_cast<T>(C);
+  py::gil_scoped_release nogil;
+  const int m = static_cast<int>(M);
+  switch (m) {
+    case 2: return project_rows<T, 2>(y, x, rows, m, c);
+    case 3: return project_rows<T, 3>(y, x, rows, m, c);
+    case 4: return project_rows<T, 4>(y, x, rows, m, c);
+    case 8: return project_rows<T, 8>(y, x, rows, m, c);
+    case 16: return project_rows<T, 16>(y, x, rows, m, c);
+    default: return project_rows<T, 0>(y, x, rows, m, c);
+  }
+}
+
+template <typename T>
+void backward(uintptr_t x_ptr, uintptr_t g_ptr, uintptr_t gy_ptr, int64_t rows, int64_t M, double C) {
+  const T* x = reinterpret_cast<const T*>(x_ptr);
+  const T* g = reinterpret_cast<const T*>(g_ptr);
+  T* gy = reinterpret_cast<T*>(gy_ptr);
+  const T c = static_cast<T>(C);
+  py::gil_scoped_release nogil;
+#pragma omp parallel for schedule(static) if (rows * M > 65536)
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * M;
+    const T* gr = g + r * M;
+    T* out = gy + r * M;
+    T sum = 0;
+    int64_t cnt = 0;
+    for (int64_t i = 0; i < M; ++i) {
+      if (xr[i] > T(0) && xr[i] < c) {
+        sum += gr[i];
+        ++cnt;
+      }
+    }
+    const T mean = sum / static_cast<T>(std::max<int64_t>(cnt, 1));
+    for (int64_t i = 0; i < M; ++i) out[i] = (xr[i] > T(0) && xr[i] < c) ? gr[i] - mean : T(0);
+  }
+}
+
+// ----------------------------------------------------------------------------- A2D
+// Scale-free QP data for one problem: A = P G P / L, b = P G 1 / (M L) (see normalise_gram in Python).
+template <typename T>
+void normalise(const T* G, T* A, T* b, int M) {
+  T d = G[0];
+  for (int i = 1; i < M; ++i) d = std::max(d, G[i * M + i]);
+  if (!(d > T(0))) d = T(1);
+  T r[kMaxM];
+  for (int i = 0; i < M; ++i) {
+    T s = 0;
+    for (int j = 0; j < M; ++j) {
+      const T gij = (T(0.5) * (G[i * M + j] + G[j * M + i])) / d;
+      A[i * M + j] = gij;
+      s += gij;
+    }
+    r[i] = s / static_cast<T>(M);
+  }
+  T s = 0;
+  for (int i = 0; i < M; ++i) s += r[i];
+  s /= static_cast<T>(M);
+  T tr = 0, rowmax = 0;
+  for (int i = 0; i < M; ++i) {
+    T rs = 0;
+    for (int j = 0; j < M; ++j) {
+      T v = A[i * M + j] - r[i] - r[j] + s;
+      A[i * M + j] = v;
+      rs += std::abs(v);
+    }
+    tr += A[i * M + i];
+    rowmax = std::max(rowmax, rs);
+    b[i] = r[i] - s;
+  }
+  T L = std::min(tr, rowmax);
+  const bool ok = L > T(16) * static_cast<T>(M) * std::numeric_limits<T>::epsilon();
+  const T scale = ok ? T(1) / L : T(0);
+  for (int i = 0; i < M * M; ++i) A[i] *= scale;
+  for (int i = 0; i < M; ++i) b[i] *= scale;
+}
+
+// out = P(a - (A a + b)); returns max |out - a|.
+template <typename T>
+T pg_step(const T* A, const T* b, const T* a, T* out, int M, T C, T* work) {
+  for (int i = 0; i < M; ++i) {
+    T s = 0;
+    for (int j = 0; j < M; ++j) s += A[i * M + j] * a[j];
+    work[i] = a[i] - (s + b[i]);
+  }
+  project_row(work, out, M, C, work);
+  T r = 0;
+  for (int i = 0; i < M; ++i) r = std::max(r, std::abs(out[i] - a[i]));
+  return r;
+}
+
+template <typename T>
+void a2d_one(const T* G, T* alpha, T* res, int M, T C, int max_iter, T tol) {
+  if (M == 1) {
+    alpha[0] = T(1);
+    *res = T(0);
+    return;
+  }
+  T A[kMaxM * kMaxM], b[kMaxM], x[kMaxM] = {}, y[kMaxM] = {}, xn[kMaxM], z[kMaxM], w[kMaxM];
+  normalise(G, A, b, M);
+  if (M == 2) {
+    const T g11 = G[0], g22 = G[3], g12 = T(0.5) * (G[1] + G[2]);
+    const T den = g11 - T(2) * g12 + g22;
+    const bool ok = den > T(32) * std::numeric_limits<T>::epsilon() * std::max(g11, g22);
+    T a1 = ok ? (g22 - g12) / den : T(0.5);
+    a1 = std::min(std::max(a1, std::max(T(1) - C, T(0))), std::min(C, T(1)));
+    alpha[0] = a1;
+    alpha[1] = T(1) - a1;
+    *res = pg_step(A, b, alpha, z, M, C, w);
+    return;
+  }
+  for (int i = 0; i < M; ++i) x[i] = y[i] = T(1) / static_cast<T>(M);
+  T t = 1;
+  T r = pg_step(A, b, x, z, M, C, w);
+  for (int k = 0; k < max_iter && r > tol; ++k) {
+    pg_step(A, b, y, xn, M, C, w);
+    const T tn = T(0.5) * (T(1) + std::sqrt(T(1) + T(4) * t * t));
+    T dot = 0;
+    for (int i = 0; i < M; ++i) dot += (y[i] - xn[i]) * (xn[i] - x[i]);
+    if (dot > T(0)) {
+      for (int i = 0; i < M; ++i) y[i] = xn[i];
+      t = T(1);
+    } else {
+      const T beta = (t - T(1)) / tn;
+      for (int i = 0; i < M; ++i) y[i] = xn[i] + beta * (xn[i] - x[i]);
+      t = tn;
+    }
+    for (int i = 0; i < M; ++i) x[i] = xn[i];
+    r = pg_step(A, b, x, z, M, C, w);
+  }
+  for (int i = 0; i < M; ++i) alpha[i] = x[i];
+  *res = r;
+}
+
+template <typename T>
+void a2d_solve(uintptr_t G_ptr, uintptr_t alpha_ptr, uintptr_t res_ptr, int64_t B, int64_t M, double C,
+               int64_t max_iter, double tol) {
+  const T* G = reinterpret_cast<const T*>(G_ptr);
+  T* alpha = reinterpret_cast<T*>(alpha_ptr);
+  T* res = reinterpret_cast<T*>(res_ptr);
+  py::gil_scoped_release nogil;
+#pragma omp parallel for schedule(dynamic, 4) if (M > 2 && B * M * M >= 16384)
+  for (int64_t p = 0; p < B; ++p) {
+    a2d_one(G + p * M * M, alpha + p * M, res + p, static_cast<int>(M), static_cast<T>(C),
+            static_cast<int>(std::min<int64_t>(max_iter, 1 << 30)), static_cast<T>(tol));
+  }
+}
+
+void check_m(int64_t M) {
+  if (M < 1 || M > kMaxM) throw std::invalid_argument("capped_simplex: M must be in [1, 64]");
+}
+
+template <typename T>
+void project_checked(uintptr_t y, uintptr_t x, int64_t rows, int64_t M, double C) {
+  check_m(M);
+  project<T>(y, x, rows, M, C);
+}
+
+template <typename T>
+void a2d_checked(uintptr_t G, uintptr_t a, uintptr_t r, int64_t B, int64_t M, double C, int64_t it, double tol) {
+  check_m(M);
+  a2d_solve<T>(G, a, r, B, M, C, it, tol);
+}
+
+}  // namespace
+
+void register_capped_simplex(py::module_& m) {
+  const char* proj = "Project rows of a contiguous (rows, M) buffer y into x onto {sum x = 1, 0 <= x <= C}, M <= 64.";
+  m.def("capped_simplex_project_f32", &project_checked<float>, proj, py::arg("y"), py::arg("x"), py::arg("rows"),
+        py::arg("M"), py::arg("C"));
+  m.def("capped_simplex_project_f64", &project_checked<double>, proj, py::arg("y"), py::arg("x"), py::arg("rows"),
+        py::arg("M"), py::arg("C"));
+  const char* bwd = "Closed-form VJP: gy = g - mean_F(g) on F = {0 < x < C}, 0 elsewhere (contiguous (rows, M)).";
+  m.def("capped_simplex_backward_f32", &backward<float>, bwd, py::arg("x"), py::arg("g"), py::arg("gy"),
+        py::arg("rows"), py::arg("M"), py::arg("C"));
+  m.def("capped_simplex_backward_f64", &backward<double>, bwd, py::arg("x"), py::arg("g"), py::arg("gy"),
+        py::arg("rows"), py::arg("M"), py::arg("C"));
+  const char* a2d = "A2D weights: min 1/2 a^T G a on the capped simplex for each (M, M) G of a contiguous (B, M, M) "
+                    "buffer; writes alpha (B, M) and the KKT residual (B,).";
+  m.def("a2d_solve_f32", &a2d_checked<float>, a2d, py::arg("G"), py::arg("alpha"), py::arg("res"), py::arg("B"),
+        py::arg("M"), py::arg("C"), py::arg("max_iter"), py::arg("tol"));
+  m.def("a2d_solve_f64", &a2d_checked<double>, a2d, py::arg("G"), py::arg("alpha"), py::arg("res"), py::arg("B"),
+        py::arg("M"), py::arg("C"), py::arg("max_iter"), py::arg("tol"));
+#ifdef SDKD_WITH_CUDA
+  auto cu = [](int err, const char* what) { sdkd_cuda_check(err, what); };
+  m.def(
+      "capped_simplex_project_cuda_f32",
+      [cu](uintptr_t y, uintptr_t x, int64_t rows, int64_t M, double C, uintptr_t stream) {
+        check_m(M);
+        cu(sdkd_capped_simplex_project_cuda(reinterpret_cast<const void*>(y), reinterpret_cast<void*>(x), 0, rows, M,
+                                            C, reinterpret_cast<void*>(stream)),
+           "capped_simplex_project_cuda");
+      },
+      py::arg("y"), py::arg("x"), py::arg("rows"), py::arg("M"), py::arg("C"), py::arg("stream"));
+  m.def(
+      "capped_simplex_project_cuda_f64",
+      [cu](uintptr_t y, uintptr_t x, int64_t rows, int64_t M, double C, uintptr_t stream) {
+        check_m(M);
+        cu(sdkd_capped_simplex_project_cuda(reinterpret_cast<const void*>(y), reinterpret_cast<void*>(x), 1, rows, M,
+                                            C, reinterpret_cast<void*>(stream)),
+           "capped_simplex_project_cuda");
+      },
+      py::arg("y"), py::arg("x"), py::arg("rows"), py::arg("M"), py::arg("C"), py::arg("stream"));
+  m.def(
+      "capped_simplex_backward_cuda_f32",
+      [cu](uintptr_t x, uintptr_t g, uintptr_t gy, int64_t rows, int64_t M, double C, uintptr_t stream) {
+        cu(sdkd_capped_simplex_backward_cuda(reinterpret_cast<const void*>(x), reinterpret_cast<const void*>(g),
+                                             reinterpret_cast<void*>(gy), 0, rows, M, C,
+                                             reinterpret_cast<void*>(stream)),
+           "capped_simplex_backward_cuda");
+      },
+      py::arg("x"), py::arg("g"), py::arg("gy"), py::arg("rows"), py::arg("M"), py::arg("C"), py::arg("stream"));
+  m.def(
+      "capped_simplex_backward_cuda_f64",
+      [cu](uintptr_t x, uintptr_t g, uintptr_t gy, int64_t rows, int64_t M, double C, uintptr_t stream) {
+        cu(sdkd_capped_simplex_backward_cuda(reinterpret_cast<const void*>(x), reinterpret_cast<const void*>(g),
+                                             reinterpret_cast<void*>(gy), 1, rows, M, C,
+                                             reinterpret_cast<void*>(stream)),
+           "capped_simplex_backward_cuda");
+      },
+      py::arg("x"), py::arg("g"), py::arg("gy"), py::arg("rows"), py::arg("M"), py::arg("C"), py::arg("stream"));
+  m.def(
+      "a2d_solve_cuda_f32",
+      [cu](uintptr_t G, uintptr_t a, uintptr_t r, int64_t B, int64_t M, double C, int64_t it, double tol,
+           uintptr_t stream) {
+        check_m(M);
+        cu(sdkd_a2d_solve_cuda(reinterpret_cast<const void*>(G), reinterpret_cast<void*>(a),
+                               reinterpret_cast<void*>(r), 0, B, M, C, it, tol, reinterpret_cast<void*>(stream)),
+           "a2d_solve_cuda");
+      },
+      py::arg("G"), py::arg("alpha"), py::arg("res"), py::arg("B"), py::arg("M"), py::arg("C"), py::arg("max_iter"),
+      py::arg("tol"), py::arg("stream"));
+  m.def(
+      "a2d_solve_cuda_f64",
+      [cu](uintptr_t G, uintptr_t a, uintptr_t r, int64_t B, int64_t M, double C, int64_t it, double tol,
+           uintptr_t stream) {
+        check_m(M);
+        cu(sdkd_a2d_solve_cuda(reinterpret_cast<const void*>(G), reinterpret_cast<void*>(a),
+                               reinterpret_cast<void*>(r), 1, B, M, C, it, tol, reinterpret_cast<void*>(stream)),
+           "a2d_solve_cuda");
+      },
+      py::arg("G"), py::arg("alpha"), py::arg("res"), py::arg("B"), py::arg("M"), py::arg("C"), py::arg("max_iter"),
+      py::arg("tol"), py::arg("stream"));
+#endif
+}

@@ -1,0 +1,19 @@
+// Host entry points of the CUDA SpectralKD kernel (csrc/cuda/spectral_loss.cu). No CUDA headers:
+// returns a cudaError_t value as int (0 = success); stream is a cudaStream_t passed as void*.
+#pragma once
+
+#include <cstdint>
+
+#define SDKD_SPECTRAL_MAX_BANDS 8
+
+// One block per (H, W) slice. s, t (t may be null: x = s), grad (null: energies only) have the input
+// dtype (0 float32, 1 float64, 2 float16, 3 bfloat16); compute is float32 (float64 for float64
+// inputs); tables cc, sc (Kc x W), cr, sr (Kr x H) are in the compute dtype; bidx is int32 (Kr x Kc);
+// gains are float64[nb]; energies float64[nb] must be zeroed by the caller (accumulated atomically).
+int sdkd_spectral_loss_cuda(const void* s, const void* t, void* grad, double* energies, const void* gains, int dtype,
+                            int64_t N, int64_t H, int64_t W, const void* cc, const void* sc, const void* cr,
+                            const void* sr, const int* bidx, int64_t Kr, int64_t Kc, int nb, bool band_mean,
+                            void* stream);
+
+// Dynamic shared memory one block needs (bytes); the Python side compares it with the device limit.
+int64_t sdkd_spectral_loss_cuda_smem(int dtype, int64_t H, int64_t W, int64_t Kr, int64_t Kc, int nb);

@@ -1,0 +1,84 @@
+"""The one place that imports the compiled extension ``sdkd._C`` (xformers ``_cpp_lib`` style).
+
+A missing or broken extension is caught here and remembered, so the C++/CUDA backends can say *why*
+they are unavailable instead of failing at import. ``cuda_unavailable_reason()`` also tells a
+build without CUDA from a CUDA build on a machine without a usable GPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from types import ModuleType
+
+try:
+    from sdkd import _C  # type: ignore[attr-defined]
+
+    _IMPORT_ERROR: str | None = None
+except ImportError as exc:  # not built (SDKD_NO_EXT=1, no compiler) or built for another Python
+    _C = None
+    _IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
+
+
+def extension() -> ModuleType | None:
+    """The ``sdkd._C`` module, or None when it could not be imported."""
+    return _C
+
+
+def unavailable_reason(symbol: str | None = None) -> str | None:
+    """Why ``sdkd._C`` (or ``sdkd._C.<symbol>``) cannot be used, or None when it can."""
+    if _C is None:
+        detail = f" ({_IMPORT_ERROR})" if os.environ.get("SDKD_MORE_DETAILS") == "1" else ""
+        return f"the compiled extension sdkd._C is not built{detail}; reinstall with a C++ compiler (pip install .)"
+    if symbol is not None and not hasattr(_C, symbol):
+        return f"sdkd._C has no {symbol!r} (rebuild the extension: pip install .)"
+    return None
+
+
+def import_error() -> str | None:
+    """The ImportError text from loading ``sdkd._C`` (None when it loaded)."""
+    return _IMPORT_ERROR
+
+
+@functools.lru_cache(maxsize=1)
+def cuda_status() -> tuple[int, int, str]:
+    """``(device_count, error_code, error_name)`` from the extension's CUDA runtime (-1: no CUDA part)."""
+    if _C is None or not hasattr(_C, "cuda_status"):
+        return 0, -1, "sdkd._C not built"
+    count, code, name = _C.cuda_status()
+    return int(count), int(code), str(name)
+
+
+def cuda_unavailable_reason() -> str | None:
+    """Why the extension's CUDA kernels cannot run here, or None when they can."""
+    why = unavailable_reason("has_cuda")
+    if why:
+        return why
+    if not _C.has_cuda():
+        return "sdkd._C was built without CUDA (nvcc not found at build time, or SDKD_NO_CUDA=1)"
+    count, code, name = cuda_status()
+    if code != 0:
+        return f"sdkd._C was built with CUDA but no usable GPU: {name} ({code})"
+    if count == 0:
+        return "sdkd._C was built with CUDA but no GPU is visible"
+    return None
+
+
+def require_cuda() -> None:
+    """Raise ``RuntimeError`` with the reason when the CUDA kernels cannot run."""
+    why = cuda_unavailable_reason()
+    if why:
+        raise RuntimeError(why)
+
+
+def summary() -> dict[str, object]:
+    """What ``sdkd info`` reports about the extension."""
+    if _C is None:
+        return {"built": False, "reason": unavailable_reason()}
+    return {
+        "built": True,
+        "cuda_compiled": bool(getattr(_C, "has_cuda", lambda: False)()),
+        "cuda_usable": cuda_unavailable_reason() is None,
+        "cuda_reason": cuda_unavailable_reason(),
+        "openmp_threads": _C.openmp_threads(),
+    }

@@ -483,10 +483,13 @@ spectral_loss_op = register_op(
     Op(
         name="spectral_loss",
         backends=[
-            Backend("cpu", _fused_fn("cpu"), _cpu_reasons, "C++/OpenMP fused loss + gradient (sdkd._C)"),
             Backend("cuda", _fused_fn("cuda"), _cuda_reasons, "CUDA fused loss + gradient (sdkd._C)"),
             Backend("triton", _fused_fn("triton"), _triton_reasons, "Triton fused loss + gradient"),
+            # On CPU tensors the reference (pocketfft rfft2 + autograd) comes first: single-thread
+            # measurements put the C++ kernel at 0.7-1.5x of it (bench/bench_spectral_loss.py), so
+            # it is used only when asked for (backend="cpu" or SDKD_BACKEND=cpu).
             Backend("reference", spectral_loss_reference, _reference_reasons, "torch.fft.rfft2 + autograd"),
+            Backend("cpu", _fused_fn("cpu"), _cpu_reasons, "C++/OpenMP fused loss + gradient (sdkd._C)"),
         ],
     )
 )

@@ -69,6 +69,8 @@ MAX_STEPS_PER_RECORD = 10_000_000  # a step count beyond this means the flow ble
 PRESETS: dict[str, dict] = {
     # Demo-sized: 120 samples of 32² in well under a minute on 2 CPU cores (ν = 1e-3 keeps Δt large).
     "small": dict(n=120, resolution=32, visc=1e-3, t_final=20.0, record_steps=20),
+    # CI-sized (``sdkd reproduce --budget smoke``): 20 samples of 16², a few seconds.
+    "tiny": dict(n=20, resolution=16, visc=1e-3, t_final=10.0, record_steps=20),
     # FNO's ν = 1e-5 set (NavierStokes_V1e-5_N1200_T20): 1200 × 20 × 64², GPU territory.
     "fno": dict(n=1200, resolution=64, visc=1e-5, t_final=20.0, record_steps=20),
 }

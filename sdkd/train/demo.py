@@ -32,6 +32,16 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "lr": 1e-3,
         "lam": 1.0,
     },
+    # Seconds: the whole pipeline on a tiny data set (for tests; the numbers mean nothing).
+    "smoke": {
+        "preset": "tiny",
+        "teacher": {"hid_S": 8, "hid_T": 16, "N_S": 2, "N_T": 1, "num_heads": 2},
+        "teacher_epochs": 2,
+        "student_epochs": 2,
+        "batch_size": 4,
+        "lr": 1e-3,
+        "lam": 1.0,
+    },
     # About 3x longer: a bigger teacher and more epochs.
     "medium": {
         "preset": "small",
@@ -81,7 +91,8 @@ def _merge(a: dict, b: dict) -> dict:
     return out
 
 
-def _run_or_reuse(cfg: dict, datasets: dict, device: str | None, log) -> Path:
+def run_or_reuse(cfg: dict, datasets: dict, device: str | None, log) -> Path:
+    """Train ``cfg``'s stage, resume it from last.pt, or reuse it when last.pt's config equals ``cfg``."""
     from .checkpoint import load_checkpoint
     from .run import _plain, run_stage
 
@@ -120,7 +131,7 @@ def run_demo(
     paths = {}
     for i, name in enumerate(("teacher", "baseline", "distilled"), start=2):
         log(f"[{i}/4] {name}: {cfgs[name]['model']['name']}, {cfgs[name]['train']['epochs']} epochs")
-        paths[name] = _run_or_reuse(cfgs[name], datasets, device, log)
+        paths[name] = run_or_reuse(cfgs[name], datasets, device, log)
     test = datasets["test"]
     R = target_range(test)
     rows, models = {}, {}

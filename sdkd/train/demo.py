@@ -19,7 +19,10 @@ from typing import Any
 from .config import build_config
 
 # The SpectralKD setting the demo distills with (see README, "Choosing SpectralKD's setting").
-DEMO_KD = {"type": "spectral", "cutoffs": 0.25, "alpha": 1.0, "reduction": "mean", "weighting": "adaptive"}
+# Chosen from a comparison on the small NSE preset over seeds 42-44 (README, "Demo results"):
+# emphasising the low band (alpha=2) beat plain output MSE (alpha=1) on every seed; "adaptive"
+# weighting (relative band errors) hurt badly here, because the flow's weak high band got huge weight.
+DEMO_KD = {"type": "spectral", "cutoffs": 0.25, "alpha": 2.0, "reduction": "mean", "weighting": "fixed"}
 
 BUDGETS: dict[str, dict[str, Any]] = {
     # <= 10 minutes on 2 CPU cores, data generation included.
@@ -30,7 +33,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "student_epochs": 30,
         "batch_size": 8,
         "lr": 1e-3,
-        "lam": 1.0,
+        "lam": 3.0,
     },
     # Seconds: the whole pipeline on a tiny data set (for tests; the numbers mean nothing).
     "smoke": {
@@ -50,7 +53,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "student_epochs": 80,
         "batch_size": 8,
         "lr": 1e-3,
-        "lam": 1.0,
+        "lam": 3.0,
     },
 }
 

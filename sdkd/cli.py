@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("sdkd.forecast:predict_command", "physical-unit forecasts of an input file from a checkpoint"),
     "export": ("sdkd.forecast:export_command", "export a checkpoint's model to ONNX or torch.export"),
     "demo": ("sdkd.train.demo", "generate data, train teacher + baseline + distilled student, print the table"),
+    "reproduce": ("sdkd.reproduce", "the paper's experiments: teachers, student, KD methods -> tables and figures"),
 }
 
 

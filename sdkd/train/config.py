@@ -52,7 +52,8 @@ DEFAULTS: dict[str, Any] = {
         "strategy": "single",  # single | aver | a2d | camkd
         "lam": 1.0,
         "kd": {"type": "spectral", "cutoffs": 0.25, "alpha": 1.0, "reduction": "mean", "weighting": "fixed"},
-        "features": {},
+        "features": {},  # {student_feature: teacher_feature}, or one mapping per teacher
+        "feature_loss": "mse",  # mse | ab (adapter + loss per feature pair)
         "feature_lam": 0.0,
         "C": 0.6,
         "grad_space": "output",

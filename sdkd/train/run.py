@@ -103,20 +103,66 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
 
 
 # ----------------------------------------------------------------------------- distillation
+class NoKD(nn.Module):
+    """``distill.kd.type: none``: no prediction KD (e.g. feature-only AB distillation)."""
+
+    def forward(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return s.new_zeros(())
+
+    def per_sample(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return s.new_zeros(s.shape[:1])
+
+
 def build_kd_loss(kd_cfg: Mapping[str, Any]) -> nn.Module:
-    """The prediction KD loss named by ``distill.kd`` (``type: spectral`` or ``mse``)."""
+    """The prediction KD loss named by ``distill.kd`` (``type: spectral``, ``mse`` or ``none``)."""
     from sdkd.losses import SpectralKD
 
     cfg = dict(kd_cfg)
     kind = cfg.pop("type", "spectral")
     if kind == "mse":
         return nn.MSELoss()
+    if kind == "none":
+        return NoKD()
     if kind == "spectral":
         try:
             return SpectralKD(**cfg)
         except TypeError as exc:
             raise ConfigError(f"distill.kd: {exc}") from None
-    raise ConfigError(f"distill.kd.type must be 'spectral' or 'mse', got {kind!r}")
+    raise ConfigError(f"distill.kd.type must be 'spectral', 'mse' or 'none', got {kind!r}")
+
+
+def _feature_pairs(d: Mapping[str, Any], num_teachers: int) -> list[dict[str, str]]:
+    """``distill.features``: one ``{student: teacher}`` mapping for all teachers or a list, one per teacher."""
+    feats = d.get("features") or {}
+    rows = [feats] * num_teachers if isinstance(feats, Mapping) else list(feats)
+    if len(rows) != num_teachers or not all(isinstance(r, Mapping) for r in rows):
+        raise ConfigError(
+            f"distill.features: give one {{student: teacher}} mapping or one per teacher ({num_teachers})"
+        )
+    if any(rows) and not float(d["feature_lam"]) > 0:
+        raise ConfigError("distill.features is set but distill.feature_lam is 0; give feature_lam > 0")
+    return [{str(k): str(v) for k, v in r.items()} for r in rows]
+
+
+def _feature_losses(kind: str, pairs: list[dict[str, str]], student: nn.Module, teachers: list, sample: Any, device):
+    """One adapter loss (``mse``: FeatureMSE, ``ab``: ABLoss) per teacher and pair, sized from one sample."""
+    from sdkd.distill.cache import run_teacher
+    from sdkd.losses import ABLoss, FeatureMSE
+
+    if kind not in ("mse", "ab"):
+        raise ConfigError(f"distill.feature_loss must be 'mse' or 'ab', got {kind!r}")
+    make = FeatureMSE.from_shapes if kind == "mse" else ABLoss.from_shapes
+    x = sample[0].unsqueeze(0).to(device)
+    with torch.no_grad():
+        _, sfeats = student.to(device)(x, return_features=True)
+    table = []
+    for m, (row, teacher) in enumerate(zip(pairs, teachers)):
+        tfeats = run_teacher(teacher, x, sorted(set(row.values())), m)
+        missing = [s for s in row if s not in sfeats]
+        if missing:
+            raise ConfigError(f"distill.features: the student has no feature(s) {missing}; available: {sorted(sfeats)}")
+        table.append({s: make(sfeats[s].shape, tfeats[t].shape).to(device) for s, t in row.items()})
+    return table
 
 
 def _distill_parts(cfg: Mapping, data: Mapping[str, Any], student: nn.Module, device: torch.device, log):
@@ -133,11 +179,16 @@ def _distill_parts(cfg: Mapping, data: Mapping[str, Any], student: nn.Module, de
                 f"but the data gives {list(data['train'].in_shape)} -> {data['train'].out_frames}"
             )
         teachers.append(teacher)
+    pairs = _feature_pairs(d, len(teachers))
+    feature_loss = None
+    if any(pairs):
+        feature_loss = _feature_losses(d["feature_loss"], pairs, student, teachers, data["train"][0], device)
     cache = None
     train_set = data["train"]
     if d.get("cache", True):
         log(f"caching {len(teachers)} teacher(s) over {len(train_set)} training samples")
-        cache = TeacherCache.build(teachers, train_set, device=device)
+        names = [sorted(set(p.values())) for p in pairs]
+        cache = TeacherCache.build(teachers, train_set, features=names, device=device)
         train_set = IndexedDataset(train_set)
     distiller = Distiller(
         student,
@@ -145,6 +196,9 @@ def _distill_parts(cfg: Mapping, data: Mapping[str, Any], student: nn.Module, de
         strategy=d["strategy"],
         kd_loss=build_kd_loss(d["kd"]),
         lam=float(d["lam"]),
+        features=pairs if any(pairs) else None,
+        feature_loss=feature_loss,
+        feature_lam=float(d["feature_lam"]),
         C=float(d["C"]),
         grad_space=d["grad_space"],
         per_sample=bool(d["per_sample"]),

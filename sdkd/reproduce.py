@@ -1,0 +1,560 @@
+"""``sdkd reproduce``: the paper's experiments (section 4) as one resumable command.
+
+For one dataset it trains the two teachers (T1 ST-AlterNet, T2 SimVP), a student alone (the
+baseline) and the student distilled with single-teacher SpectralKD, AVER-MKD, A2D/AEKD (with
+output MSE, feature AB and SpectralKD losses) and CA-MKD, then writes a table like the paper's
+Tables 3-6 (``results.md``/``.csv``/``.json``) and figures like Figures 2-4 (spectral error,
+improvement per method, inference speed). ``--ablation`` adds single-teacher SpectralKD variants
+(cutoff, alpha, reduction, weighting vs plain output MSE) as extra rows.
+
+Every stage lives in ``<out>/<stage>/``; a finished stage whose stored config equals the new one
+is reused, an interrupted one resumes from ``last.pt``, a changed one is trained again
+(``sdkd.train.demo.run_or_reuse``). Budgets: ``smoke`` (CI, seconds), ``cpu`` (NSE, about an hour
+on 2 CPU cores), ``paper`` (300 epochs, 1000/100/100 split at 64x64, a GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import math
+import platform
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .train.config import build_config
+
+# SpectralKD setting of the main rows: fixed band weights with the low band weighted 2x, the best
+# setting on validation MSE in the NSE cpu-budget ablation (docs/results.md).
+MAIN_KD: dict[str, Any] = {"type": "spectral", "cutoffs": 0.25, "alpha": 2.0, "reduction": "mean", "weighting": "fixed"}
+# The ablation varies one factor at a time from the demo's setting (adaptive weighting).
+ABLATION_BASE: dict[str, Any] = {
+    "type": "spectral",
+    "cutoffs": 0.25,
+    "alpha": 1.0,
+    "reduction": "mean",
+    "weighting": "adaptive",
+}
+
+BUDGETS: dict[str, dict[str, Any]] = {
+    # CI: tiny data and models, a couple of optimiser steps per stage.
+    "smoke": {
+        "preset": "tiny",
+        "t1": {"hid_S": 4, "hid_T": 8, "N_S": 2, "N_T": 1, "num_heads": 2},
+        "t2": {"hid_S": 4, "hid_T": 8, "N_S": 2, "N_T": 1, "mlp_ratio": 2.0},
+        "students": {
+            "unet": {"widths": [4, 8]},
+            "resnet": {"widths": [4, 8], "depths": [1, 1], "strides": [1, 2]},
+            "mixer": {"dim": 8, "depth": 1},
+        },
+        "teacher_epochs": 1,
+        "student_epochs": 1,
+        "max_steps_per_epoch": 2,
+        "batch_size": 4,
+        "lr": 1e-3,
+        "scheduler": "none",
+        "patience": 0,
+        "lam": 1.0,
+        "latency_runs": 3,
+    },
+    # About an hour on 2 (shared) CPU cores on the generated NSE "small" preset.
+    "cpu": {
+        "preset": "small",
+        "t1": {"hid_S": 16, "hid_T": 128, "N_S": 4, "N_T": 4, "num_heads": 4},
+        "t2": {"hid_S": 16, "hid_T": 96, "N_S": 4, "N_T": 4, "mlp_ratio": 4.0},
+        "students": None,  # the dataset's preset students (configs/models/<dataset>.yaml)
+        "teacher_epochs": 30,
+        "student_epochs": 60,
+        "max_steps_per_epoch": 50,
+        "batch_size": 8,
+        "lr": 1e-3,
+        "scheduler": "cosine",
+        "patience": 0,
+        "lam": 1.0,
+        "latency_runs": 30,
+    },
+    # The paper's protocol: Adam 1e-4 fixed, 300 epochs, early stopping, FNO-sized NSE (1000/100/100).
+    "paper": {
+        "preset": "fno",
+        "t1": None,  # the dataset's preset teachers
+        "t2": None,
+        "students": None,
+        "teacher_epochs": 300,
+        "student_epochs": 300,
+        "max_steps_per_epoch": None,
+        "batch_size": 16,
+        "lr": 1e-4,
+        "scheduler": "none",
+        "patience": 20,
+        "lam": 1.0,
+        "latency_runs": 50,
+    },
+}
+
+# dataset -> (data config, model preset name); frames come from configs/models/<preset>.yaml.
+DATASETS: dict[str, tuple[dict[str, Any], str]] = {
+    "ns": ({"name": "ns"}, "nse"),
+    "rbc": ({"name": "array"}, "rbc"),
+    "weatherbench": ({"name": "weatherbench", "variables": ["t2m", "tcc", "r"]}, "weatherbench"),
+    "taxibj": ({"name": "taxibj"}, "taxibj"),
+}
+
+STUDENT_NAMES = {"unet": "U-Net", "resnet": "ResNet", "mixer": "MLP-Mixer"}
+
+# stage -> (table label, kind, strategy, kd config or None, teachers used)
+MAIN_STAGES: dict[str, tuple[str, str, str | None, dict | None, tuple[str, ...]]] = {
+    "t1": ("T1: ST-AlterNet", "teacher", None, None, ()),
+    "t2": ("T2: SimVP", "teacher", None, None, ()),
+    "student": ("S: {student}", "student", None, None, ()),
+    "spectralkd": ("+SpectralKD (T1)", "distill", "single", MAIN_KD, ("t1",)),
+    "aver": ("+AVER-MKD (w SpectralKD)", "distill", "aver", MAIN_KD, ("t1", "t2")),
+    "a2d_mse": ("+A2D/AEKD (w MSE loss)", "distill", "a2d", {"type": "mse"}, ("t1", "t2")),
+    "a2d_ab": ("+A2D/AEKD (w AB loss)", "distill", "a2d", {"type": "none"}, ("t1", "t2")),
+    "a2d_spectralkd": ("+A2D/AEKD (w SpectralKD)", "distill", "a2d", MAIN_KD, ("t1", "t2")),
+    "camkd": ("+CA-MKD (w SpectralKD)", "distill", "camkd", MAIN_KD, ("t1", "t2")),
+}
+
+
+def _ablation(name: str, **kd: Any) -> tuple[str, str, str, dict, tuple[str, ...]]:
+    return (f"abl: {name}", "distill", "single", {**ABLATION_BASE, **kd}, ("t1",))
+
+
+# Single-teacher (T1) SpectralKD variants, one factor at a time, for adaptive and fixed band weighting. Fixed weighting with alpha = 1 and reduction "mean" is exactly output MSE,
+# whatever the cutoff, so with fixed weighting the cutoff is varied at alpha = 0.5.
+ABLATION_STAGES: dict[str, tuple[str, str, str | None, dict | None, tuple[str, ...]]] = {
+    "abl_mse": ("abl: output MSE KD (= fixed, alpha 1)", "distill", "single", {"type": "mse"}, ("t1",)),
+    "abl_adaptive": _ablation("adaptive (cutoff 0.25, alpha 1, mean)"),
+    "abl_ad_cut0.125": _ablation("adaptive, cutoff 0.125", cutoffs=0.125),
+    "abl_ad_cut0.375": _ablation("adaptive, cutoff 0.375", cutoffs=0.375),
+    "abl_ad_alpha0.5": _ablation("adaptive, alpha 0.5", alpha=0.5),
+    "abl_ad_alpha2": _ablation("adaptive, alpha 2", alpha=2.0),
+    "abl_ad_band_mean": _ablation("adaptive, band_mean", reduction="band_mean"),
+    "abl_fx_alpha0.5": _ablation("fixed, alpha 0.5", weighting="fixed", alpha=0.5),
+    "abl_fx_alpha2": _ablation("fixed, alpha 2", weighting="fixed", alpha=2.0),
+    "abl_fx_alpha0.5_cut0.125": _ablation(
+        "fixed, alpha 0.5, cutoff 0.125", weighting="fixed", alpha=0.5, cutoffs=0.125
+    ),
+    "abl_fx_alpha0.5_cut0.375": _ablation(
+        "fixed, alpha 0.5, cutoff 0.375", weighting="fixed", alpha=0.5, cutoffs=0.375
+    ),
+    "abl_fx_band_mean": _ablation("fixed, band_mean", weighting="fixed", reduction="band_mean"),
+}
+
+COLUMNS = (
+    "val_mse",
+    "mse",
+    "mae",
+    "psnr",
+    "ssim",
+    "low_err",
+    "high_err",
+    "mse_phys",
+    "params",
+    "latency_ms",
+    "improvement_pct",
+    "improvement_se",
+)
+
+
+# ----------------------------------------------------------------------------- configs
+def _merge(a: dict, b: Mapping) -> dict:
+    out = copy.deepcopy(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def _model_preset(preset: str) -> dict[str, Any]:
+    import yaml
+
+    from .models.presets import config_dir
+
+    path = config_dir() / f"{preset}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"no model preset {str(path)!r}")
+    return yaml.safe_load(path.read_text())
+
+
+def _last_block(name: str, cfg: Mapping[str, Any], in_shape: tuple[int, ...]) -> str:
+    """The teacher feature paired with the student's ``enc`` for AB distillation: the output of
+    the last latent block (pre-activation: a residual sum or a projection)."""
+    if name == "st_alternet":
+        from .models.st_alternet import STAlterNetConfig
+
+        return f"block{STAlterNetConfig.for_shape(in_shape, **cfg).N_T - 1}"
+    from .models.simvp import SimVPConfig
+
+    c = SimVPConfig.for_shape(in_shape, **cfg)
+    return f"block{(2 * c.N_T if c.translator == 'incep' else c.N_T) - 1}"
+
+
+def stage_configs(
+    dataset: str,
+    budget: str,
+    out: str | Path,
+    *,
+    student: str = "unet",
+    ablation: bool = False,
+    data_path: str | None = None,
+    seed: int = 42,
+    overrides: tuple[str, ...] = (),
+) -> dict[str, dict[str, Any]]:
+    """``{stage: config}`` of a reproduction run, in training order (teachers first)."""
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {dataset!r}")
+    if budget not in BUDGETS:
+        raise ValueError(f"budget must be one of {sorted(BUDGETS)}, got {budget!r}")
+    if student not in STUDENT_NAMES:
+        raise ValueError(f"student must be one of {sorted(STUDENT_NAMES)}, got {student!r}")
+    if dataset != "ns" and not data_path:
+        raise ValueError(f"dataset {dataset!r} needs --data PATH (the data file or folder)")
+    b, out = BUDGETS[budget], Path(out)
+    data_base, preset_name = DATASETS[dataset]
+    preset = _model_preset(preset_name)
+    in_shape = tuple(int(v) for v in preset["in_shape"])
+    data = {
+        **data_base,
+        "input_frames": in_shape[0],
+        "output_frames": int(preset["out_frames"]),
+        "batch_size": b["batch_size"],
+    }
+    if dataset == "ns":
+        data["preset"] = b["preset"]
+    if data_path:
+        data["path"] = str(data_path)
+    common = {
+        "seed": seed,
+        "data": data,
+        "train": {
+            "lr": b["lr"],
+            "scheduler": b["scheduler"],
+            "patience": b["patience"],
+            "progress": False,
+            "max_steps_per_epoch": b["max_steps_per_epoch"],
+        },
+    }
+    teachers = {
+        "t1": ("st_alternet", b["t1"] if b["t1"] is not None else dict(preset["teachers"]["st_alternet"] or {})),
+        "t2": ("simvp", b["t2"] if b["t2"] is not None else dict(preset["teachers"]["simvp"] or {})),
+    }
+    s_cfg = (b["students"] or {}).get(student)
+    if s_cfg is None:
+        s_cfg = dict(preset["students"][student] or {})
+    stages = dict(MAIN_STAGES)
+    if ablation:
+        stages.update(ABLATION_STAGES)
+    cfgs: dict[str, dict[str, Any]] = {}
+    for stage, (_, kind, strategy, kd, used) in stages.items():
+        cfg = _merge(common, {"out_dir": str(out / stage)})
+        if kind == "teacher":
+            name, mcfg = teachers[stage]
+            cfg.update(model={"name": name, "cfg": mcfg})
+            cfg["train"]["epochs"] = b["teacher_epochs"]
+        else:
+            cfg.update(model={"name": student, "cfg": s_cfg})
+            cfg["train"]["epochs"] = b["student_epochs"]
+        if kind == "distill":
+            cfg["stage"] = "distill"
+            cfg["distill"] = {
+                "teachers": [str(out / t / "best.pt") for t in used],
+                "strategy": strategy,
+                "lam": b["lam"],
+                "kd": dict(kd),
+            }
+            if stage == "a2d_ab":  # AB on features: student bottleneck <-> each teacher's last latent block
+                sample_in = (in_shape[0], in_shape[1], *_data_hw(dataset, b, in_shape))
+                cfg["distill"]["features"] = [{"enc": _last_block(*teachers[t], sample_in)} for t in used]
+                cfg["distill"]["feature_loss"] = "ab"
+                cfg["distill"]["feature_lam"] = 1.0
+        cfgs[stage] = build_config(base=cfg, overrides=overrides)
+    return cfgs
+
+
+def _data_hw(dataset: str, b: Mapping[str, Any], in_shape: tuple[int, ...]) -> tuple[int, int]:
+    if dataset == "ns":
+        from .data.navier_stokes import PRESETS
+
+        r = int(PRESETS[b["preset"]]["resolution"])
+        return r, r
+    return int(in_shape[2]), int(in_shape[3])
+
+
+# ----------------------------------------------------------------------------- evaluation
+def _label(stage: str, student: str) -> str:
+    entry = MAIN_STAGES.get(stage) or ABLATION_STAGES[stage]
+    return entry[0].format(student=STUDENT_NAMES[student])
+
+
+def evaluate_stages(
+    paths: Mapping[str, Path], test: Any, latency_runs: int, device: str = "cpu"
+) -> tuple[dict[str, dict[str, float]], dict[str, torch.Tensor], torch.Tensor]:
+    """Metrics per stage (``sdkd.train.evaluate``, latency re-measured with more runs) plus the
+    test predictions and targets (for the figures)."""
+    from torch.utils.data import DataLoader
+
+    from .models.summary import measure_latency
+    from .train.evaluate import evaluate, target_range
+    from .train.run import load_model
+
+    R = target_range(test)
+    rows, preds = {}, {}
+    y = torch.cat([yb for _, yb in DataLoader(test, 16)])
+    x1 = test[0][0].unsqueeze(0).to(device)
+    for stage, path in paths.items():
+        model, _ = load_model(path, device)
+        row = evaluate(model, test, device=device, data_range=R, latency=False)
+        row["latency_ms"] = measure_latency(model, x1, runs=latency_runs, warmup=3)
+        row["val_mse"], row["train_s"], row["epochs"] = _stage_stats(Path(path).parent)
+        rows[stage] = row
+        with torch.no_grad():
+            preds[stage] = torch.cat([model(xb.to(device)).float().cpu() for xb, _ in DataLoader(test, 16)])
+    # Improvement over the student alone, with the standard error of the paired per-window MSE
+    # difference (how much of it the test set's size can resolve; seeds are not varied).
+    per_window = {s: (p - y).square().flatten(1).mean(1).double() for s, p in preds.items()}
+    base = rows.get("student")
+    for stage, row in rows.items():
+        row["improvement_pct"] = row["improvement_se"] = math.nan
+        if base:
+            diff = per_window["student"] - per_window[stage]
+            row["improvement_pct"] = 100.0 * (base["mse"] - row["mse"]) / base["mse"]
+            se = diff.std().item() / math.sqrt(len(diff)) if len(diff) > 1 else math.nan
+            row["improvement_se"] = 100.0 * se / base["mse"]
+    return rows, preds, y
+
+
+def _stage_stats(stage_dir: Path) -> tuple[float, float, int]:
+    """Best validation MSE (what model selection may look at; the test columns may not), training
+    seconds (sum over epochs, resumed runs included) and epochs run, from the stage's metrics.jsonl."""
+    path = stage_dir / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line] if path.is_file() else []
+    vals = [r["val_mse"] for r in rows if r.get("val_mse", math.nan) == r.get("val_mse", math.nan)]
+    return (min(vals) if vals else math.nan), float(sum(r.get("seconds", 0.0) for r in rows)), len(rows)
+
+
+def format_results(rows: Mapping[str, Mapping[str, float]], student: str, roles: Mapping[str, str]) -> str:
+    """Markdown table: one row per stage, the paper's metrics plus size, latency and improvement."""
+
+    def fmt(col: str, v: float) -> str:
+        if col == "params":
+            return f"{v / 1e6:.3f} M"
+        if col == "improvement_pct":
+            return "—" if math.isnan(v) else f"{v:+.1f}%"
+        if col == "improvement_se":
+            return "—" if math.isnan(v) else f"±{v:.1f}%"
+        if col in ("psnr", "latency_ms"):
+            return f"{v:.2f}"
+        return f"{v:.4f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.3e}"
+
+    lines = ["| method | " + " | ".join(COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
+    for stage, row in rows.items():
+        teacher = roles[stage] == "teacher"
+        vals = ["—" if c.startswith("improvement") and teacher else fmt(c, float(row[c])) for c in COLUMNS]
+        lines.append(f"| {_label(stage, student)} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
+def write_csv(rows: Mapping[str, Mapping[str, float]], student: str, roles: Mapping[str, str], path: Path) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        cols = (*COLUMNS, "epochs", "train_s")
+        w.writerow(["stage", "method", "role", *cols])
+        for stage, row in rows.items():
+            w.writerow([stage, _label(stage, student), roles[stage], *(f"{float(row[c]):.6g}" for c in cols)])
+
+
+# ----------------------------------------------------------------------------- figures
+def write_figures(
+    rows: Mapping[str, Mapping[str, float]],
+    preds: Mapping[str, torch.Tensor],
+    y: torch.Tensor,
+    student: str,
+    roles: Mapping[str, str],
+    out: Path,
+) -> list[Path]:
+    """``spectral_error.png`` (Fig. 2), ``improvement.png`` (Fig. 3), ``speed.png`` (Fig. 4)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from . import metrics as M
+
+    paths = []
+    # Figure 2: error spectrum and low/high band errors of teachers, student and distilled student.
+    show = [s for s in ("t1", "t2", "student", "spectralkd") if s in preds]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    for s in show:
+        k, E = M.energy_spectrum(preds[s] - y)
+        a1.loglog(k[1:], E[1:], label=_label(s, student))
+    a1.set(title="error spectrum (test)", xlabel="wavenumber k", ylabel="E_err(k)")
+    a1.legend(fontsize=8)
+    xs = torch.arange(len(show), dtype=torch.float64).tolist()
+    a2.bar([x - 0.2 for x in xs], [rows[s]["low_err"] for s in show], 0.4, label="low band (r <= 0.25)")
+    a2.bar([x + 0.2 for x in xs], [rows[s]["high_err"] for s in show], 0.4, label="high band")
+    a2.set_xticks(xs, [_label(s, student) for s in show], rotation=20, ha="right", fontsize=8)
+    a2.set(ylabel="test MSE carried by the band", title="spectral error by band")
+    a2.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(out / "spectral_error.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    # Figure 3: improvement over the baseline student, per method.
+    distilled = [s for s in rows if roles[s] == "distill"]
+    if distilled:
+        fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(distilled) + 2), 4.5))
+        vals = [rows[s]["improvement_pct"] for s in distilled]
+        errs = [rows[s]["improvement_se"] for s in distilled]
+        colors = ["tab:green" if v >= 0 else "tab:red" for v in vals]
+        ax.bar(range(len(distilled)), vals, yerr=errs, capsize=3, color=colors)
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xticks(range(len(distilled)), [_label(s, student) for s in distilled], rotation=30, ha="right")
+        ax.set(ylabel="test MSE improvement over the student alone (%)", title="improvement per method (±1 paired SE)")
+        fig.tight_layout()
+        paths.append(out / "improvement.png")
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+
+    # Figure 4: inference latency (batch 1) of the teachers and the (distilled) student.
+    speed = [s for s in ("t1", "t2", "spectralkd" if "spectralkd" in rows else "student") if s in rows]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    lat = [rows[s]["latency_ms"] for s in speed]
+    ax.bar(range(len(speed)), lat, color=["tab:blue"] * (len(speed) - 1) + ["tab:orange"])
+    for i, v in enumerate(lat):
+        ax.text(i, v, f"{v:.2f} ms\n{v / lat[-1]:.2f}x the student", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(speed)), [_label(s, student) for s in speed], rotation=15)
+    ax.set(ylabel="inference latency, batch 1 (ms)", title="teacher vs distilled student speed")
+    ax.set_ylim(0, max(lat) * 1.25)
+    fig.tight_layout()
+    paths.append(out / "speed.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    return paths
+
+
+# ----------------------------------------------------------------------------- driver
+def _environment() -> dict[str, Any]:
+    import os
+
+    import sdkd
+
+    return {
+        "sdkd": sdkd.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def run_reproduce(
+    dataset: str = "ns",
+    budget: str = "smoke",
+    out: str | Path | None = None,
+    *,
+    student: str = "unet",
+    ablation: bool = False,
+    data_path: str | None = None,
+    seed: int = 42,
+    device: str | None = None,
+    overrides: tuple[str, ...] = (),
+    figures: bool = True,
+    command: str | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, dict[str, float]]:
+    """Run (or resume) every stage, evaluate on the test split, write the table and figures.
+
+    Returns ``{stage: metrics}``; files go to ``out`` (default ``runs/reproduce/<dataset>-<budget>-<student>``).
+    """
+    from .train.demo import run_or_reuse
+    from .train.run import build_datasets
+
+    out = Path(out or f"runs/reproduce/{dataset}-{budget}-{student}")
+    cfgs = stage_configs(
+        dataset, budget, out, student=student, ablation=ablation, data_path=data_path, seed=seed, overrides=overrides
+    )
+    roles = {s: (MAIN_STAGES.get(s) or ABLATION_STAGES[s])[1] for s in cfgs}
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    first = next(iter(cfgs.values()))
+    log(f"[data] {dataset}: {first['data']}")
+    datasets = build_datasets(first["data"], seed)
+    paths: dict[str, Path] = {}
+    for i, (stage, cfg) in enumerate(cfgs.items(), start=1):
+        model, epochs = cfg["model"]["name"], cfg["train"]["epochs"]
+        log(f"[{i}/{len(cfgs)}] {stage}: {_label(stage, student)} ({model}, {epochs} ep)")
+        paths[stage] = run_or_reuse(cfg, datasets, device, log)
+    log("[eval] test split")
+    b = BUDGETS[budget]
+    rows, preds, y = evaluate_stages(paths, datasets["test"], b["latency_runs"])
+    table = format_results(rows, student, roles)
+    env = _environment()
+    header = [
+        f"# sdkd reproduce {dataset} --budget {budget} --student {student}" + (" --ablation" if ablation else ""),
+        "",
+        f"command: `{command or ' '.join(['sdkd', 'reproduce', dataset, '--budget', budget])}`",
+        "",
+        "environment: " + ", ".join(f"{k} {v}" for k, v in env.items()),
+        "",
+        f"val_mse: best validation MSE; test split: {len(datasets['test'])} windows; metrics in normalised units "
+        "(mse_phys: physical units); "
+        "latency: median ms per batch-1 forward on the evaluation device; improvement: test MSE vs the student alone, "
+        "improvement_se: standard error of the paired per-window MSE difference (test-set noise only, one seed).",
+        "",
+    ]
+    (out / "results.md").write_text("\n".join(header) + "\n" + table + "\n")
+    write_csv(rows, student, roles, out / "results.csv")
+    (out / "results.json").write_text(
+        json.dumps({"environment": env, "budget": budget, "dataset": dataset, "rows": rows}, indent=2)
+    )
+    log("")
+    log(table)
+    if figures:
+        try:
+            for p in write_figures(rows, preds, y, student, roles, out):
+                log(f"wrote {p}")
+        except ImportError as exc:
+            log(f"figures skipped: {exc}")
+    log(f"done in {time.perf_counter() - t0:.0f} s; results in {out}")
+    return rows
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", choices=sorted(DATASETS), help="ns (generated), or rbc/weatherbench/taxibj (--data)")
+    parser.add_argument("--budget", default="smoke", choices=list(BUDGETS), help="smoke: CI; cpu: ~1 h; paper: GPU")
+    parser.add_argument("--student", default="unet", choices=list(STUDENT_NAMES))
+    parser.add_argument("--ablation", action="store_true", help="add the SpectralKD ablation rows")
+    parser.add_argument("--data", default=None, help="data file/folder (for ns: the generated-data cache folder)")
+    parser.add_argument(
+        "--out", default=None, help="output folder (default runs/reproduce/<dataset>-<budget>-<student>)"
+    )
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--no-figures", action="store_true")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, all stages")
+
+
+def run(args: argparse.Namespace) -> int:
+    run_reproduce(
+        args.dataset,
+        args.budget,
+        args.out,
+        student=args.student,
+        ablation=args.ablation,
+        data_path=args.data,
+        seed=args.seed,
+        device=args.device,
+        overrides=tuple(args.set),
+        figures=not args.no_figures,
+        command="sdkd " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("sdkd") else None,
+    )
+    return 0

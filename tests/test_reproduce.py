@@ -1,0 +1,145 @@
+"""``sdkd reproduce ns --budget smoke`` end to end: stages, table, figures, reuse and the feature-KD config path."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+from sdkd.cli import main
+from sdkd.reproduce import ABLATION_STAGES, MAIN_STAGES, stage_configs
+from sdkd.train import ConfigError, build_config, load_checkpoint
+from sdkd.train.run import build_datasets, load_model
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """One smoke run shared by the tests: (output folder, data folder). Single-threaded: these
+    tiny models run faster that way, above all on a busy machine."""
+    root = tmp_path_factory.mktemp("repro")
+    out, data = root / "out", root / "data"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["reproduce", "ns", "--budget", "smoke", "--out", str(out), "--data", str(data)]) == 0
+        yield out, data
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_smoke_writes_every_stage_table_and_figures(smoke):
+    out, _ = smoke
+    for stage in MAIN_STAGES:
+        assert (out / stage / "best.pt").is_file(), stage
+    res = json.loads((out / "results.json").read_text())
+    rows = res["rows"]
+    assert list(rows) == list(MAIN_STAGES)
+    assert rows["student"]["improvement_pct"] == 0.0
+    for stage, row in rows.items():
+        assert row["mse"] > 0 and row["latency_ms"] > 0 and row["params"] > 0 and row["val_mse"] > 0, stage
+        assert row["low_err"] + row["high_err"] == pytest.approx(row["mse"], rel=1e-4)
+        if stage not in ("t1", "t2"):
+            want = 100 * (rows["student"]["mse"] - row["mse"]) / rows["student"]["mse"]
+            assert row["improvement_pct"] == pytest.approx(want) and row["improvement_se"] >= 0
+    # the table's MSE is the model's real test MSE
+    ck = load_checkpoint(out / "spectralkd" / "best.pt")
+    test = build_datasets(ck["config"]["data"])["test"]
+    model, _ = load_model(out / "spectralkd" / "best.pt")
+    x = torch.stack([test[i][0] for i in range(len(test))])
+    y = torch.stack([test[i][1] for i in range(len(test))])
+    with torch.no_grad():
+        assert rows["spectralkd"]["mse"] == pytest.approx(torch.mean((model(x) - y) ** 2).item(), rel=1e-4)
+    md = (out / "results.md").read_text()
+    assert "| T1: ST-AlterNet |" in md and "| S: U-Net |" in md and "| +CA-MKD (w SpectralKD) |" in md
+    assert "torch" in md and "command:" in md
+    with open(out / "results.csv") as fh:
+        table = list(csv.DictReader(fh))
+    assert [r["stage"] for r in table] == list(MAIN_STAGES) and "improvement_pct" in table[0]
+    assert all(int(r["epochs"]) == 1 and float(r["train_s"]) > 0 for r in table)
+    for name in ("spectral_error.png", "improvement.png", "speed.png"):
+        assert (out / name).stat().st_size > 1000, name
+
+
+def test_smoke_stages_use_the_paper_strategies(smoke):
+    out, _ = smoke
+    cfg = {s: load_checkpoint(out / s / "last.pt")["config"] for s in MAIN_STAGES}
+    assert cfg["t1"]["model"]["name"] == "st_alternet" and cfg["t2"]["model"]["name"] == "simvp"
+    d = {s: c["distill"] for s, c in cfg.items() if c["stage"] == "distill"}
+    assert {s: v["strategy"] for s, v in d.items()} == {
+        "spectralkd": "single",
+        "aver": "aver",
+        "a2d_mse": "a2d",
+        "a2d_ab": "a2d",
+        "a2d_spectralkd": "a2d",
+        "camkd": "camkd",
+    }
+    assert len(d["spectralkd"]["teachers"]) == 1 and all(
+        len(v["teachers"]) == 2 for k, v in d.items() if k != "spectralkd"
+    )
+    assert d["a2d_mse"]["kd"]["type"] == "mse" and d["camkd"]["kd"]["type"] == "spectral"
+    ab = d["a2d_ab"]
+    assert ab["kd"]["type"] == "none" and ab["feature_loss"] == "ab" and ab["features"][0] == {"enc": "block0"}
+    # the AB feature term was trained (logged per teacher), and its connector was optimised with the student
+    logged = json.loads((out / "a2d_ab" / "metrics.jsonl").read_text().splitlines()[0])
+    assert logged["train_feat/0"] > 0 and logged["train_feat/1"] > 0 and logged["train_kd/0"] == 0
+
+
+def test_rerun_reuses_finished_stages(smoke):
+    out, data = smoke
+    mtimes = {s: (out / s / "last.pt").stat().st_mtime for s in MAIN_STAGES}
+    before = json.loads((out / "results.json").read_text())["rows"]
+    assert main(["reproduce", "ns", "--budget", "smoke", "--out", str(out), "--data", str(data), "--no-figures"]) == 0
+    assert {s: (out / s / "last.pt").stat().st_mtime for s in MAIN_STAGES} == mtimes
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    for s in MAIN_STAGES:
+        assert rows[s]["mse"] == pytest.approx(before[s]["mse"], rel=1e-6)
+
+
+def test_ablation_adds_single_teacher_spectralkd_variants(tmp_path):
+    main_cfgs = stage_configs("ns", "smoke", tmp_path)
+    cfgs = stage_configs("ns", "smoke", tmp_path, ablation=True)
+    assert list(cfgs) == [*MAIN_STAGES, *ABLATION_STAGES]
+    assert all(cfgs[s] == main_cfgs[s] for s in MAIN_STAGES)  # so an --ablation run reuses the main stages
+    kd = {s: cfgs[s]["distill"]["kd"] for s in ABLATION_STAGES}
+    assert kd["abl_mse"] == {"type": "mse"}
+    assert kd["abl_ad_cut0.125"]["cutoffs"] == 0.125 and kd["abl_ad_cut0.375"]["cutoffs"] == 0.375
+    assert kd["abl_ad_alpha2"]["alpha"] == 2.0 and kd["abl_ad_band_mean"]["reduction"] == "band_mean"
+    assert kd["abl_ad_cut0.125"]["weighting"] == "adaptive"
+    assert kd["abl_fx_alpha0.5_cut0.375"] == {**kd["abl_ad_cut0.375"], "weighting": "fixed", "alpha": 0.5}
+    # fixed weighting, alpha 1 and reduction "mean" would just repeat abl_mse: not in the grid
+    fixed = [k for k in kd.values() if k.get("weighting") == "fixed"]
+    assert fixed and all(k["alpha"] != 1.0 or k["reduction"] != "mean" for k in fixed)
+    assert all(cfgs[s]["distill"]["strategy"] == "single" for s in ABLATION_STAGES)
+
+
+def test_bad_arguments_are_clear(tmp_path):
+    with pytest.raises(ValueError, match="needs --data"):
+        stage_configs("rbc", "smoke", tmp_path)
+    with pytest.raises(ValueError, match="budget"):
+        stage_configs("ns", "huge", tmp_path)
+    with pytest.raises(ValueError, match="student"):
+        stage_configs("ns", "smoke", tmp_path, student="vit")
+    with pytest.raises(SystemExit):
+        main(["reproduce", "mnist"])
+
+
+def test_feature_kd_config_needs_a_positive_weight(smoke, tmp_path):
+    out, _ = smoke
+    cfg = build_config(base=load_checkpoint(out / "a2d_ab" / "last.pt")["config"])
+    cfg["out_dir"] = str(tmp_path / "x")
+    cfg["distill"]["feature_lam"] = 0.0
+    from sdkd.train.run import run_stage
+
+    with pytest.raises(ConfigError, match="feature_lam"):
+        run_stage(cfg, device="cpu", log=lambda _m: None)
+    cfg["distill"]["feature_lam"] = 1.0
+    cfg["distill"]["feature_loss"] = "cosine"
+    with pytest.raises(ConfigError, match="feature_loss"):
+        run_stage(cfg, device="cpu", log=lambda _m: None)
+    # feature MSE (with adapters) on top of output MSE, one teacher: trains and logs both terms
+    cfg["distill"].update(feature_loss="mse", kd={"type": "mse"}, strategy="single")
+    cfg["distill"]["teachers"] = cfg["distill"]["teachers"][:1]
+    cfg["distill"]["features"] = cfg["distill"]["features"][:1]
+    run_stage(cfg, device="cpu", log=lambda _m: None)
+    logged = json.loads((tmp_path / "x" / "metrics.jsonl").read_text().splitlines()[0])
+    assert logged["train_feat/0"] > 0 and logged["train_kd/0"] > 0

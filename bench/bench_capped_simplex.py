@@ -29,9 +29,13 @@ BACKENDS = ["reference", "cpu", "cuda", "triton"]
 
 
 def _device(name: str) -> str:
-    if name in ("cuda", "triton"):
-        return "cuda"
-    return "cuda" if name == "reference" and os.environ.get("SDKD_BENCH_DEVICE") == "cuda" else "cpu"
+    """The device a backend's case runs on; skips the case when that is a GPU and none is present."""
+    dev = "cuda" if name in ("cuda", "triton") else "cpu"
+    if name == "reference" and os.environ.get("SDKD_BENCH_DEVICE") == "cuda":
+        dev = "cuda"
+    if dev == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    return dev
 
 
 def _skip(op, name: str, **inputs) -> None:

@@ -29,6 +29,7 @@ import math
 import os
 
 import torch
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from ._dispatch import ENV_VAR, Backend, Op, register_op
 
@@ -515,8 +516,7 @@ def _projection_autograd(ctx, g: torch.Tensor):
 _projection_custom.register_autograd(_projection_autograd, setup_context=_projection_setup_context)
 
 
-@torch.library.custom_op("sdkd::a2d_weights", mutates_args=())
-def _a2d_custom(
+def _a2d_run(
     gram: torch.Tensor, C: float, max_iter: int, tol: float, backend: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     B, M, _ = gram.shape
@@ -524,6 +524,18 @@ def _a2d_custom(
         return gram.new_empty(0, M), gram.new_empty(0)
     alpha, res = a2d_weights_op.get(backend).fn(gram.contiguous(), C, max_iter, tol)
     return alpha, res
+
+
+@torch.library.custom_op("sdkd::a2d_weights", mutates_args=())
+def _a2d_custom(
+    gram: torch.Tensor, C: float, max_iter: int, tol: float, backend: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return _a2d_run(gram, C, max_iter, tol, backend)
+
+
+def _plain_eager(x: torch.Tensor) -> bool:
+    """True for a plain tensor outside torch.compile and any dispatch mode (fake, proxy tracing)."""
+    return type(x) is torch.Tensor and not torch.compiler.is_compiling() and _get_current_dispatch_mode() is None
 
 
 @_a2d_custom.register_fake
@@ -579,12 +591,16 @@ def a2d_weights(
     _check_gram(g3, C, check, who)
     if not isinstance(max_iter, int) or max_iter < 0:
         raise ValueError(f"{who}: max_iter must be an int >= 0, got {max_iter!r}")
-    g3 = g3.to(_compute_dtype(g3.dtype))
+    if g3.dtype != _compute_dtype(g3.dtype):  # .to() costs a few us even as a no-op
+        g3 = g3.to(_compute_dtype(g3.dtype))
     tol = default_a2d_tol(g3.dtype) if tol is None else float(tol)
     if not math.isfinite(tol) or tol < 0:
         raise ValueError(f"{who}: tol must be finite and >= 0, got {tol}")
     impl = a2d_weights_op.select(backend, gram=g3, C=C, requested=_requested(backend))
-    alpha, res = torch.ops.sdkd.a2d_weights(g3, C, max_iter, tol, impl.name)
+    if _plain_eager(g3):  # alpha is not differentiable: skip the custom-op dispatch (tens of us a call)
+        alpha, res = _a2d_run(g3, C, max_iter, tol, impl.name)
+    else:
+        alpha, res = torch.ops.sdkd.a2d_weights(g3, C, max_iter, tol, impl.name)
     if check and alpha.numel() and not bool(torch.isfinite(alpha).all()):  # defensive: never hand out NaN weights
         raise FloatingPointError(f"{who}: the {impl.name} backend produced non-finite weights")
     if squeeze:

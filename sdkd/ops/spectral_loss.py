@@ -462,6 +462,8 @@ def _triton_reasons(s=None, cutoffs=(), interpret_ok: bool = False, **_: object)
     if importlib.util.find_spec("triton") is None:
         return ["triton is not installed"]
     why = []
+    if s is None and not torch.cuda.is_available():
+        why.append("no CUDA GPU (Triton runs on CPU only under TRITON_INTERPRET=1)")
     if s is not None:
         if s.device.type == "cpu":
             if os.environ.get("TRITON_INTERPRET") != "1":

@@ -50,5 +50,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(_target(args._module).run(args) or 0)
 
 
+def console_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sdkd`` command: bad input ends with one clear line, not a traceback
+    (``SDKD_DEBUG=1`` shows the traceback)."""
+    import os
+
+    try:
+        return main(argv)
+    except (ValueError, TypeError, KeyError, FileNotFoundError, RuntimeError) as exc:
+        if os.environ.get("SDKD_DEBUG") == "1":
+            raise
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"sdkd: error: {msg}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console_main())

@@ -5,21 +5,12 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from _op_backends import backend_params
 
 from sdkd.ops import a2d_weights
 from sdkd.ops.capped_simplex import a2d_weights_op, a2d_weights_reference, default_a2d_tol
 
-
-def _backends():
-    out = []
-    for name in ("reference", "cpu", "triton", "cuda"):
-        dev = "cuda" if name == "cuda" else "cpu"
-        marks = [] if (dev == "cpu" or torch.cuda.is_available()) else [pytest.mark.skip(reason="no CUDA GPU")]
-        out.append(pytest.param(name, dev, marks=marks, id=name))
-    return out
-
-
-BACKENDS = _backends()
+BACKENDS = backend_params()
 
 
 def _skip_unusable(name, device):

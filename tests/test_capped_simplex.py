@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from _op_backends import backend_params
 
 from sdkd.ops import BackendUnavailableError, capped_simplex_projection
 from sdkd.ops.capped_simplex import (
@@ -25,16 +26,7 @@ def _usable(name: str, device: str = "cpu") -> bool:
     return not capped_simplex_op.get(name).not_supported_reasons(y=y, requested=name)
 
 
-def _backends():
-    out = []
-    for name in ("reference", "cpu", "triton", "cuda"):
-        dev = "cuda" if name == "cuda" else "cpu"
-        marks = [] if (dev == "cpu" or torch.cuda.is_available()) else [pytest.mark.skip(reason="no CUDA GPU")]
-        out.append(pytest.param(name, dev, marks=marks, id=name))
-    return out
-
-
-BACKENDS = _backends()
+BACKENDS = backend_params()
 
 
 def _skip_unusable(name, device):

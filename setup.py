@@ -15,6 +15,7 @@ Without a working compiler the install still succeeds as pure Python, and says s
 
 from __future__ import annotations
 
+import concurrent.futures
 import glob
 import os
 import re
@@ -108,10 +109,11 @@ def _extensions():
         _log("SDKD_NO_EXT=1, building the pure-Python package only")
         return [], {}
     try:
-        from pybind11.setup_helpers import Pybind11Extension, build_ext
+        from pybind11.setup_helpers import ParallelCompile, Pybind11Extension, build_ext
     except ImportError:
         _log("pybind11 not available, building the pure-Python package only")
         return [], {}
+    ParallelCompile("SDKD_BUILD_JOBS", default=0).install()  # C++ sources in parallel (0: every core)
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     if not sources:
         return [], {}
@@ -165,7 +167,7 @@ def _extensions():
             for a in archs:
                 flags += ["-gencode", f"arch=compute_{a},code=sm_{a}"]
             flags += ["-gencode", f"arch=compute_{archs[-1]},code=compute_{archs[-1]}"]  # PTX for newer GPUs
-            objects = []
+            objects, commands = [], []
             for src in cu_sources:
                 obj = os.path.join(out_dir, os.path.basename(src) + ".o")
                 deps = [src, *glob.glob("csrc/**/*.h", recursive=True)]
@@ -174,10 +176,14 @@ def _extensions():
                     or not os.path.exists(obj)
                     or any(os.path.getmtime(d) > os.path.getmtime(obj) for d in deps)
                 ):
-                    cmd = [nvcc, *flags, "-c", src, "-o", obj]
-                    _log(" ".join(cmd))
-                    subprocess.check_call(cmd)
+                    commands.append([nvcc, *flags, "-c", src, "-o", obj])
                 objects.append(obj)
+            for cmd in commands:
+                _log(" ".join(cmd))
+            # one nvcc per source in parallel: the CUDA compile dominates the build time
+            with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(len(commands), os.cpu_count() or 1))) as pool:
+                for _ in pool.map(subprocess.check_call, commands):
+                    pass
             return objects
 
     return [ext], {"build_ext": BuildExt}

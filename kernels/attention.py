@@ -270,7 +270,9 @@ def _attn_bwd_config(N: int, head_dim: int, dtype: torch.dtype) -> tuple[int, in
         blk = min(32, max(16, triton.next_power_of_2(N)))
         return blk, blk, blk, blk, 1, 1
     if dtype == torch.float32:
-        return (32, 64, 64, 32, 4, 2) if head_dim <= 64 else (16, 64, 64, 16, 8, 1)
+        # d=128: not M1=16 with 8 warps -- Triton 3.6's sm_90 code for the dk/dv kernel's [64, 16] x [16, 128]
+        # tf32x3 dot then reads shared memory out of range (compute-sanitizer, H200: cudaErrorIllegalAddress)
+        return (32, 64, 64, 32, 4, 2) if head_dim <= 64 else (32, 64, 64, 32, 8, 1)
     if N <= 64 or head_dim > 64:
         return 64, 64, 64, 64, 4 if head_dim <= 64 else 8, 2  # d=128: 32 bytes of dk/dv spill on sm_90
     return 32, 128, 128, 32, 8, 3

@@ -7,6 +7,11 @@ the gradient ``2 V(c_last x + sum_{b<last} (c_b - c_last) P_b x)`` is written in
 Per-program band energies go to an ``(N, NB)`` float32 buffer that the host sums (deterministic).
 fp32 math throughout (inputs may be fp32/fp16/bf16); ``tl.dot`` uses ``tf32x3`` on GPU (near-fp32
 accuracy, REFERENCES.md 8.6) and exact fp32 under the interpreter.
+
+The ``tl.dot`` operands are staged in shared memory, so a large box (e.g. 128 x 128 with a 0.75 cutoff:
+256 KiB on sm_90) can need more than the device has (227 KiB on H100/H200). ``kernel_fits`` compiles the
+launch's exact specialization once (``warmup``, no launch), compares ``metadata.shared`` with the
+device's limit and caches the answer; the op takes the FFT path when it says no.
 """
 
 from __future__ import annotations
@@ -135,6 +140,78 @@ def _block(n: int) -> int:
     return max(16, triton.next_power_of_2(n))
 
 
+def _interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _launch_kwargs(H: int, W: int, Kr: int, Kc: int, nb: int, has_t: bool, with_grad: bool, band_mean: bool) -> dict:
+    """Compile-time arguments of one launch (shared by the launch and the shared-memory check)."""
+    BH, BW = _block(H), _block(W)
+    return dict(
+        HAS_T=has_t,
+        WITH_GRAD=with_grad,
+        BAND_MEAN=band_mean,
+        NB=nb,
+        BH=BH,
+        BW=BW,
+        BKR=_block(Kr),
+        BKC=_block(Kc),
+        PRECISION="ieee" if _interpret() else "tf32x3",
+        num_warps=8 if BH * BW >= 8192 else 4,
+    )
+
+
+_MAX_SHARED: dict[int, int] = {}
+_FITS: dict[tuple, bool] = {}
+
+
+def max_shared_memory(device: torch.device) -> int:
+    """Bytes of shared memory one Triton program may use on ``device`` (the limit Triton checks at load)."""
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    if idx not in _MAX_SHARED:
+        from triton.runtime import driver
+
+        _MAX_SHARED[idx] = int(driver.active.utils.get_device_properties(idx)["max_shared_mem"])
+    return _MAX_SHARED[idx]
+
+
+def kernel_shared_memory(H: int, W: int, Kr: int, Kc: int, nb: int, dtype: torch.dtype, device: torch.device) -> int:
+    """Shared memory (bytes) of the gradient launch for this problem: compiled, not launched (``warmup``).
+
+    The launch later reuses the same compiled kernel (same arguments, same specialization). The other
+    variants need no more: the energies-only launch (adaptive reference pass) runs a subset of the same
+    dots on the same tiles, and ``band_mean`` only adds row sums (sm_90, 128 x 128: 128 KiB energies-only,
+    256 KiB with the gradient, with or without ``band_mean``).
+    """
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    dev = torch.device("cuda", idx)
+    x = torch.empty(1, dtype=dtype, device=dev)
+    f32 = torch.empty(1, dtype=torch.float32, device=dev)
+    i32 = torch.empty(1, dtype=torch.int32, device=dev)
+    scale = float(1.0 / (H * W) ** 0.5)
+    with torch.cuda.device(idx):
+        compiled = _spectral_loss_kernel.warmup(
+            x, f32, x, x, f32, f32, f32, f32, f32, i32, H, W, Kr, Kc, scale,
+            grid=(1,),
+            **_launch_kwargs(H, W, Kr, Kc, nb, True, True, False),
+        )  # fmt: skip
+    return int(compiled.metadata.shared)
+
+
+def kernel_fits(H: int, W: int, Kr: int, Kc: int, nb: int, dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether one program can hold this slice (``MAX_SIDE``) and, on a GPU, its compiled kernel's shared
+    memory fits the device. Cached per problem and device: the compile runs once per process."""
+    if H > MAX_SIDE or W > MAX_SIDE:
+        return False
+    if _interpret() or device.type != "cuda":
+        return True  # the interpreter has no shared-memory limit
+    key = (H, W, Kr, Kc, nb, dtype, device.index if device.index is not None else torch.cuda.current_device())
+    hit = _FITS.get(key)
+    if hit is None:
+        hit = _FITS[key] = kernel_shared_memory(H, W, Kr, Kc, nb, dtype, device) <= max_shared_memory(device)
+    return hit
+
+
 def spectral_loss_triton(
     s: torch.Tensor,
     t: torch.Tensor | None,
@@ -153,8 +230,6 @@ def spectral_loss_triton(
     cc, sc, cr, sr, bidx = tables
     Kr, Kc = bidx.shape
     partial = torch.empty((N, nb), dtype=torch.float32, device=s.device)
-    interpret = os.environ.get("TRITON_INTERPRET") == "1"
-    BH, BW = _block(H), _block(W)
     _spectral_loss_kernel[(N,)](
         grad if grad is not None else s,
         partial,
@@ -171,15 +246,6 @@ def spectral_loss_triton(
         Kr,
         Kc,
         float(1.0 / (H * W) ** 0.5),
-        HAS_T=t is not None,
-        WITH_GRAD=grad is not None,
-        BAND_MEAN=band_mean,
-        NB=nb,
-        BH=BH,
-        BW=BW,
-        BKR=_block(Kr),
-        BKC=_block(Kc),
-        PRECISION="ieee" if interpret else "tf32x3",
-        num_warps=8 if BH * BW >= 8192 else 4,
+        **_launch_kwargs(H, W, Kr, Kc, nb, t is not None, grad is not None, band_mean),
     )
     return partial.sum(0, dtype=torch.float64)

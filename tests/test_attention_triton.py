@@ -205,6 +205,35 @@ def test_mismatched_shapes_raise_before_dispatch():
         attention(**inp, num_heads=2, backend="triton")
 
 
+def test_autocast_casts_mixed_inputs_like_a_gemm():
+    """Under autocast the op takes what the ST-AlterNet block gives it (fp32 z, bf16 z_h, fp32 weights),
+    runs in the autocast dtype and returns it; gradients reach the fp32 leaves. Outside autocast the same
+    mixed call is a clear error."""
+    inp = make_inputs(2, 24, 32)
+    inp["z_h"] = inp["z_h"].detach().bfloat16().requires_grad_()
+    with pytest.raises(ValueError, match="z_h is torch.bfloat16"):
+        attention(**inp, num_heads=2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attention(**inp, num_heads=2)
+    assert out.dtype == torch.bfloat16 and torch.is_autocast_enabled("cpu") is False
+    ref = attention(**{k: None if v is None else v.detach().float() for k, v in inp.items()}, num_heads=2)
+    torch.testing.assert_close(out.float(), ref, atol=0.1, rtol=0.05)
+    out.float().sum().backward()
+    for name, v in inp.items():
+        assert v is None or (v.grad is not None and v.grad.dtype == v.dtype and torch.isfinite(v.grad).all()), name
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("N", [64, 1000, 4096])
+def test_bwd_configs_avoid_the_sm90_dkdv_fault(monkeypatch, N, dtype):
+    """GPU configs: no dk/dv program with 16-query blocks on 8 warps (Triton 3.6 on H200: out-of-range shared
+    memory read in its [64, 16] x [16, 128] dot, cudaErrorIllegalAddress; compute-sanitizer)."""
+    monkeypatch.setattr(K, "_interpret", lambda: False)
+    for d in K.HEAD_DIMS:
+        M1, N1, M2, N2, warps, stages = K._attn_bwd_config(N, d, dtype)
+        assert not (M1 == 16 and warps == 8), (d, M1, warps)
+
+
 def test_kernel_head_dims_match_dispatch():
     assert K.HEAD_DIMS == attn_mod.TRITON_HEAD_DIMS
 
@@ -314,3 +343,84 @@ def test_gpu_parity_fp32(B, N, D, heads, serial):
     """fp32 on GPU (tf32x3 dots): odd N, one head, the torch-epilogue width (2048) and the longest N."""
     inp = make_inputs(B, N, D, device="cuda", serial=serial)
     assert_parity(inp, heads, atol=1e-4, rtol=1e-4, grad_atol=5e-4, grad_rtol=5e-4)
+
+
+@gpu
+@needs_cuda
+def test_gpu_autocast_mixed_dtypes_through_triton():
+    """CUDA autocast with ST-AlterNet's parallel-mode dtypes (fp32 z, bf16 z_h): the Triton backend runs in bf16
+    and agrees with the reference under the same autocast."""
+    inp = make_inputs(2, 257, 256, device="cuda")
+    inp["z_h"] = inp["z_h"].detach().bfloat16().requires_grad_()
+    outs = {}
+    for backend in ("triton", "reference"):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            outs[backend] = attention(**inp, num_heads=8, backend=backend)
+    assert outs["triton"].dtype == outs["reference"].dtype == torch.bfloat16
+    torch.testing.assert_close(outs["triton"].float(), outs["reference"].float(), atol=5e-2, rtol=2e-2)
+    outs["triton"].float().sum().backward()
+    assert all(v is None or (v.grad is not None and v.grad.dtype == v.dtype) for v in inp.values())
+
+
+# ----------------------------------------------------------------------------- out-of-bounds guard (interpreter)
+class _NanGuarded:
+    """Launches ``kernel`` with every tensor argument moved into the middle of a larger buffer, twice: guard
+    bands of a finite sentinel (a write past a tensor's ends changes them), then of NaN (a read past them
+    shows up as NaN in the results, which are the ones kept)."""
+
+    PAD = 4096
+    SENTINEL = 1234.5
+
+    def __init__(self, kernel):
+        self.kernel = kernel
+
+    def _run(self, grid, args, kwargs, fill):
+        guarded = []
+        for a in args:
+            if not isinstance(a, torch.Tensor):
+                guarded.append((a, None, 0))
+                continue
+            span = 1 + sum((n - 1) * s for n, s in zip(a.shape, a.stride())) if a.numel() else 0
+            buf = torch.full((span + 2 * self.PAD,), fill, dtype=a.dtype, device=a.device)
+            view = buf.as_strided(a.shape, a.stride(), self.PAD)
+            view.copy_(a)
+            guarded.append((view, buf, span))
+        self.kernel[grid](*(g[0] for g in guarded), **kwargs)
+        return guarded
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            for _, buf, span in self._run(grid, args, kwargs, self.SENTINEL):
+                if buf is not None:
+                    band = torch.cat([buf[: self.PAD], buf[self.PAD + span :]])
+                    assert (band == self.SENTINEL).all(), f"{self.kernel.fn.__name__} wrote outside a tensor argument"
+            for a, (view, buf, _) in zip(args, self._run(grid, args, kwargs, float("nan"))):
+                if buf is not None:
+                    a.copy_(view)
+
+        return launch
+
+
+_GPU_FP32_CONFIGS = dict(  # what the GPU picks for fp32 at head dim 128 and d_model 128 (interpreter ignores warps)
+    _attn_config=lambda N, d, dtype: (64, 32, 8, 2),
+    _attn_bwd_config=lambda N, d, dtype: (16, 64, 64, 16, 8, 1),
+    _epilogue_config=lambda M, D, device: (16, 128, 32, 4),
+    _ln_bwd_config=lambda D: (16, 128, 4),
+)
+
+
+@needs_interpreter
+@pytest.mark.parametrize("gpu_blocks", [False, True], ids=["interp-blocks", "gpu-fp32-blocks"])
+def test_kernels_stay_in_bounds(monkeypatch, gpu_blocks):
+    """The configuration that met cudaErrorIllegalAddress on an H200 (one head of dim 128, serial, fp32, odd N;
+    N 1000 there, 77 here: partial query and key blocks), every kernel guarded: no NaN from a stray read,
+    no write outside its tensors, and parity with the reference."""
+    for name in ("_attn_fwd_kernel", "_attn_bwd_preprocess_kernel", "_attn_bwd_dkdv_kernel", "_attn_bwd_dq_kernel"):
+        monkeypatch.setattr(K, name, _NanGuarded(getattr(K, name)))
+    for name in ("_proj_residual_ln_fwd_kernel", "_residual_ln_bwd_kernel"):
+        monkeypatch.setattr(K, name, _NanGuarded(getattr(K, name)))
+    if gpu_blocks:
+        for name, fn in _GPU_FP32_CONFIGS.items():
+            monkeypatch.setattr(K, name, fn)
+    inp = make_inputs(1, 77, 128, serial=True)
+    assert_parity(inp, 1, atol=2e-5, rtol=2e-5, grad_atol=1e-4, grad_rtol=1e-4)

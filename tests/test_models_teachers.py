@@ -217,6 +217,28 @@ def test_bad_input_shape(variant):
         model(torch.randn(3, 1, 16, 16))
 
 
+@pytest.mark.parametrize("variant", list(TINY))
+def test_autocast_bf16_on_cpu(variant):
+    """CPU autocast reproduces the mixed dtypes CUDA autocast gives the attention op (parallel mode: fp32
+    ``z`` from ``proj + pos``, bf16 ``z_h`` from the conv, fp32 weights): it runs, in bf16, near fp32,
+    and trains (gradients reach the fp32 parameters)."""
+    name, cfg = TINY[variant]
+    model = build_model(name, (3, 2, 13, 18), 5, **cfg)
+    x = torch.randn(2, 3, 2, 13, 18)
+    with torch.no_grad():
+        y32 = model(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = model(x)
+    assert y.shape == y32.shape and torch.isfinite(y).all()
+    err = (y.float() - y32).abs().max().item()
+    assert err <= 0.05 * y32.abs().max().item(), err
+    y.float().square().mean().backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert all(g is not None and g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads.values())
+    if name == "st_alternet":
+        assert any(".attn." in n and g.abs().sum() > 0 for n, g in grads.items())
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("variant", list(TINY))

@@ -18,7 +18,6 @@ the Triton kernels only under ``TRITON_INTERPRET=1``, in float32, when ``triton`
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 
@@ -311,7 +310,9 @@ def _reference_reasons(**_: object) -> list[str]:
 
 
 def _triton_reasons(z=None, num_heads=None, interpret_ok: bool = False, **_: object) -> list[str]:
-    if importlib.util.find_spec("triton") is None:
+    from ._ext import triton_installed
+
+    if not triton_installed():
         return ["triton is not installed"]
     interpreter = os.environ.get("TRITON_INTERPRET") == "1"
     if z is None:
@@ -356,6 +357,14 @@ def _check_finite(**tensors: torch.Tensor | None) -> None:
         raise ValueError(f"attention: non-finite values (nan/inf) in {', '.join(bad)}")
 
 
+def _autocast_enabled(device_type: str) -> bool:
+    """``torch.is_autocast_enabled(device_type)``, False for device types autocast does not know."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:
+        return False
+
+
 def attention(
     z: torch.Tensor,
     z_h: torch.Tensor | None,
@@ -381,7 +390,20 @@ def attention(
     reference is the fast path. Non-finite inputs give non-finite outputs on every backend, as in the
     reference (never finite garbage); ``check=True`` raises ``ValueError`` naming them instead (one
     device sync per input).
+
+    Under ``torch.autocast`` the op behaves like the GEMMs it is made of (``F.linear``, SDPA): every
+    floating-point input is cast to the autocast dtype and the op runs in it (autocast off inside), so
+    mixed inputs (fp32 ``z``, bf16 ``z_h``, fp32 weights) work and the result has the autocast dtype;
+    softmax and LayerNorm statistics stay fp32 inside every backend. Outside autocast, inputs of
+    different dtypes are an error.
     """
+    device_type = z.device.type if isinstance(z, torch.Tensor) else None
+    if device_type is not None and _autocast_enabled(device_type):
+        dt = torch.get_autocast_dtype(device_type)
+        tensors = (z, z_h, w_qkv, b_qkv, w_o, b_o, ln_weight, ln_bias)
+        cast = [t.to(dt) if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in tensors]
+        with torch.autocast(device_type, enabled=False):
+            return attention(*cast, num_heads, eps, backend=backend, check=check)
     check_attention_inputs(z, z_h, w_qkv, b_qkv, w_o, b_o, ln_weight, ln_bias, num_heads, eps)
     if check:
         _check_finite(z=z, z_h=z_h, w_qkv=w_qkv, b_qkv=b_qkv, w_o=w_o, b_o=b_o, ln_weight=ln_weight, ln_bias=ln_bias)

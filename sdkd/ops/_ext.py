@@ -20,6 +20,14 @@ except ImportError as exc:  # not built (SDKD_NO_EXT=1, no compiler) or built fo
     _IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
 
 
+@functools.cache
+def triton_installed() -> bool:
+    """Whether ``import triton`` can work (cached: the module search costs ~0.1 ms, the dispatchers ask per call)."""
+    import importlib.util
+
+    return importlib.util.find_spec("triton") is not None
+
+
 def extension() -> ModuleType | None:
     """The ``sdkd._C`` module, or None when it could not be imported."""
     return _C

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from ._dispatch import ENV_VAR, Backend, Op, register_op
 
@@ -182,6 +183,9 @@ DFT_MAX_FRACTION = 0.3
 #: cpu backend: box kernel only while Kc * (1 + Kr / W) (its multiply-adds per element / 4) stays below this;
 #: measured on 2 cores: box 4x faster than the FFT path at 64x64 (25.8), FFT 1.7x faster at 128x128 (49.8)
 CPU_BOX_MAX_COST = 32.0
+#: cpu backend: its real-FFT kernel (csrc/cpu/spectral_loss_fft.cpp) for power-of-two H and W >= 8, any cutoff;
+#: 3-5x the reference in bench/bench_spectral_loss.py. False: the box kernel / torch.fft path as for other sizes.
+CPU_FFT_KERNEL = True
 #: bands the cuda and triton kernels handle (band energies live in registers/shared memory)
 MAX_KERNEL_BANDS = 8
 
@@ -249,16 +253,33 @@ def dft_tables(plan: DftPlan, device: torch.device, dtype: torch.dtype) -> tuple
     return out
 
 
-def _band_norms(H: int, W: int, cuts: tuple[float, ...], numel: int, reduction: str) -> list[float]:
+@lru_cache(maxsize=256)
+def _band_norms(H: int, W: int, cuts: tuple[float, ...], numel: int, reduction: str) -> tuple[float, ...]:
     """Divisor of each band's energy: numel ("mean") or bins x leading size ("band_mean"); 0 marks an
     empty band, whose term is exactly 0 (its residual energy is rounding noise, not signal)."""
     counts = band_bin_counts(H, W, cuts).tolist()
     n_lead = numel // (H * W)
-    return [(float(numel) if reduction == "mean" else float(c) * n_lead) if c > 0 else 0.0 for c in counts]
+    return tuple((float(numel) if reduction == "mean" else float(c) * n_lead) if c > 0 else 0.0 for c in counts)
+
+
+_FIXED_GAINS: dict[tuple, torch.Tensor] = {}
 
 
 def _gains(weights, norms, ref: torch.Tensor | None, eps: float, device) -> torch.Tensor:
-    """Per-band gains ``c_b`` (float64 on ``device``): loss = sum_b c_b E_b for raw energies E_b."""
+    """Per-band gains ``c_b`` (float64 on ``device``): loss = sum_b c_b E_b for raw energies E_b.
+
+    Without ``ref`` (fixed weighting) they depend on the call's constants only: cached per device, so a
+    training step pays no host-to-device copy for them.
+    """
+    if ref is None:
+        key = (tuple(weights), tuple(norms), str(device))
+        hit = _FIXED_GAINS.get(key)
+        if hit is None:
+            c = [w / max(n, 1.0) if n > 0 else 0.0 for w, n in zip(weights, norms)]
+            if len(_FIXED_GAINS) > 256:
+                _FIXED_GAINS.clear()
+            hit = _FIXED_GAINS[key] = torch.tensor(c, dtype=torch.float64, device=device)
+        return hit
     w = torch.tensor(weights, dtype=torch.float64, device=device)
     nrm = torch.tensor(norms, dtype=torch.float64, device=device)
     inv = torch.where(nrm > 0, 1.0 / nrm.clamp_min(1.0), torch.zeros_like(nrm))
@@ -301,11 +322,14 @@ def _kernel_pass(backend: str, s, t, grad, gains, plan: DftPlan, band_mean: bool
         g = gains.to(torch.float32) if gains is not None else None
         return spectral_loss_triton(s, t, grad, g, tables, nb, band_mean)
     _C = extension()
-    comp = torch.float64 if s.dtype == torch.float64 else torch.float32
-    cc, sc, cr, sr, bidx = dft_tables(plan, s.device, comp)
     e = torch.zeros(nb, dtype=torch.float64, device=s.device)
     ptr = lambda x: 0 if x is None else x.data_ptr()  # noqa: E731
     args = (ptr(s), ptr(t), ptr(grad), e.data_ptr(), ptr(gains), _DTYPE_CODE[s.dtype], N, H, W)
+    if backend == "cpu" and _cpu_fft_ok(H, W):
+        _C.spectral_loss_cpu_fft(*args, band_map(plan).data_ptr(), plan.Kc, nb, band_mean)
+        return e
+    comp = torch.float64 if s.dtype == torch.float64 else torch.float32
+    cc, sc, cr, sr, bidx = dft_tables(plan, s.device, comp)
     tabs = (cc.data_ptr(), sc.data_ptr(), cr.data_ptr(), sr.data_ptr(), bidx.data_ptr(), plan.Kr, plan.Kc, nb)
     if backend == "cpu":
         _C.spectral_loss_cpu(*args, *tabs, band_mean)
@@ -318,16 +342,35 @@ def _kernel_pass(backend: str, s, t, grad, gains, plan: DftPlan, band_mean: bool
 _DTYPE_CODE = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
 
 
+def _is_pow2(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+def _cpu_fft_ok(H: int, W: int) -> bool:
+    """Whether the cpu backend's own real-FFT kernel takes (H, W): powers of two, W >= 8 (one 8-lane vector)."""
+    from ._ext import extension
+
+    return CPU_FFT_KERNEL and _is_pow2(H) and _is_pow2(W) and W >= 8 and hasattr(extension(), "spectral_loss_cpu_fft")
+
+
+@lru_cache(maxsize=128)
+def band_map(plan: DftPlan) -> torch.Tensor:
+    """Band of every bin with ``kx < Kc``, ``(H, Kc)`` int32 contiguous (CPU): the FFT kernel's mask."""
+    return band_index(plan.H, plan.W, plan.cutoffs)[:, : plan.Kc].to(torch.int32).contiguous()
+
+
 def _kernel_fits(backend: str, plan: DftPlan, dtype: torch.dtype, device: torch.device) -> bool:
     """Whether the box kernel takes this plan (else the backend uses the FFT path)."""
+    if backend == "cpu" and _cpu_fft_ok(plan.H, plan.W):
+        return True  # real FFTs of its own: any cutoff
     if plan.fraction > DFT_MAX_FRACTION:
         return False
     if backend == "cpu":
         return plan.Kc * (1 + plan.Kr / plan.W) <= CPU_BOX_MAX_COST
-    if backend == "triton":
-        from sdkd.kernels.spectral_loss import MAX_SIDE
+    if backend == "triton":  # slice size and the compiled kernel's shared memory vs the device's (cached)
+        from sdkd.kernels.spectral_loss import kernel_fits
 
-        return plan.H <= MAX_SIDE and plan.W <= MAX_SIDE
+        return kernel_fits(plan.H, plan.W, plan.Kr, plan.Kc, plan.nb, dtype, device)
     if backend == "cuda":
         from ._ext import extension
 
@@ -414,8 +457,36 @@ def _spectral_loss_bwd(ctx, grad_loss, grad_grad):
 spectral_loss_fwd.register_autograd(_spectral_loss_bwd, setup_context=_setup_context)
 
 
+class _SpectralLossEager(torch.autograd.Function):
+    """The custom op's forward and backward without the torch.library dispatch (eager calls only):
+    the same ``spectral_loss_fused`` and ``_spectral_loss_bwd``, a fraction of the per-call overhead."""
+
+    @staticmethod
+    def forward(ctx, s, t, cutoffs, weights, reduction, adaptive, eps, backend):
+        loss, grad = spectral_loss_fused(s, t, cutoffs, weights, reduction, adaptive, eps, backend)
+        ctx.save_for_backward(grad)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        return _spectral_loss_bwd(ctx, grad_loss, None)
+
+
+def _plain_eager(*xs: torch.Tensor) -> bool:
+    """True for plain tensors outside torch.compile and any dispatch mode (fake, proxy tracing)."""
+    return (
+        all(type(x) in (torch.Tensor, torch.nn.Parameter) for x in xs)
+        and not torch.compiler.is_compiling()
+        and _get_current_dispatch_mode() is None
+    )
+
+
 def _fused_fn(backend: str):
     def fn(s, t, cutoffs, weights, reduction="mean", adaptive=False, eps=1e-6):
+        if _plain_eager(s, t):
+            return _SpectralLossEager.apply(
+                s, t, tuple(cutoffs), tuple(weights), reduction, adaptive, float(eps), backend
+            )
         return spectral_loss_fwd(s, t, list(cutoffs), list(weights), reduction, adaptive, float(eps), backend)[0]
 
     fn.__name__ = f"spectral_loss_{backend}"
@@ -430,7 +501,7 @@ def _reference_reasons(**_: object) -> list[str]:
     return []
 
 
-def _cpu_reasons(s=None, cutoffs=(), **_: object) -> list[str]:
+def _cpu_reasons(s=None, cutoffs=(), requested: str = "cpu", **_: object) -> list[str]:
     from ._ext import unavailable_reason
 
     why = [r for r in [unavailable_reason("spectral_loss_cpu")] if r]
@@ -439,6 +510,13 @@ def _cpu_reasons(s=None, cutoffs=(), **_: object) -> list[str]:
             why.append(f"needs CPU tensors, got {s.device}")
         if s.dtype not in (torch.float32, torch.float64):
             why.append(f"dtype {s.dtype} not supported (float32, float64)")
+        H, W = s.shape[-2:]
+        if not why and requested != "cpu" and not _cpu_fft_ok(H, W):
+            # bench/bench_spectral_loss.py: the box kernel is 0.7-1.5x the reference; the FFT kernel 3-5x
+            why.append(
+                f"H={H}, W={W}: its real-FFT kernel needs powers of two with W >= 8, and its box kernel is not "
+                "faster than the reference; used only when asked for (backend='cpu')"
+            )
     return why
 
 
@@ -457,9 +535,9 @@ def _cuda_reasons(s=None, cutoffs=(), **_: object) -> list[str]:
 
 
 def _triton_reasons(s=None, cutoffs=(), interpret_ok: bool = False, **_: object) -> list[str]:
-    import importlib.util
+    from ._ext import triton_installed
 
-    if importlib.util.find_spec("triton") is None:
+    if not triton_installed():
         return ["triton is not installed"]
     why = []
     if s is None and not torch.cuda.is_available():
@@ -480,18 +558,16 @@ def _triton_reasons(s=None, cutoffs=(), interpret_ok: bool = False, **_: object)
 
 
 # Priority: the C++/CUDA kernels first (no JIT warm-up, float64 support, CUDA also fp16/bf16), Triton
-# next on GPU, the plain-PyTorch reference last. On CPU tensors: cpu, then reference.
+# next on GPU, the plain-PyTorch reference last. On CPU tensors: cpu (its real-FFT kernel; other sizes
+# only when asked for), then reference.
 spectral_loss_op = register_op(
     Op(
         name="spectral_loss",
         backends=[
             Backend("cuda", _fused_fn("cuda"), _cuda_reasons, "CUDA fused loss + gradient (sdkd._C)"),
             Backend("triton", _fused_fn("triton"), _triton_reasons, "Triton fused loss + gradient"),
-            # On CPU tensors the reference (pocketfft rfft2 + autograd) comes first: single-thread
-            # measurements put the C++ kernel at 0.7-1.5x of it (bench/bench_spectral_loss.py), so
-            # it is used only when asked for (backend="cpu" or SDKD_BACKEND=cpu).
-            Backend("reference", spectral_loss_reference, _reference_reasons, "torch.fft.rfft2 + autograd"),
             Backend("cpu", _fused_fn("cpu"), _cpu_reasons, "C++/OpenMP fused loss + gradient (sdkd._C)"),
+            Backend("reference", spectral_loss_reference, _reference_reasons, "torch.fft.rfft2 + autograd"),
         ],
     )
 )
@@ -528,6 +604,7 @@ def spectral_loss(
         reduction=reduction,
         adaptive=adaptive,
         interpret_ok=requested == "triton",
+        requested=requested,
     )
     loss = impl.fn(s, t, cuts, w, reduction, adaptive, eps)
     if check:

@@ -1,0 +1,523 @@
+// Fused SpectralKD loss on the CPU for power-of-two H and W: band energies and the gradient from real
+// FFTs computed here, in one pass per (H, W) slice (OpenMP over slices).
+//
+// Why not the truncated-DFT box of spectral_loss.cpp: at 64x64 the box needs ~9x the arithmetic of an FFT.
+// Why not call pocketfft through torch: the reference already does, and pays for three transforms (its
+// autograd runs a full complex FFT backwards), many elementwise passes and their memory traffic.
+//
+// Layout: every transform runs on L independent signals at once, one SIMD vector per complex point
+// ("vertical" FFT: no shuffles inside butterflies). Per slice x = s - t:
+//   1. rows: pairs of real rows packed as a + i b, L pairs per FFT of length W; unpacked to the kx < Kc
+//      columns the bands need (Kc from the Python plan: every bin with kx >= Kc is in the last band);
+//   2. columns: FFT of length H over those Kc columns (lanes = columns) -> D, ortho-scaled;
+//      energies of the bands below the last from D (weights w(kx) for "mean", 1 for "band_mean");
+//   3. inverse: masked (and, with > 2 bands, gain-weighted) spectra back through an inverse column FFT and
+//      an inverse row FFT (two Hermitian rows per complex transform) -> x_low = sum_{b<last} P_b x;
+//   4. the last band is the energy of the spatial residual z = x - x_low (never total - low: that
+//      cancels badly); the gradient is 2 V(c_last x + sum_{b<last} (c_b - c_last) P_b x), V as in
+//      spectral_loss.cpp ("mean": identity; "band_mean": row-mean and Nyquist-column parts).
+// fp32 inputs compute in fp32 (energies summed per row in fp32, then in fp64), fp64 inputs in fp64.
+#include <pybind11/pybind11.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <new>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+#include <vector>
+
+namespace py = pybind11;
+
+// Vector-typed helpers are always inlined; the ABI note about returning vectors does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
+// Butterflies as fused multiply-adds where the CPU has them (ISO C++ mode turns contraction off).
+#pragma GCC optimize("fp-contract=fast")
+
+namespace {
+
+constexpr int L = 8;  // signals per transform (one vector of 8 lanes)
+
+template <typename T>
+struct Vec;
+template <>
+struct Vec<float> {
+  typedef float type __attribute__((vector_size(32)));
+};
+template <>
+struct Vec<double> {
+  typedef double type __attribute__((vector_size(64)));
+};
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+// AVX2/FMA clone picked at load time on CPUs that have it (portable binary, no -march=native).
+#define SDKD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default"), flatten))
+#else
+#define SDKD_CLONES
+#endif
+
+bool is_pow2(int64_t n) { return n >= 1 && (n & (n - 1)) == 0; }
+
+// Zero-initialised, 64-byte aligned array of vectors (std::vector drops the vector type's alignment).
+template <typename VT>
+class Buf {
+ public:
+  Buf() = default;
+  Buf(const Buf&) = delete;
+  Buf& operator=(const Buf&) = delete;
+  ~Buf() { std::free(p_); }
+  void resize(size_t n) {
+    std::free(p_);
+    const size_t bytes = std::max<size_t>(64, (n * sizeof(VT) + 63) / 64 * 64);
+    p_ = static_cast<VT*>(std::aligned_alloc(64, bytes));
+    if (p_ == nullptr) throw std::bad_alloc();
+    std::memset(static_cast<void*>(p_), 0, bytes);
+  }
+  VT* data() { return p_; }
+  const VT* data() const { return p_; }
+  VT& operator[](size_t i) { return p_[i]; }
+  const VT& operator[](size_t i) const { return p_[i]; }
+
+ private:
+  VT* p_ = nullptr;
+};
+
+// Bit-reversal permutation and twiddles e^{-2 pi i k / n}, k < n/2, of one transform length.
+template <typename T>
+struct Plan {
+  int n = 1;
+  std::vector<int> rev;
+  std::vector<T> wr, wi;
+  explicit Plan(int n_) : n(n_), rev(n_), wr(std::max(1, n_ / 2)), wi(std::max(1, n_ / 2)) {
+    int bits = 0;
+    while ((1 << bits) < n) ++bits;
+    for (int i = 0; i < n; ++i) {
+      int r = 0;
+      for (int b = 0; b < bits; ++b) r |= ((i >> b) & 1) << (bits - 1 - b);
+      rev[i] = r;
+    }
+    for (int k = 0; k < n / 2; ++k) {
+      const double a = 2.0 * M_PI * double(k) / double(n);
+      wr[k] = T(std::cos(a));
+      wi[k] = T(-std::sin(a));
+    }
+  }
+};
+
+// In-place radix-2 FFT of L signals whose points are already in bit-reversed order.
+// INV: e^{+2 pi i k / n} (unnormalised inverse).
+template <bool INV, typename T, typename VT>
+static inline __attribute__((always_inline)) void fft(const Plan<T>& p, VT* __restrict re, VT* __restrict im) {
+  const int n = p.n;
+  for (int i = 0; i + 1 < n; i += 2) {  // length 2: twiddle 1
+    const VT ar = re[i], ai = im[i], br = re[i + 1], bi = im[i + 1];
+    re[i] = ar + br, im[i] = ai + bi, re[i + 1] = ar - br, im[i + 1] = ai - bi;
+  }
+  if (n >= 4) {  // length 4: twiddles 1 and -i (forward) / +i (inverse)
+    for (int i = 0; i < n; i += 4) {
+      VT ar = re[i], ai = im[i], br = re[i + 2], bi = im[i + 2];
+      re[i] = ar + br, im[i] = ai + bi, re[i + 2] = ar - br, im[i + 2] = ai - bi;
+      ar = re[i + 1], ai = im[i + 1];
+      const VT yr = INV ? -im[i + 3] : im[i + 3];
+      const VT yi = INV ? re[i + 3] : -re[i + 3];
+      re[i + 1] = ar + yr, im[i + 1] = ai + yi, re[i + 3] = ar - yr, im[i + 3] = ai - yi;
+    }
+  }
+  // two radix-2 stages (lengths len and 2 len) per pass: half the loads and stores
+  int len = 8;
+  for (; 2 * len <= n; len <<= 2) {
+    const int m = len >> 1, sa = n / len, sb = n / (2 * len);
+    for (int i = 0; i < n; i += 2 * len) {
+      for (int j = 0; j < m; ++j) {
+        const T ca = p.wr[j * sa], xa = INV ? -p.wi[j * sa] : p.wi[j * sa];
+        const T cb = p.wr[j * sb], xb = INV ? -p.wi[j * sb] : p.wi[j * sb];
+        VT* __restrict r = re + i + j;
+        VT* __restrict q = im + i + j;
+        const VT x0r = r[0], x0i = q[0], x1r = r[m], x1i = q[m], x2r = r[2 * m], x2i = q[2 * m];
+        const VT x3r = r[3 * m], x3i = q[3 * m];
+        // stage len: (x0, x1) and (x2, x3) with twiddle a
+        const VT t1r = x1r * ca - x1i * xa, t1i = x1r * xa + x1i * ca;
+        const VT t3r = x3r * ca - x3i * xa, t3i = x3r * xa + x3i * ca;
+        const VT y0r = x0r + t1r, y0i = x0i + t1i, y1r = x0r - t1r, y1i = x0i - t1i;
+        const VT y2r = x2r + t3r, y2i = x2i + t3i, y3r = x2r - t3r, y3i = x2i - t3i;
+        // stage 2 len: (y0, y2) with twiddle b, (y1, y3) with twiddle b * (-i) (forward) / b * i (inverse)
+        const VT u2r = y2r * cb - y2i * xb, u2i = y2r * xb + y2i * cb;
+        const VT v3r = y3r * cb - y3i * xb, v3i = y3r * xb + y3i * cb;
+        const VT u3r = INV ? -v3i : v3i, u3i = INV ? v3r : -v3r;
+        r[0] = y0r + u2r, q[0] = y0i + u2i, r[2 * m] = y0r - u2r, q[2 * m] = y0i - u2i;
+        r[m] = y1r + u3r, q[m] = y1i + u3i, r[3 * m] = y1r - u3r, q[3 * m] = y1i - u3i;
+      }
+    }
+  }
+  if (len <= n) {  // one radix-2 stage left
+    const int half = len >> 1, step = n / len;
+    for (int i = 0; i < n; i += len) {
+      for (int j = 0; j < half; ++j) {
+        const T c = p.wr[j * step], s = INV ? -p.wi[j * step] : p.wi[j * step];
+        VT* __restrict ar = re + i + j;
+        VT* __restrict ai = im + i + j;
+        VT* __restrict br = re + i + j + half;
+        VT* __restrict bi = im + i + j + half;
+        const VT yr = *br * c - *bi * s, yi = *br * s + *bi * c;
+        const VT xr = *ar, xi = *ai;
+        *ar = xr + yr, *ai = xi + yi, *br = xr - yr, *bi = xi - yi;
+      }
+    }
+  }
+}
+
+// Read-only tables shared by all threads for one call.
+template <typename T>
+struct Shared {
+  using VT = typename Vec<T>::type;
+  int64_t H, W, Kc, KB, KP;  // KB column blocks of L lanes, KP = KB * L padded columns
+  int nb;
+  bool band_mean, with_grad, two;
+  Plan<T> ph, pw;
+  Buf<VT> mask;  // H x KB: 1 for bins of bands below the last
+  Buf<VT> gain;  // H x KB: c_b - c_last (only with > 2 bands and a gradient)
+  Buf<VT> ew;    // (nb-1) x H x KB: energy weight of the bin for band b
+  T cl = 0, c01 = 0;            // c_last, c_0 - c_last
+  Shared(int64_t H_, int64_t W_, int64_t Kc_) : H(H_), W(W_), Kc(Kc_), ph(int(H_)), pw(int(W_)) {}
+};
+
+// Scratch of one thread.
+template <typename T>
+struct Work {
+  using VT = typename Vec<T>::type;
+  Buf<VT> re, im, re2, im2;          // one transform (max(H, W) points)
+  std::vector<T> cr, ci;             // H x KP row spectra (kx < Kc), then the inverse column output
+  std::vector<T> gr, gi;             // H x KP gain-weighted inverse column output (two inverses)
+  Buf<VT> yr, yi, zr, zi;            // H per column block: masked / gain-weighted column spectra
+  std::vector<T> low, u;             // H x W: x_low and, with two inverses, the gradient's low part
+  std::vector<double> e;             // nb
+  Work(const Shared<T>& sh) {
+    const int64_t n = std::max(sh.H, sh.W);
+    re.resize(n), im.resize(n), re2.resize(n), im2.resize(n);
+    cr.resize(sh.H * sh.KP), ci.resize(sh.H * sh.KP);
+    if (sh.two) gr.resize(sh.H * sh.KP), gi.resize(sh.H * sh.KP);
+    yr.resize(sh.H), yi.resize(sh.H), zr.resize(sh.H), zi.resize(sh.H);
+    low.resize(sh.H * sh.W);
+    if (sh.two) u.resize(sh.H * sh.W);
+    e.assign(sh.nb, 0.0);
+  }
+};
+
+template <typename T>
+static inline __attribute__((always_inline)) typename Vec<T>::type loadv(const T* p) {
+  typename Vec<T>::type v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+template <typename T>
+static inline __attribute__((always_inline)) void storev(T* p, const typename Vec<T>::type& v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+template <typename VT>
+static inline __attribute__((always_inline)) auto hsum(const VT& v) {
+  auto acc = v[0];
+  for (int l = 1; l < L; ++l) acc += v[l];
+  return acc;
+}
+
+// In-place transpose of 8 vectors of 8 lanes (r[i][j] -> r[j][i]): three rounds of pairwise shuffles.
+template <typename VT>
+static inline __attribute__((always_inline)) void transpose8(VT* r) {
+  VT a[8], b[8];
+  for (int i = 0; i < 8; i += 2) {
+    a[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 2, 10, 4, 12, 6, 14);
+    a[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 1, 9, 3, 11, 5, 13, 7, 15);
+  }
+  for (int i : {0, 1, 4, 5}) {
+    b[i] = __builtin_shufflevector(a[i], a[i + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+    b[i + 2] = __builtin_shufflevector(a[i], a[i + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = __builtin_shufflevector(b[i], b[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    r[i + 4] = __builtin_shufflevector(b[i], b[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+  }
+}
+
+// Row h of a (rows x ld) matrix at columns [c, c + L), or zeros past the last row.
+template <typename T>
+static inline __attribute__((always_inline)) typename Vec<T>::type row_or_zero(const T* m, int64_t h, int64_t rows,
+                                                                                int64_t ld, int64_t c) {
+  typename Vec<T>::type v = {};
+  if (h < rows) v = loadv(m + h * ld + c);
+  return v;
+}
+
+// Inverse row transform of the column outputs (cr, ci) (H x KP, kx < Kc) into out (H x W), scaled.
+// Two Hermitian rows per complex transform (a + i b), L pairs of rows per transform.
+template <typename T>
+static inline __attribute__((always_inline)) void inverse_rows(const Shared<T>& sh, Work<T>& k, const T* cr,
+                                                               const T* ci, T* out, T scale) {
+  using VT = typename Vec<T>::type;
+  const int64_t H = sh.H, W = sh.W, Kc = sh.Kc, KP = sh.KP;
+  const int* rev = sh.pw.rev.data();
+  VT* re = k.re.data();
+  VT* im = k.im.data();
+  for (int64_t h0 = 0; h0 < H; h0 += 2 * L) {
+    std::memset(static_cast<void*>(re), 0, sizeof(VT) * W);
+    std::memset(static_cast<void*>(im), 0, sizeof(VT) * W);
+    for (int64_t kx0 = 0; kx0 < Kc; kx0 += L) {
+      VT Ar[L], Ai[L], Br[L], Bi[L];
+      for (int l = 0; l < L; ++l) {
+        const int64_t ha = h0 + 2 * l;
+        Ar[l] = row_or_zero(cr, ha, H, KP, kx0), Ai[l] = row_or_zero(ci, ha, H, KP, kx0);
+        Br[l] = row_or_zero(cr, ha + 1, H, KP, kx0), Bi[l] = row_or_zero(ci, ha + 1, H, KP, kx0);
+      }
+      transpose8(Ar), transpose8(Ai), transpose8(Br), transpose8(Bi);
+      for (int j = 0; j < L && kx0 + j < Kc; ++j) {
+        const int64_t kx = kx0 + j;
+        if (kx == 0 || 2 * kx == W) {  // c2r keeps only the real part of DC and Nyquist
+          re[rev[kx]] = Ar[j], im[rev[kx]] = Br[j];
+        } else {  // A + i B at kx, conj(A) + i conj(B) at W - kx
+          re[rev[kx]] = Ar[j] - Bi[j], im[rev[kx]] = Ai[j] + Br[j];
+          re[rev[W - kx]] = Ar[j] + Bi[j], im[rev[W - kx]] = Br[j] - Ai[j];
+        }
+      }
+    }
+    fft<true>(sh.pw, re, im);
+    for (int64_t w0 = 0; w0 < W; w0 += L) {
+      VT a[L], b[L];
+      for (int j = 0; j < L; ++j) a[j] = re[w0 + j] * scale, b[j] = im[w0 + j] * scale;
+      transpose8(a), transpose8(b);
+      for (int l = 0; l < L; ++l) {
+        const int64_t ha = h0 + 2 * l, hb = ha + 1;
+        if (ha < H) storev(out + ha * W + w0, a[l]);
+        if (hb < H) storev(out + hb * W + w0, b[l]);
+      }
+    }
+  }
+}
+
+// Inverse column transform of L-lane column spectra (natural ky order) into rows of (out_r, out_i).
+template <typename T>
+static inline __attribute__((always_inline)) void inverse_columns(const Shared<T>& sh, Work<T>& k,
+                                                                  const typename Vec<T>::type* yr,
+                                                                  const typename Vec<T>::type* yi, int64_t kb,
+                                                                  T* out_r, T* out_i) {
+  using VT = typename Vec<T>::type;
+  const int64_t H = sh.H, KB = sh.KB;
+  const int* rev = sh.ph.rev.data();
+  VT* re = k.re2.data();
+  VT* im = k.im2.data();
+  for (int64_t ky = 0; ky < H; ++ky) re[rev[ky]] = yr[ky], im[rev[ky]] = yi[ky];
+  fft<true>(sh.ph, re, im);
+  for (int64_t h = 0; h < H; ++h) {
+    storev(out_r + (h * KB + kb) * L, re[h]);
+    storev(out_i + (h * KB + kb) * L, im[h]);
+  }
+}
+
+// x = s - t (or s) at row h, columns [w0, w0 + L).
+template <typename T>
+static inline __attribute__((always_inline)) typename Vec<T>::type load_x(const T* sp, const T* tp, int64_t off) {
+  return tp != nullptr ? loadv(sp + off) - loadv(tp + off) : loadv(sp + off);
+}
+
+// One (H, W) slice: energies into k.e, gradient into gp when given. W >= L.
+template <typename T>
+static inline __attribute__((always_inline)) void slice_impl(const Shared<T>& sh, Work<T>& k, const T* sp,
+                                                             const T* tp, T* gp) {
+  using VT = typename Vec<T>::type;
+  const int64_t H = sh.H, W = sh.W, KB = sh.KB, KP = sh.KP, HW = H * W;
+  const int last = sh.nb - 1;
+  const T scale = T(1) / std::sqrt(T(HW));
+  VT* re = k.re.data();
+  VT* im = k.im.data();
+
+  // 1. forward rows: L pairs of rows (a + i b) per transform, unpacked to kx < KP
+  const int* revw = sh.pw.rev.data();
+  for (int64_t h0 = 0; h0 < H; h0 += 2 * L) {
+    for (int64_t w0 = 0; w0 < W; w0 += L) {
+      VT a[L], b[L];
+      for (int l = 0; l < L; ++l) {
+        const int64_t ha = h0 + 2 * l, hb = ha + 1;
+        a[l] = VT{}, b[l] = VT{};
+        if (ha < H) a[l] = load_x(sp, tp, ha * W + w0);
+        if (hb < H) b[l] = load_x(sp, tp, hb * W + w0);
+      }
+      transpose8(a), transpose8(b);
+      for (int j = 0; j < L; ++j) re[revw[w0 + j]] = a[j], im[revw[w0 + j]] = b[j];
+    }
+    fft<false>(sh.pw, re, im);
+    for (int64_t kx0 = 0; kx0 < KP; kx0 += L) {
+      VT Ar[L], Ai[L], Br[L], Bi[L];
+      for (int j = 0; j < L; ++j) {
+        const int64_t kx = kx0 + j, m = (W - kx) & (W - 1);
+        Ar[j] = (re[kx] + re[m]) * T(0.5), Ai[j] = (im[kx] - im[m]) * T(0.5);
+        Br[j] = (im[kx] + im[m]) * T(0.5), Bi[j] = (re[m] - re[kx]) * T(0.5);
+      }
+      transpose8(Ar), transpose8(Ai), transpose8(Br), transpose8(Bi);
+      for (int l = 0; l < L; ++l) {
+        const int64_t ha = h0 + 2 * l, hb = ha + 1;
+        if (ha < H) storev(&k.cr[ha * KP + kx0], Ar[l]), storev(&k.ci[ha * KP + kx0], Ai[l]);
+        if (hb < H) storev(&k.cr[hb * KP + kx0], Br[l]), storev(&k.ci[hb * KP + kx0], Bi[l]);
+      }
+    }
+  }
+
+  // 2. columns: FFT along H per block of L columns; energies of the low bands; masked spectra
+  const int* revh = sh.ph.rev.data();
+  for (int64_t kb = 0; kb < KB; ++kb) {
+    VT* re2 = k.re2.data();
+    VT* im2 = k.im2.data();
+    for (int64_t h = 0; h < H; ++h) {
+      re2[revh[h]] = loadv(k.cr.data() + (h * KB + kb) * L);
+      im2[revh[h]] = loadv(k.ci.data() + (h * KB + kb) * L);
+    }
+    fft<false>(sh.ph, re2, im2);
+    for (int b = 0; b < last; ++b) {
+      const VT* ew = &sh.ew[(int64_t(b) * H) * KB + kb];
+      VT acc = {};
+      for (int64_t ky = 0; ky < H; ++ky) acc += (re2[ky] * re2[ky] + im2[ky] * im2[ky]) * ew[ky * KB];
+      k.e[b] += double(hsum(acc)) * double(scale) * double(scale);
+    }
+    for (int64_t ky = 0; ky < H; ++ky) {
+      const VT m = sh.mask[ky * KB + kb];
+      k.yr[ky] = re2[ky] * m, k.yi[ky] = im2[ky] * m;
+      if (sh.two) {
+        const VT g = sh.gain[ky * KB + kb];
+        k.zr[ky] = re2[ky] * g, k.zi[ky] = im2[ky] * g;
+      }
+    }
+    // 3a. inverse columns (the forward FFT's work buffers are free again)
+    inverse_columns(sh, k, k.yr.data(), k.yi.data(), kb, k.cr.data(), k.ci.data());
+    if (sh.two) inverse_columns(sh, k, k.zr.data(), k.zi.data(), kb, k.gr.data(), k.gi.data());
+  }
+
+  // 3b. inverse rows: unnormalised forward and inverse transforms, so 1/(H W) overall
+  const T s2 = T(1) / T(HW);
+  inverse_rows(sh, k, k.cr.data(), k.ci.data(), k.low.data(), s2);
+  if (sh.two) inverse_rows(sh, k, k.gr.data(), k.gi.data(), k.u.data(), s2);
+
+  // 4. residual energy (last band) and gradient, row by row
+  const bool even_w = W % 2 == 0;
+  VT sg;
+  for (int l = 0; l < L; ++l) sg[l] = (l & 1) ? T(-1) : T(1);
+  const VT two = VT{} + T(2);
+  double ez = 0.0, erow = 0.0;
+  for (int64_t h = 0; h < H; ++h) {
+    const T* lo = &k.low[h * W];
+    VT zz = {}, rs = {}, as = {};
+    for (int64_t w0 = 0; w0 < W; w0 += L) {
+      const VT z = load_x(sp, tp, h * W + w0) - loadv(lo + w0);
+      zz += z * z, rs += z, as += z * sg;
+    }
+    const double r = double(hsum(rs)), a = double(hsum(as));
+    ez += double(hsum(zz));
+    erow += r * r + (even_w ? a * a : 0.0);
+    if (gp == nullptr) continue;
+    T* g = gp + h * W;
+    const T* uh = sh.two ? &k.u[h * W] : nullptr;
+    VT ry = {}, ay = {};
+    for (int64_t w0 = 0; w0 < W; w0 += L) {
+      const VT x = load_x(sp, tp, h * W + w0);
+      const VT y = sh.cl * x + (sh.two ? loadv(uh + w0) : sh.c01 * loadv(lo + w0));
+      if (sh.band_mean) {
+        ry += y, ay += y * sg;
+        storev(g + w0, y);
+      } else {
+        storev(g + w0, y * two);
+      }
+    }
+    if (sh.band_mean) {  // grad = 2 V(y) = y + (row sum + Nyquist-column part) / W
+      const T rsum = hsum(ry) / T(W), asum = even_w ? hsum(ay) / T(W) : T(0);
+      const VT corr = rsum + asum * sg;
+      for (int64_t w0 = 0; w0 < W; w0 += L) storev(g + w0, loadv(g + w0) + corr);
+    }
+  }
+  k.e[last] += sh.band_mean ? 0.5 * (ez + erow / double(W)) : ez;
+}
+
+SDKD_CLONES void slice_f32(const Shared<float>& sh, Work<float>& k, const float* sp, const float* tp, float* gp) {
+  slice_impl<float>(sh, k, sp, tp, gp);
+}
+SDKD_CLONES void slice_f64(const Shared<double>& sh, Work<double>& k, const double* sp, const double* tp,
+                           double* gp) {
+  slice_impl<double>(sh, k, sp, tp, gp);
+}
+inline void run_slice(const Shared<float>& sh, Work<float>& k, const float* sp, const float* tp, float* gp) {
+  slice_f32(sh, k, sp, tp, gp);
+}
+inline void run_slice(const Shared<double>& sh, Work<double>& k, const double* sp, const double* tp, double* gp) {
+  slice_f64(sh, k, sp, tp, gp);
+}
+
+template <typename T>
+void run(uintptr_t s_, uintptr_t t_, uintptr_t grad_, uintptr_t energies, uintptr_t gains_, int64_t N, int64_t H,
+         int64_t W, const int32_t* bmap, int64_t Kc, int nb, bool band_mean) {
+  const T* s = reinterpret_cast<const T*>(s_);
+  const T* t = reinterpret_cast<const T*>(t_);
+  T* grad = reinterpret_cast<T*>(grad_);
+  const double* gains = reinterpret_cast<const double*>(gains_);
+  const int last = nb - 1;
+
+  Shared<T> sh(H, W, Kc);
+  sh.KB = (Kc + L - 1) / L, sh.KP = sh.KB * L, sh.nb = nb, sh.band_mean = band_mean;
+  sh.with_grad = grad != nullptr, sh.two = grad != nullptr && nb > 2;
+  const int64_t KB = sh.KB;
+  sh.mask.resize(H * KB);
+  if (sh.two) sh.gain.resize(H * KB);
+  sh.ew.resize(std::max(0, last) * H * KB);
+  for (int64_t ky = 0; ky < H; ++ky)
+    for (int64_t kx = 0; kx < Kc; ++kx) {
+      const int b = bmap[ky * Kc + kx];
+      if (b < 0 || b > last) throw std::invalid_argument("spectral_loss_cpu_fft: band map entry out of range");
+      if (b == last) continue;
+      const int64_t q = ky * KB + kx / L;
+      const int l = int(kx % L);
+      sh.mask[q][l] = T(1);
+      if (sh.two) sh.gain[q][l] = T(gains[b] - gains[last]);
+      const bool edge = kx == 0 || 2 * kx == W;
+      sh.ew[int64_t(b) * H * KB + q][l] = (band_mean || edge) ? T(1) : T(2);
+    }
+  if (grad != nullptr) sh.cl = T(gains[last]), sh.c01 = T(gains[0] - gains[last]);
+
+  const int64_t HW = H * W;
+  std::vector<double> total(nb, 0.0);
+#pragma omp parallel
+  {
+    Work<T> k(sh);
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < N; ++n)
+      run_slice(sh, k, s + n * HW, t != nullptr ? t + n * HW : nullptr, grad != nullptr ? grad + n * HW : nullptr);
+#pragma omp critical
+    for (int b = 0; b < nb; ++b) total[b] += k.e[b];
+  }
+  double* out = reinterpret_cast<double*>(energies);
+  for (int b = 0; b < nb; ++b) out[b] = total[b];
+}
+
+void spectral_loss_cpu_fft(uintptr_t s, uintptr_t t, uintptr_t grad, uintptr_t energies, uintptr_t gains, int dtype,
+                           int64_t N, int64_t H, int64_t W, uintptr_t bmap, int64_t Kc, int nb, bool band_mean) {
+  if (N < 1 || !is_pow2(H) || !is_pow2(W) || W < L || H > (1 << 20) || W > (1 << 20) || Kc < 1 || Kc > W / 2 + 1 ||
+      nb < 2)
+    throw std::invalid_argument("spectral_loss_cpu_fft: bad sizes (H and W powers of two, W >= 8)");
+  if (s == 0 || energies == 0 || bmap == 0 || (grad != 0 && gains == 0))
+    throw std::invalid_argument("spectral_loss_cpu_fft: null pointer");
+  const int32_t* bm = reinterpret_cast<const int32_t*>(bmap);
+  py::gil_scoped_release nogil;
+  if (dtype == 0)
+    run<float>(s, t, grad, energies, gains, N, H, W, bm, Kc, nb, band_mean);
+  else if (dtype == 1)
+    run<double>(s, t, grad, energies, gains, N, H, W, bm, Kc, nb, band_mean);
+  else
+    throw std::invalid_argument("spectral_loss_cpu_fft: dtype code must be 0 (float32) or 1 (float64)");
+}
+
+}  // namespace
+
+void register_spectral_loss_fft(py::module_& m) {
+  m.def("spectral_loss_cpu_fft", &spectral_loss_cpu_fft,
+        "Fused SpectralKD energies (+ gradient when grad != 0) on CPU through real FFTs, for power-of-two H and W. "
+        "Pointers are contiguous buffers: s, t (t = 0: x = s), grad (0: energies only), energies (float64[nb], out), "
+        "gains (float64[nb]); bmap int32 (H x Kc): band of every bin with kx < Kc (every bin with kx >= Kc is in the "
+        "last band). dtype 0 = float32, 1 = float64.",
+        py::arg("s"), py::arg("t"), py::arg("grad"), py::arg("energies"), py::arg("gains"), py::arg("dtype"),
+        py::arg("N"), py::arg("H"), py::arg("W"), py::arg("bmap"), py::arg("Kc"), py::arg("nb"),
+        py::arg("band_mean"));
+}

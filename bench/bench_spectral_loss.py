@@ -10,6 +10,7 @@ against the one-read-of-s-and-t + one-write-of-the-gradient floor. A module fixt
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import pytest
@@ -17,10 +18,13 @@ import torch
 
 from sdkd.ops.spectral_loss import spectral_loss, spectral_loss_op
 
+SL = importlib.import_module("sdkd.ops.spectral_loss")
+
 SHAPES = [(16, 10, 1, 64, 64), (32, 12, 3, 32, 64), (8, 10, 2, 128, 128)]
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 DTYPES = [torch.float32, torch.bfloat16] if DEVICE.type == "cuda" else [torch.float32]
-BACKENDS = ["reference", "cpu", "cuda", "triton"]
+# "name:box" / "name:fft" force the GPU backend's box kernel / FFT path (GPU_BOX_MAX_MACS), to check the switch
+BACKENDS = ["reference", "cpu", "cuda", "cuda:box", "cuda:fft", "triton"]
 ROUNDS = int(os.environ.get("SDKD_BENCH_ROUNDS", "30" if DEVICE.type == "cuda" else "5"))
 _MEDIANS: dict[tuple, float] = {}
 
@@ -39,13 +43,19 @@ def _sync():
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).replace("torch.", ""))
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_spectral_loss_fwd_bwd(benchmark, shape, backend, dtype):
+def test_spectral_loss_fwd_bwd(benchmark, monkeypatch, shape, backend, dtype):
     g = torch.Generator(device=DEVICE).manual_seed(0)
     s = torch.randn(shape, device=DEVICE, generator=g).to(dtype).requires_grad_()
     t = torch.randn(shape, device=DEVICE, generator=g).to(dtype)
+    label = backend
+    backend, _, force = backend.partition(":")
+    if force and DEVICE.type != "cuda":
+        pytest.skip("forced box/FFT variants are GPU cases")
     why = _usable(backend, s)
     if why:
         pytest.skip(f"{backend}: " + "; ".join(why))
+    if force:
+        monkeypatch.setattr(SL, "GPU_BOX_MAX_MACS", float("inf") if force == "box" else 0.0)
 
     def step():
         s.grad = None
@@ -60,10 +70,10 @@ def test_spectral_loss_fwd_bwd(benchmark, shape, backend, dtype):
     benchmark.extra_info.update(
         device=torch.cuda.get_device_name() if DEVICE.type == "cuda" else "cpu",
         torch=torch.__version__,
-        backend=backend,
+        backend=label,
         gbytes_per_s=floor_bytes / median / 1e9,
     )
-    _MEDIANS[(shape, dtype, backend)] = median
+    _MEDIANS[(shape, dtype, label)] = median
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -394,37 +394,37 @@ static inline __attribute__((always_inline)) void slice_impl(const Shared<T>& sh
   inverse_rows(sh, k, k.cr.data(), k.ci.data(), k.low.data(), s2);
   if (sh.two) inverse_rows(sh, k, k.gr.data(), k.gi.data(), k.u.data(), s2);
 
-  // 4. residual energy (last band) and gradient, row by row
+  // 4. residual energy (last band) and gradient, row by row, one pass over s and t
   const bool even_w = W % 2 == 0;
+  const bool band_mean = sh.band_mean;
   VT sg;
   for (int l = 0; l < L; ++l) sg[l] = (l & 1) ? T(-1) : T(1);
   const VT two = VT{} + T(2);
   double ez = 0.0, erow = 0.0;
   for (int64_t h = 0; h < H; ++h) {
     const T* lo = &k.low[h * W];
-    VT zz = {}, rs = {}, as = {};
-    for (int64_t w0 = 0; w0 < W; w0 += L) {
-      const VT z = load_x(sp, tp, h * W + w0) - loadv(lo + w0);
-      zz += z * z, rs += z, as += z * sg;
-    }
-    const double r = double(hsum(rs)), a = double(hsum(as));
-    ez += double(hsum(zz));
-    erow += r * r + (even_w ? a * a : 0.0);
-    if (gp == nullptr) continue;
-    T* g = gp + h * W;
     const T* uh = sh.two ? &k.u[h * W] : nullptr;
-    VT ry = {}, ay = {};
+    T* g = gp != nullptr ? gp + h * W : nullptr;
+    VT zz = {}, rs = {}, as = {}, ry = {}, ay = {};
     for (int64_t w0 = 0; w0 < W; w0 += L) {
-      const VT x = load_x(sp, tp, h * W + w0);
-      const VT y = sh.cl * x + (sh.two ? loadv(uh + w0) : sh.c01 * loadv(lo + w0));
-      if (sh.band_mean) {
+      const VT x = load_x(sp, tp, h * W + w0), xl = loadv(lo + w0);
+      const VT z = x - xl;
+      zz += z * z;
+      if (band_mean) rs += z, as += z * sg;
+      if (g == nullptr) continue;
+      const VT y = sh.cl * x + (sh.two ? loadv(uh + w0) : sh.c01 * xl);
+      if (band_mean) {
         ry += y, ay += y * sg;
         storev(g + w0, y);
       } else {
         storev(g + w0, y * two);
       }
     }
-    if (sh.band_mean) {  // grad = 2 V(y) = y + (row sum + Nyquist-column part) / W
+    ez += double(hsum(zz));
+    if (!band_mean) continue;
+    const double r = double(hsum(rs)), a = double(hsum(as));
+    erow += r * r + (even_w ? a * a : 0.0);
+    if (g != nullptr) {  // grad = 2 V(y) = y + (row sum + Nyquist-column part) / W
       const T rsum = hsum(ry) / T(W), asum = even_w ? hsum(ay) / T(W) : T(0);
       const VT corr = rsum + asum * sg;
       for (int64_t w0 = 0; w0 < W; w0 += L) storev(g + w0, loadv(g + w0) + corr);

@@ -181,7 +181,9 @@ def _extensions():
             for cmd in commands:
                 _log(" ".join(cmd))
             # one nvcc per source in parallel: the CUDA compile dominates the build time
-            with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(len(commands), os.cpu_count() or 1))) as pool:
+            with concurrent.futures.ThreadPoolExecutor(
+                max_workers=max(1, min(len(commands), os.cpu_count() or 1))
+            ) as pool:
                 for _ in pool.map(subprocess.check_call, commands):
                     pass
             return objects

@@ -23,7 +23,7 @@ SL = importlib.import_module("sdkd.ops.spectral_loss")
 SHAPES = [(16, 10, 1, 64, 64), (32, 12, 3, 32, 64), (8, 10, 2, 128, 128)]
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 DTYPES = [torch.float32, torch.bfloat16] if DEVICE.type == "cuda" else [torch.float32]
-# "name:box" / "name:fft" force the GPU backend's box kernel / FFT path (GPU_BOX_MAX_MACS), to check the switch
+# "name:box" / "name:fft" force the GPU backend's box kernel / FFT path (GPU_BOX_MAX_SLICE_MACS), to check the switch
 BACKENDS = ["reference", "cpu", "cuda", "cuda:box", "cuda:fft", "triton"]
 ROUNDS = int(os.environ.get("SDKD_BENCH_ROUNDS", "30" if DEVICE.type == "cuda" else "5"))
 _MEDIANS: dict[tuple, float] = {}
@@ -55,7 +55,7 @@ def test_spectral_loss_fwd_bwd(benchmark, monkeypatch, shape, backend, dtype):
     if why:
         pytest.skip(f"{backend}: " + "; ".join(why))
     if force:
-        monkeypatch.setattr(SL, "GPU_BOX_MAX_MACS", float("inf") if force == "box" else 0.0)
+        monkeypatch.setattr(SL, "GPU_BOX_MAX_SLICE_MACS", float("inf") if force == "box" else 0.0)
 
     def step():
         s.grad = None

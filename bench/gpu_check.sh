@@ -43,9 +43,13 @@ ARCH=$(python -c "import torch; a, b = torch.cuda.get_device_capability(); print
 export SDKD_CUDA_ARCHS=${SDKD_CUDA_ARCHS:-$ARCH} SDKD_REQUIRE_EXT=1
 log "build: pip install --no-build-isolation -e . (SDKD_CUDA_ARCHS=$SDKD_CUDA_ARCHS)"
 start=$(date +%s)
-if ! python -m pip install -q --no-build-isolation --no-deps -e . >>"$LOG" 2>&1; then
-  log "editable install failed; trying setup.py build_ext --inplace"
-  python setup.py -q build_ext --inplace >>"$LOG" 2>&1 || { log "BUILD FAILED (see log)"; exit 1; }
+built() { python -c "from sdkd.ops import _ext; import sys; sys.exit(0 if _ext.summary().get('cuda_usable') else 1)"; }
+python -m pip install -q --no-build-isolation --no-deps -e . >>"$LOG" 2>&1
+# pip can leave an editable install without the compiled module (seen on a reused machine): check, then build in place
+if ! built; then
+  log "no usable sdkd._C after pip install -e; building in place (setup.py build_ext --inplace --force)"
+  python setup.py -q build_ext --inplace --force >>"$LOG" 2>&1 || { log "BUILD FAILED (see log)"; exit 1; }
+  built || { log "sdkd._C still has no usable CUDA part (see log)"; exit 1; }
 fi
 log "build took $(( $(date +%s) - start )) s"
 python -c "from sdkd.ops import _ext; print('extension:', _ext.summary())" 2>&1 | tee -a "$LOG"

@@ -35,6 +35,7 @@ def fake_gpu(monkeypatch):
     monkeypatch.setattr(KS, "max_shared_memory", lambda device: H200_LIMIT)
     monkeypatch.setattr(KS, "_FITS", {})
     monkeypatch.setattr(SL, "DFT_MAX_FRACTION", 1.0)  # the box path for any cutoff (as the GPU tests force it)
+    monkeypatch.setattr(SL, "GPU_BOX_MAX_SLICE_MACS", float("inf"))  # and for any slice size
     return compiles
 
 
@@ -75,3 +76,13 @@ def test_op_falls_back_to_fft_when_the_kernel_does_not_fit(monkeypatch):
     (g2,) = torch.autograd.grad(ref, s2)
     torch.testing.assert_close(loss, ref, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(g, g2, atol=1e-7, rtol=1e-5)
+
+
+def test_gpu_backends_leave_large_slices_to_cufft():
+    """The box kernel's cost per slice (one CUDA block each) decides: 64x64 and 32x64 at cutoff 0.25 stay on the
+    box kernel, 128x128 goes to the FFT path (measured crossover, GPU_BOX_MAX_SLICE_MACS)."""
+    small, wide, big = SL.dft_plan(64, 64, (0.25,)), SL.dft_plan(32, 64, (0.25,)), SL.dft_plan(128, 128, (0.25,))
+    assert SL.box_macs(small) == 2 * (2 * 64 * 64 * 17 + 4 * 33 * 17 * 64)
+    assert SL.box_macs(wide) < SL.box_macs(small) <= SL.GPU_BOX_MAX_SLICE_MACS < SL.box_macs(big)
+    for backend in ("cuda", "triton"):  # decided before any device query, so this runs without a GPU
+        assert not SL._kernel_fits(backend, big, torch.float32, CUDA0)

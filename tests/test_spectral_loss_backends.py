@@ -37,7 +37,7 @@ def path(request, monkeypatch):
     if request.param == "box":
         monkeypatch.setattr(SL, "DFT_MAX_FRACTION", 1.0)
         monkeypatch.setattr(SL, "CPU_BOX_MAX_COST", float("inf"))
-        monkeypatch.setattr(SL, "GPU_BOX_MAX_MACS", float("inf"))
+        monkeypatch.setattr(SL, "GPU_BOX_MAX_SLICE_MACS", float("inf"))
     else:
         monkeypatch.setattr(SL, "DFT_MAX_FRACTION", 0.0)
     return request.param

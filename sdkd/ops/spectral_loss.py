@@ -186,10 +186,11 @@ CPU_BOX_MAX_COST = 32.0
 #: cpu backend: its real-FFT kernel (csrc/cpu/spectral_loss_fft.cpp) for power-of-two H and W >= 8, any cutoff;
 #: 3-5x the reference in bench/bench_spectral_loss.py. False: the box kernel / torch.fft path as for other sizes.
 CPU_FFT_KERNEL = True
-#: cuda/triton backends: the box kernel only up to this many multiply-adds per call (``box_macs`` x slices), cuFFT
-#: (the FFT path) beyond. H200 run 1 (bench/results/): the CUDA box kernel ran ~3.6 us per million multiply-adds
-#: (0.45x the reference at (8,10,2,128,128), 700 M), while the FFT path's GPU work is a few microseconds.
-GPU_BOX_MAX_MACS = 16e6
+#: cuda/triton backends: the box kernel only while one slice costs at most this many multiply-adds
+#: (``box_macs``; one CUDA block per slice), cuFFT (the FFT path) beyond. H200, bench/results/README.md (run 2):
+#: box kernel 4.8x / 2.7x the reference at 64x64 (0.57 M per slice) / 32x64 (0.21 M), 0.39x at 128x128 (4.4 M,
+#: compute-bound), where the FFT path is 1.5x; the threshold sits between the measured points.
+GPU_BOX_MAX_SLICE_MACS = 1.5e6
 #: bands the cuda and triton kernels handle (band energies live in registers/shared memory)
 MAX_KERNEL_BANDS = 8
 
@@ -374,7 +375,7 @@ def _cuda_smem_limit(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).shared_memory_per_block_optin
 
 
-def _kernel_fits(backend: str, plan: DftPlan, dtype: torch.dtype, device: torch.device, n_slices: int = 1) -> bool:
+def _kernel_fits(backend: str, plan: DftPlan, dtype: torch.dtype, device: torch.device) -> bool:
     """Whether the box kernel takes this plan (else the backend uses the FFT path)."""
     if backend == "cpu" and _cpu_fft_ok(plan.H, plan.W):
         return True  # real FFTs of its own: any cutoff
@@ -382,8 +383,8 @@ def _kernel_fits(backend: str, plan: DftPlan, dtype: torch.dtype, device: torch.
         return False
     if backend == "cpu":
         return plan.Kc * (1 + plan.Kr / plan.W) <= CPU_BOX_MAX_COST
-    if backend in ("cuda", "triton") and n_slices * box_macs(plan) > GPU_BOX_MAX_MACS:
-        return False  # cuFFT is cheaper than the box DFT for this much work (see GPU_BOX_MAX_MACS)
+    if backend in ("cuda", "triton") and box_macs(plan) > GPU_BOX_MAX_SLICE_MACS:
+        return False  # cuFFT is cheaper than the box DFT for slices this large (see GPU_BOX_MAX_SLICE_MACS)
     if backend == "triton":  # slice size and the compiled kernel's shared memory vs the device's (cached)
         from sdkd.kernels.spectral_loss import kernel_fits
 
@@ -417,7 +418,7 @@ def spectral_loss_fused(
     t3 = t.detach().reshape(-1, H, W).contiguous()
     norms = _band_norms(H, W, cuts, s.numel(), reduction)
     plan = dft_plan(H, W, cuts)
-    if _kernel_fits(backend, plan, s.dtype, s.device, s3.shape[0]):
+    if _kernel_fits(backend, plan, s.dtype, s.device):
         ref = _kernel_pass(backend, t3, None, None, None, plan, band_mean) if adaptive else None
         gains = _gains(weights, norms, ref, eps, s.device)
         grad = torch.empty_like(s3)

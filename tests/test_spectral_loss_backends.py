@@ -336,3 +336,20 @@ def test_backward_scales_saved_gradient():
     (g3,) = torch.autograd.grad(loss * 3.0, s)
     torch.testing.assert_close(g3, 3.0 * g1)
     torch.testing.assert_close(g1, 2 * (s - t).detach() / s.numel())  # all-ones weights: mse gradient
+
+
+@pytest.mark.skipif(not HAS_CPU, reason="sdkd._C not built")
+def test_gradient_is_handed_to_autograd_and_recomputed_on_a_second_backward():
+    """The eager path gives its forward-computed gradient to AccumulateGrad (no copy); backward through the same
+    graph again (retain_graph=True) recomputes it, with the same values."""
+    s = torch.randn(2, 3, 16, 32, requires_grad=True)
+    t = torch.randn(2, 3, 16, 32, requires_grad=True)
+    loss = spectral_loss(s, t, (0.1, 0.3), weights=(3.0, 2.0, 1.0), backend="cpu")
+    loss.backward(retain_graph=True)
+    g_s, g_t = s.grad.clone(), t.grad.clone()
+    (2.0 * loss).backward()  # accumulates 2x more
+    torch.testing.assert_close(s.grad, 3.0 * g_s)
+    torch.testing.assert_close(t.grad, 3.0 * g_t)
+    ref = spectral_loss_reference(s, t, (0.1, 0.3), (3.0, 2.0, 1.0))
+    (want,) = torch.autograd.grad(ref, s)
+    torch.testing.assert_close(g_s, want, rtol=1e-5, atol=1e-9)

@@ -475,18 +475,32 @@ spectral_loss_fwd.register_autograd(_spectral_loss_bwd, setup_context=_setup_con
 
 
 class _SpectralLossEager(torch.autograd.Function):
-    """The custom op's forward and backward without the torch.library dispatch (eager calls only):
-    the same ``spectral_loss_fused`` and ``_spectral_loss_bwd``, a fraction of the per-call overhead."""
+    """The custom op's forward and backward without the torch.library dispatch (eager calls only): the same
+    ``spectral_loss_fused``, a fraction of the per-call overhead.
+
+    The gradient computed in forward is handed over to autograd in backward (not kept in ``ctx``), so
+    ``AccumulateGrad`` can adopt it instead of copying it. A second backward through the same graph
+    (``retain_graph=True``) recomputes it from the saved inputs.
+    """
 
     @staticmethod
     def forward(ctx, s, t, cutoffs, weights, reduction, adaptive, eps, backend):
         loss, grad = spectral_loss_fused(s, t, cutoffs, weights, reduction, adaptive, eps, backend)
-        ctx.save_for_backward(grad)
+        ctx.save_for_backward(s, t)
+        ctx.args = (cutoffs, weights, reduction, adaptive, eps, backend)
+        ctx.grad = grad
         return loss
 
     @staticmethod
     def backward(ctx, grad_loss):
-        return _spectral_loss_bwd(ctx, grad_loss, None)
+        g, ctx.grad = ctx.grad, None
+        if g is None:  # backward through this graph again: the forward's gradient was handed over
+            s, t = ctx.saved_tensors
+            g = spectral_loss_fused(s.detach(), t.detach(), *ctx.args)[1]
+        unit = grad_loss.device.type == "cpu" and grad_loss.numel() == 1 and bool(grad_loss == 1)
+        gs = g if unit else g * grad_loss.to(g.dtype)
+        gt = -gs if ctx.needs_input_grad[1] else None
+        return gs, gt, None, None, None, None, None, None
 
 
 def _plain_eager(*xs: torch.Tensor) -> bool:

@@ -16,7 +16,8 @@
 //   4. the last band is the energy of the spatial residual z = x - x_low (never total - low: that
 //      cancels badly); the gradient is 2 V(c_last x + sum_{b<last} (c_b - c_last) P_b x), V as in
 //      spectral_loss.cpp ("mean": identity; "band_mean": row-mean and Nyquist-column parts).
-// fp32 inputs compute in fp32 (energies summed per row in fp32, then in fp64), fp64 inputs in fp64.
+// fp32 inputs compute in fp32 (energies summed in fp32 vectors per column block or row, then in fp64), fp64
+// inputs in fp64.
 #include <pybind11/pybind11.h>
 
 #include <algorithm>

@@ -161,13 +161,17 @@ def _launch_kwargs(H: int, W: int, Kr: int, Kc: int, nb: int, has_t: bool, with_
     )
 
 
+def _device_index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
 _MAX_SHARED: dict[int, int] = {}
 _FITS: dict[tuple, bool] = {}
 
 
 def max_shared_memory(device: torch.device) -> int:
     """Bytes of shared memory one Triton program may use on ``device`` (the limit Triton checks at load)."""
-    idx = device.index if device.index is not None else torch.cuda.current_device()
+    idx = _device_index(device)
     if idx not in _MAX_SHARED:
         from triton.runtime import driver
 
@@ -183,7 +187,7 @@ def kernel_shared_memory(H: int, W: int, Kr: int, Kc: int, nb: int, dtype: torch
     dots on the same tiles, and ``band_mean`` only adds row sums (sm_90, 128 x 128: 128 KiB energies-only,
     256 KiB with the gradient, with or without ``band_mean``).
     """
-    idx = device.index if device.index is not None else torch.cuda.current_device()
+    idx = _device_index(device)
     dev = torch.device("cuda", idx)
     x = torch.empty(1, dtype=dtype, device=dev)
     f32 = torch.empty(1, dtype=torch.float32, device=dev)
@@ -205,7 +209,7 @@ def kernel_fits(H: int, W: int, Kr: int, Kc: int, nb: int, dtype: torch.dtype, d
         return False
     if _interpret() or device.type != "cuda":
         return True  # the interpreter has no shared-memory limit
-    key = (H, W, Kr, Kc, nb, dtype, device.index if device.index is not None else torch.cuda.current_device())
+    key = (H, W, Kr, Kc, nb, dtype, _device_index(device))
     hit = _FITS.get(key)
     if hit is None:
         hit = _FITS[key] = kernel_shared_memory(H, W, Kr, Kc, nb, dtype, device) <= max_shared_memory(device)

@@ -12,6 +12,8 @@
 // Python prepares the tables (shared with the CUDA and Triton backends) and checks every input.
 #include <pybind11/pybind11.h>
 
+#include "cpu/target_clones.h"
+
 #include <cmath>
 #include <cstdint>
 #include <stdexcept>
@@ -34,13 +36,6 @@ struct Args {
   int nb;
   bool band_mean;
 };
-
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-// AVX2/FMA clone picked at load time on CPUs that have it (portable binary, no -march=native).
-#define SDKD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default"), flatten))
-#else
-#define SDKD_CLONES
-#endif
 
 // Tables and scratch for one thread. All matrices are row-major; JP = 2 Kc rounded up to 8.
 template <typename T>

@@ -20,6 +20,8 @@
 // inputs in fp64.
 #include <pybind11/pybind11.h>
 
+#include "cpu/target_clones.h"
+
 #include <algorithm>
 #include <cstdlib>
 #include <new>
@@ -50,13 +52,6 @@ template <>
 struct Vec<double> {
   typedef double type __attribute__((vector_size(64)));
 };
-
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-// AVX2/FMA clone picked at load time on CPUs that have it (portable binary, no -march=native).
-#define SDKD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default"), flatten))
-#else
-#define SDKD_CLONES
-#endif
 
 bool is_pow2(int64_t n) { return n >= 1 && (n & (n - 1)) == 0; }
 

@@ -29,9 +29,8 @@ import math
 import os
 
 import torch
-from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-from ._dispatch import ENV_VAR, Backend, Op, register_op
+from ._dispatch import ENV_VAR, Backend, Op, plain_eager, register_op
 
 __all__ = [
     "a2d_weights",
@@ -533,11 +532,6 @@ def _a2d_custom(
     return _a2d_run(gram, C, max_iter, tol, backend)
 
 
-def _plain_eager(x: torch.Tensor) -> bool:
-    """True for a plain tensor outside torch.compile and any dispatch mode (fake, proxy tracing)."""
-    return type(x) is torch.Tensor and not torch.compiler.is_compiling() and _get_current_dispatch_mode() is None
-
-
 @_a2d_custom.register_fake
 def _(gram: torch.Tensor, C: float, max_iter: int, tol: float, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
     B, M, _ = gram.shape
@@ -597,7 +591,7 @@ def a2d_weights(
     if not math.isfinite(tol) or tol < 0:
         raise ValueError(f"{who}: tol must be finite and >= 0, got {tol}")
     impl = a2d_weights_op.select(backend, gram=g3, C=C, requested=_requested(backend))
-    if _plain_eager(g3):  # alpha is not differentiable: skip the custom-op dispatch (tens of us a call)
+    if plain_eager(g3):  # alpha is not differentiable: skip the custom-op dispatch (tens of us a call)
         alpha, res = _a2d_run(g3, C, max_iter, tol, impl.name)
     else:
         alpha, res = torch.ops.sdkd.a2d_weights(g3, C, max_iter, tol, impl.name)

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
-from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-from ._dispatch import ENV_VAR, Backend, Op, register_op
+from ._dispatch import ENV_VAR, Backend, Op, plain_eager, register_op
 
 REDUCTIONS = ("mean", "band_mean")
 
@@ -267,7 +266,11 @@ def _band_norms(H: int, W: int, cuts: tuple[float, ...], numel: int, reduction: 
     return tuple((float(numel) if reduction == "mean" else float(c) * n_lead) if c > 0 else 0.0 for c in counts)
 
 
-_FIXED_GAINS: dict[tuple, torch.Tensor] = {}
+@lru_cache(maxsize=256)
+def _fixed_gains(weights: tuple[float, ...], norms: tuple[float, ...], device: str) -> torch.Tensor:
+    return torch.tensor(
+        [w / max(n, 1.0) if n > 0 else 0.0 for w, n in zip(weights, norms)], dtype=torch.float64, device=device
+    )
 
 
 def _gains(weights, norms, ref: torch.Tensor | None, eps: float, device) -> torch.Tensor:
@@ -277,14 +280,7 @@ def _gains(weights, norms, ref: torch.Tensor | None, eps: float, device) -> torc
     training step pays no host-to-device copy for them.
     """
     if ref is None:
-        key = (tuple(weights), tuple(norms), str(device))
-        hit = _FIXED_GAINS.get(key)
-        if hit is None:
-            c = [w / max(n, 1.0) if n > 0 else 0.0 for w, n in zip(weights, norms)]
-            if len(_FIXED_GAINS) > 256:
-                _FIXED_GAINS.clear()
-            hit = _FIXED_GAINS[key] = torch.tensor(c, dtype=torch.float64, device=device)
-        return hit
+        return _fixed_gains(tuple(weights), tuple(norms), str(device))
     w = torch.tensor(weights, dtype=torch.float64, device=device)
     nrm = torch.tensor(norms, dtype=torch.float64, device=device)
     inv = torch.where(nrm > 0, 1.0 / nrm.clamp_min(1.0), torch.zeros_like(nrm))
@@ -465,9 +461,9 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.save_for_backward(output[1])
 
 
-def _spectral_loss_bwd(ctx, grad_loss, grad_grad):
-    (g,) = ctx.saved_tensors
-    # dloss/ds was computed in forward; scale it (skipped for the usual grad_loss == 1 on CPU, no sync on GPU)
+def _scaled_grads(g: torch.Tensor, grad_loss: torch.Tensor, needs_t: bool) -> tuple:
+    """Backward of both autograd paths: dloss/ds was computed in forward, scale it (skipped for the usual
+    grad_loss == 1 on CPU, no sync on GPU); dloss/dt = -dloss/ds."""
     unit = (
         not torch.compiler.is_compiling()
         and grad_loss.device.type == "cpu"
@@ -475,8 +471,13 @@ def _spectral_loss_bwd(ctx, grad_loss, grad_grad):
         and bool(grad_loss == 1)
     )
     gs = g if unit else g * grad_loss.to(g.dtype)
-    gt = -gs if ctx.needs_input_grad[1] else None
+    gt = -gs if needs_t else None
     return gs, gt, None, None, None, None, None, None
+
+
+def _spectral_loss_bwd(ctx, grad_loss, grad_grad):
+    (g,) = ctx.saved_tensors
+    return _scaled_grads(g, grad_loss, ctx.needs_input_grad[1])
 
 
 spectral_loss_fwd.register_autograd(_spectral_loss_bwd, setup_context=_setup_context)
@@ -505,24 +506,12 @@ class _SpectralLossEager(torch.autograd.Function):
         if g is None:  # backward through this graph again: the forward's gradient was handed over
             s, t = ctx.saved_tensors
             g = spectral_loss_fused(s.detach(), t.detach(), *ctx.args)[1]
-        unit = grad_loss.device.type == "cpu" and grad_loss.numel() == 1 and bool(grad_loss == 1)
-        gs = g if unit else g * grad_loss.to(g.dtype)
-        gt = -gs if ctx.needs_input_grad[1] else None
-        return gs, gt, None, None, None, None, None, None
-
-
-def _plain_eager(*xs: torch.Tensor) -> bool:
-    """True for plain tensors outside torch.compile and any dispatch mode (fake, proxy tracing)."""
-    return (
-        all(type(x) in (torch.Tensor, torch.nn.Parameter) for x in xs)
-        and not torch.compiler.is_compiling()
-        and _get_current_dispatch_mode() is None
-    )
+        return _scaled_grads(g, grad_loss, ctx.needs_input_grad[1])
 
 
 def _fused_fn(backend: str):
     def fn(s, t, cutoffs, weights, reduction="mean", adaptive=False, eps=1e-6):
-        if _plain_eager(s, t):
+        if plain_eager(s, t):
             return _SpectralLossEager.apply(
                 s, t, tuple(cutoffs), tuple(weights), reduction, adaptive, float(eps), backend
             )

@@ -30,6 +30,9 @@
 #include <cstring>
 #include <stdexcept>
 #include <vector>
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
 
 namespace py = pybind11;
 
@@ -79,6 +82,16 @@ class Buf {
   VT* p_ = nullptr;
 };
 
+template <typename T>
+static inline __attribute__((always_inline)) typename Vec<T>::type loadv(const T* p) {
+  typename Vec<T>::type v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+template <typename T>
+static inline __attribute__((always_inline)) void storev(T* p, const typename Vec<T>::type& v) {
+  std::memcpy(p, &v, sizeof(v));
+}
 // Bit-reversal permutation and twiddles e^{-2 pi i k / n}, k < n/2, of one transform length.
 template <typename T>
 struct Plan {
@@ -101,28 +114,84 @@ struct Plan {
   }
 };
 
-// In-place radix-2 FFT of L signals whose points are already in bit-reversed order.
-// INV: e^{+2 pi i k / n} (unnormalised inverse).
+// Butterflies on L signals at once. INV: e^{+2 pi i k / n} (unnormalised inverse).
+// (c0, c1, c2, c3) -> their 4-point DFT, in place.
+template <bool INV, typename VT>
+static inline __attribute__((always_inline)) void dft4(VT& r0, VT& i0, VT& r1, VT& i1, VT& r2, VT& i2, VT& r3,
+                                                       VT& i3) {
+  const VT sr = r0 + r2, si = i0 + i2, dr = r0 - r2, di = i0 - i2;
+  const VT tr = r1 + r3, ti = i1 + i3, er = r1 - r3, ei = i1 - i3;
+  const VT fr = INV ? -ei : ei, fi = INV ? er : -er;  // (c1 - c3) * (-i) forward, * (+i) inverse
+  r0 = sr + tr, i0 = si + ti, r2 = sr - tr, i2 = si - ti;
+  r1 = dr + fr, i1 = di + fi, r3 = dr - fr, i3 = di - fi;
+}
+
+// First three DIT stages fused with the bit-reversal: for each block g of 8 outputs, the 8-point DFT of the
+// natural-order points src[(b + m n/8) * stride], m < 8, b = rev(8 g) (stride in T elements, one VT per point).
 template <bool INV, typename T, typename VT>
-static inline __attribute__((always_inline)) void fft(const Plan<T>& p, VT* __restrict re, VT* __restrict im) {
-  const int n = p.n;
-  for (int i = 0; i + 1 < n; i += 2) {  // length 2: twiddle 1
-    const VT ar = re[i], ai = im[i], br = re[i + 1], bi = im[i + 1];
-    re[i] = ar + br, im[i] = ai + bi, re[i + 1] = ar - br, im[i + 1] = ai - bi;
-  }
-  if (n >= 4) {  // length 4: twiddles 1 and -i (forward) / +i (inverse)
-    for (int i = 0; i < n; i += 4) {
-      VT ar = re[i], ai = im[i], br = re[i + 2], bi = im[i + 2];
-      re[i] = ar + br, im[i] = ai + bi, re[i + 2] = ar - br, im[i + 2] = ai - bi;
-      ar = re[i + 1], ai = im[i + 1];
-      const VT yr = INV ? -im[i + 3] : im[i + 3];
-      const VT yi = INV ? re[i + 3] : -re[i + 3];
-      re[i + 1] = ar + yr, im[i + 1] = ai + yi, re[i + 3] = ar - yr, im[i + 3] = ai - yi;
+static inline __attribute__((always_inline)) void radix8_first(const Plan<T>& p, const T* __restrict sre,
+                                                               const T* __restrict sim, int64_t stride,
+                                                               VT* __restrict re, VT* __restrict im) {
+  const int n = p.n, e = n / 8;
+  const T h = T(0.70710678118654752440);
+  for (int g = 0; g < e; ++g) {
+    const int64_t b = p.rev[8 * g];
+    VT ar[4], ai[4], br[4], bi[4];
+    for (int m = 0; m < 4; ++m) {
+      const VT ur = loadv(sre + (b + m * e) * stride), ui = loadv(sim + (b + m * e) * stride);
+      const VT vr = loadv(sre + (b + (m + 4) * e) * stride), vi = loadv(sim + (b + (m + 4) * e) * stride);
+      ar[m] = ur + vr, ai[m] = ui + vi, br[m] = ur - vr, bi[m] = ui - vi;
     }
+    // b_m * w8^m, w8 = e^{-i pi/4} (forward) / e^{+i pi/4} (inverse)
+    {
+      const VT xr = br[1], xi = bi[1];
+      br[1] = INV ? (xr - xi) * h : (xr + xi) * h;
+      bi[1] = INV ? (xr + xi) * h : (xi - xr) * h;
+      const VT yr = br[2], yi = bi[2];
+      br[2] = INV ? -yi : yi;
+      bi[2] = INV ? yr : -yr;
+      const VT zr = br[3], zi = bi[3];
+      br[3] = INV ? (-zr - zi) * h : (zi - zr) * h;
+      bi[3] = INV ? (zr - zi) * h : (-zr - zi) * h;
+    }
+    dft4<INV>(ar[0], ai[0], ar[1], ai[1], ar[2], ai[2], ar[3], ai[3]);
+    dft4<INV>(br[0], bi[0], br[1], bi[1], br[2], bi[2], br[3], bi[3]);
+    VT* __restrict r = re + 8 * g;
+    VT* __restrict q = im + 8 * g;
+    for (int k = 0; k < 4; ++k) r[2 * k] = ar[k], q[2 * k] = ai[k], r[2 * k + 1] = br[k], q[2 * k + 1] = bi[k];
   }
-  // two radix-2 stages (lengths len and 2 len) per pass: half the loads and stores
-  int len = 8;
-  for (; 2 * len <= n; len <<= 2) {
+}
+
+// FFT of L signals of length n (a power of two) whose point m is src[m * stride] (natural order), into
+// (re, im) in natural order. n >= 8: radix-8 first pass straight from src, then pairs of radix-2 stages
+// (half the loads and stores of one stage per pass) and one radix-2 stage when an odd number is left.
+template <bool INV, typename T, typename VT>
+static inline __attribute__((always_inline)) void fft(const Plan<T>& p, const T* __restrict sre,
+                                                      const T* __restrict sim, int64_t stride, VT* __restrict re,
+                                                      VT* __restrict im) {
+  const int n = p.n;
+  int len;
+  if (n >= 8) {
+    radix8_first<INV>(p, sre, sim, stride, re, im);
+    len = 16;
+  } else {  // n = 1, 2, 4: bit-reversed copy, then one stage of 2 and one of 4
+    for (int i = 0; i < n; ++i) re[i] = loadv(sre + p.rev[i] * stride), im[i] = loadv(sim + p.rev[i] * stride);
+    if (n >= 2)
+      for (int i = 0; i + 1 < n; i += 2) {
+        const VT ar = re[i], ai = im[i], br = re[i + 1], bi = im[i + 1];
+        re[i] = ar + br, im[i] = ai + bi, re[i + 1] = ar - br, im[i + 1] = ai - bi;
+      }
+    if (n == 4) {
+      VT ar = re[0], ai = im[0], br = re[2], bi = im[2];
+      re[0] = ar + br, im[0] = ai + bi, re[2] = ar - br, im[2] = ai - bi;
+      ar = re[1], ai = im[1];
+      const VT yr = INV ? -im[3] : im[3];
+      const VT yi = INV ? re[3] : -re[3];
+      re[1] = ar + yr, im[1] = ai + yi, re[3] = ar - yr, im[3] = ai - yi;
+    }
+    return;
+  }
+  for (; 2 * len <= n; len <<= 2) {  // stages len and 2 len: blocks of len / 2 -> len -> 2 len
     const int m = len >> 1, sa = n / len, sb = n / (2 * len);
     for (int i = 0; i < n; i += 2 * len) {
       for (int j = 0; j < m; ++j) {
@@ -175,41 +244,44 @@ struct Shared {
   Buf<VT> gain;  // H x KB: c_b - c_last (only with > 2 bands and a gradient)
   Buf<VT> ew;    // (nb-1) x H x KB: energy weight of the bin for band b
   T cl = 0, c01 = 0;            // c_last, c_0 - c_last
+  // Column blocks whose low-band bins lie in a few rows ky (typically the last block: the cutoff's column,
+  // where only ky = 0 is low) take a direct DFT over those rows instead of two length-H FFTs.
+  std::vector<std::vector<int>> direct_rows;  // per block: the rows, or empty for the FFT
+  std::vector<T> cosh, sinh;                  // e^{-2 pi i k / H} = cosh[k] + i sinh[k], k < H
   Shared(int64_t H_, int64_t W_, int64_t Kc_) : H(H_), W(W_), Kc(Kc_), ph(int(H_)), pw(int(W_)) {}
 };
+
+// Most rows a column block may have for the direct DFT: it costs ~4 H multiply-adds per row and direction,
+// a length-H FFT ~5 H log2(H) / 2 instructions.
+constexpr int MAX_DIRECT_ROWS = 4;
+inline int direct_row_limit(int64_t H) {
+  int lg = 0;
+  while ((int64_t(1) << lg) < H) ++lg;
+  return std::min(MAX_DIRECT_ROWS, std::max(1, lg / 2));
+}
 
 // Scratch of one thread.
 template <typename T>
 struct Work {
   using VT = typename Vec<T>::type;
   Buf<VT> re, im, re2, im2;          // one transform (max(H, W) points)
+  Buf<VT> nre, nim;                  // a forward row transform's input in natural order
+  Buf<VT> ire, iim;                  // an inverse row transform's input in natural order (see inverse_row_group)
   std::vector<T> cr, ci;             // H x KP row spectra (kx < Kc), then the inverse column output
   std::vector<T> gr, gi;             // H x KP gain-weighted inverse column output (two inverses)
   Buf<VT> yr, yi, zr, zi;            // H per column block: masked / gain-weighted column spectra
-  std::vector<T> low, u;             // H x W: x_low and, with two inverses, the gradient's low part
   std::vector<double> e;             // nb
   Work(const Shared<T>& sh) {
     const int64_t n = std::max(sh.H, sh.W);
-    re.resize(n), im.resize(n), re2.resize(n), im2.resize(n);
+    re.resize(n), im.resize(n), re2.resize(n), im2.resize(n), nre.resize(n), nim.resize(n);
+    ire.resize(n), iim.resize(n);
     cr.resize(sh.H * sh.KP), ci.resize(sh.H * sh.KP);
     if (sh.two) gr.resize(sh.H * sh.KP), gi.resize(sh.H * sh.KP);
     yr.resize(sh.H), yi.resize(sh.H), zr.resize(sh.H), zi.resize(sh.H);
-    low.resize(sh.H * sh.W);
-    if (sh.two) u.resize(sh.H * sh.W);
     e.assign(sh.nb, 0.0);
   }
 };
 
-template <typename T>
-static inline __attribute__((always_inline)) typename Vec<T>::type loadv(const T* p) {
-  typename Vec<T>::type v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-template <typename T>
-static inline __attribute__((always_inline)) void storev(T* p, const typename Vec<T>::type& v) {
-  std::memcpy(p, &v, sizeof(v));
-}
 template <typename VT>
 static inline __attribute__((always_inline)) auto hsum(const VT& v) {
   auto acc = v[0];
@@ -244,49 +316,38 @@ static inline __attribute__((always_inline)) typename Vec<T>::type row_or_zero(c
   return v;
 }
 
-// Inverse row transform of the column outputs (cr, ci) (H x KP, kx < Kc) into out (H x W), scaled.
-// Two Hermitian rows per complex transform (a + i b), L pairs of rows per transform.
+// Inverse row transform of the column outputs (cr, ci) (H x KP, kx < Kc) for the 2L rows from h0 into (re, im),
+// unscaled: lane l of point w holds row h0 + 2l (re) and row h0 + 2l + 1 (im). Two Hermitian rows per complex
+// transform (a + i b). Its natural-order input (k.ire, k.iim) is zero but at kx < Kc and W - kx, the only bins
+// ever written, so it needs no clearing per group.
 template <typename T>
-static inline __attribute__((always_inline)) void inverse_rows(const Shared<T>& sh, Work<T>& k, const T* cr,
-                                                               const T* ci, T* out, T scale) {
+static inline __attribute__((always_inline)) void inverse_row_group(const Shared<T>& sh, Work<T>& k, const T* cr,
+                                                                    const T* ci, int64_t h0,
+                                                                    typename Vec<T>::type* re,
+                                                                    typename Vec<T>::type* im) {
   using VT = typename Vec<T>::type;
   const int64_t H = sh.H, W = sh.W, Kc = sh.Kc, KP = sh.KP;
-  const int* rev = sh.pw.rev.data();
-  VT* re = k.re.data();
-  VT* im = k.im.data();
-  for (int64_t h0 = 0; h0 < H; h0 += 2 * L) {
-    std::memset(static_cast<void*>(re), 0, sizeof(VT) * W);
-    std::memset(static_cast<void*>(im), 0, sizeof(VT) * W);
-    for (int64_t kx0 = 0; kx0 < Kc; kx0 += L) {
-      VT Ar[L], Ai[L], Br[L], Bi[L];
-      for (int l = 0; l < L; ++l) {
-        const int64_t ha = h0 + 2 * l;
-        Ar[l] = row_or_zero(cr, ha, H, KP, kx0), Ai[l] = row_or_zero(ci, ha, H, KP, kx0);
-        Br[l] = row_or_zero(cr, ha + 1, H, KP, kx0), Bi[l] = row_or_zero(ci, ha + 1, H, KP, kx0);
-      }
-      transpose8(Ar), transpose8(Ai), transpose8(Br), transpose8(Bi);
-      for (int j = 0; j < L && kx0 + j < Kc; ++j) {
-        const int64_t kx = kx0 + j;
-        if (kx == 0 || 2 * kx == W) {  // c2r keeps only the real part of DC and Nyquist
-          re[rev[kx]] = Ar[j], im[rev[kx]] = Br[j];
-        } else {  // A + i B at kx, conj(A) + i conj(B) at W - kx
-          re[rev[kx]] = Ar[j] - Bi[j], im[rev[kx]] = Ai[j] + Br[j];
-          re[rev[W - kx]] = Ar[j] + Bi[j], im[rev[W - kx]] = Br[j] - Ai[j];
-        }
-      }
+  VT* nre = k.ire.data();
+  VT* nim = k.iim.data();
+  for (int64_t kx0 = 0; kx0 < Kc; kx0 += L) {
+    VT Ar[L], Ai[L], Br[L], Bi[L];
+    for (int l = 0; l < L; ++l) {
+      const int64_t ha = h0 + 2 * l;
+      Ar[l] = row_or_zero(cr, ha, H, KP, kx0), Ai[l] = row_or_zero(ci, ha, H, KP, kx0);
+      Br[l] = row_or_zero(cr, ha + 1, H, KP, kx0), Bi[l] = row_or_zero(ci, ha + 1, H, KP, kx0);
     }
-    fft<true>(sh.pw, re, im);
-    for (int64_t w0 = 0; w0 < W; w0 += L) {
-      VT a[L], b[L];
-      for (int j = 0; j < L; ++j) a[j] = re[w0 + j] * scale, b[j] = im[w0 + j] * scale;
-      transpose8(a), transpose8(b);
-      for (int l = 0; l < L; ++l) {
-        const int64_t ha = h0 + 2 * l, hb = ha + 1;
-        if (ha < H) storev(out + ha * W + w0, a[l]);
-        if (hb < H) storev(out + hb * W + w0, b[l]);
+    transpose8(Ar), transpose8(Ai), transpose8(Br), transpose8(Bi);
+    for (int j = 0; j < L && kx0 + j < Kc; ++j) {
+      const int64_t kx = kx0 + j;
+      if (kx == 0 || 2 * kx == W) {  // c2r keeps only the real part of DC and Nyquist
+        nre[kx] = Ar[j], nim[kx] = Br[j];
+      } else {  // A + i B at kx, conj(A) + i conj(B) at W - kx
+        nre[kx] = Ar[j] - Bi[j], nim[kx] = Ai[j] + Br[j];
+        nre[W - kx] = Ar[j] + Bi[j], nim[W - kx] = Br[j] - Ai[j];
       }
     }
   }
+  fft<true>(sh.pw, reinterpret_cast<const T*>(nre), reinterpret_cast<const T*>(nim), L, re, im);
 }
 
 // Inverse column transform of L-lane column spectra (natural ky order) into rows of (out_r, out_i).
@@ -297,14 +358,96 @@ static inline __attribute__((always_inline)) void inverse_columns(const Shared<T
                                                                   T* out_r, T* out_i) {
   using VT = typename Vec<T>::type;
   const int64_t H = sh.H, KB = sh.KB;
-  const int* rev = sh.ph.rev.data();
   VT* re = k.re2.data();
   VT* im = k.im2.data();
-  for (int64_t ky = 0; ky < H; ++ky) re[rev[ky]] = yr[ky], im[rev[ky]] = yi[ky];
-  fft<true>(sh.ph, re, im);
+  fft<true>(sh.ph, reinterpret_cast<const T*>(yr), reinterpret_cast<const T*>(yi), L, re, im);
   for (int64_t h = 0; h < H; ++h) {
     storev(out_r + (h * KB + kb) * L, re[h]);
     storev(out_i + (h * KB + kb) * L, im[h]);
+  }
+}
+
+// Whether gradient stores can bypass the caches (non-temporal, 16-byte aligned SSE stores).
+template <typename T>
+static inline bool can_stream(const T* p) {
+#if defined(__SSE2__)
+  return p != nullptr && reinterpret_cast<uintptr_t>(p) % 16 == 0;
+#else
+  (void)p;
+  return false;
+#endif
+}
+
+// Store one vector of the gradient; non-temporal when `stream` (the caller checked can_stream and W % L == 0).
+template <typename T>
+static inline __attribute__((always_inline)) void store_grad(T* p, const typename Vec<T>::type& v, bool stream) {
+#if defined(__SSE2__)
+  if (stream) {
+    if constexpr (sizeof(T) == 4) {
+      _mm_stream_ps(reinterpret_cast<float*>(p), __m128(__builtin_shufflevector(v, v, 0, 1, 2, 3)));
+      _mm_stream_ps(reinterpret_cast<float*>(p) + 4, __m128(__builtin_shufflevector(v, v, 4, 5, 6, 7)));
+    } else {
+      double* d = reinterpret_cast<double*>(p);
+      _mm_stream_pd(d, __m128d(__builtin_shufflevector(v, v, 0, 1)));
+      _mm_stream_pd(d + 2, __m128d(__builtin_shufflevector(v, v, 2, 3)));
+      _mm_stream_pd(d + 4, __m128d(__builtin_shufflevector(v, v, 4, 5)));
+      _mm_stream_pd(d + 6, __m128d(__builtin_shufflevector(v, v, 6, 7)));
+    }
+    return;
+  }
+#endif
+  storev(p, v);
+}
+
+// Column block kb whose low-band bins lie in the rows sh.direct_rows[kb] only: forward DFT of (cr, ci) at those
+// rows, their band energies, and the inverse of the masked (gain-weighted) spectrum back into (cr, ci) ((gr, gi)),
+// exactly what the FFTs would give for a spectrum that is zero elsewhere.
+template <typename T>
+static inline __attribute__((always_inline)) void columns_direct(const Shared<T>& sh, Work<T>& k, int64_t kb,
+                                                                 T scale) {
+  using VT = typename Vec<T>::type;
+  const int64_t H = sh.H, KB = sh.KB, KP = sh.KP, mask = H - 1;
+  const int* rows = sh.direct_rows[kb].data();
+  const int nr = int(sh.direct_rows[kb].size());
+  const T* cs = sh.cosh.data();
+  const T* sn = sh.sinh.data();
+  T* cr = k.cr.data() + kb * L;
+  T* ci = k.ci.data() + kb * L;
+  VT dr[MAX_DIRECT_ROWS] = {}, di[MAX_DIRECT_ROWS] = {};
+  for (int64_t h = 0; h < H; ++h) {
+    const VT xr = loadv(cr + h * KP), xi = loadv(ci + h * KP);
+    for (int r = 0; r < nr; ++r) {
+      const int64_t q = (rows[r] * h) & mask;
+      dr[r] += xr * cs[q] - xi * sn[q], di[r] += xr * sn[q] + xi * cs[q];
+    }
+  }
+  const int last = sh.nb - 1;
+  for (int b = 0; b < last; ++b) {
+    VT acc = {};
+    for (int r = 0; r < nr; ++r)
+      acc += (dr[r] * dr[r] + di[r] * di[r]) * sh.ew[(int64_t(b) * H + rows[r]) * KB + kb];
+    k.e[b] += double(hsum(acc)) * double(scale) * double(scale);
+  }
+  VT yr[MAX_DIRECT_ROWS], yi[MAX_DIRECT_ROWS], zr[MAX_DIRECT_ROWS] = {}, zi[MAX_DIRECT_ROWS] = {};
+  for (int r = 0; r < nr; ++r) {
+    const VT m = sh.mask[rows[r] * KB + kb];
+    yr[r] = dr[r] * m, yi[r] = di[r] * m;
+    if (sh.two) {
+      const VT g = sh.gain[rows[r] * KB + kb];
+      zr[r] = dr[r] * g, zi[r] = di[r] * g;
+    }
+  }
+  T* gr = sh.two ? k.gr.data() + kb * L : nullptr;
+  T* gi = sh.two ? k.gi.data() + kb * L : nullptr;
+  for (int64_t h = 0; h < H; ++h) {  // e^{+i theta} = cs - i sn
+    VT ar = {}, ai = {}, br = {}, bi = {};
+    for (int r = 0; r < nr; ++r) {
+      const int64_t q = (rows[r] * h) & mask;
+      ar += yr[r] * cs[q] + yi[r] * sn[q], ai += yi[r] * cs[q] - yr[r] * sn[q];
+      if (sh.two) br += zr[r] * cs[q] + zi[r] * sn[q], bi += zi[r] * cs[q] - zr[r] * sn[q];
+    }
+    storev(cr + h * KP, ar), storev(ci + h * KP, ai);
+    if (sh.two) storev(gr + h * KP, br), storev(gi + h * KP, bi);
   }
 }
 
@@ -314,10 +457,92 @@ static inline __attribute__((always_inline)) typename Vec<T>::type load_x(const 
   return tp != nullptr ? loadv(sp + off) - loadv(tp + off) : loadv(sp + off);
 }
 
-// One (H, W) slice: energies into k.e, gradient into gp when given. W >= L.
+// Steps 3b and 4 of a slice, per group of 2L rows: inverse row transforms of the column outputs give x_low (and,
+// with more than two bands, the gradient's low part u); the residual z = x - x_low gives the last band's energy,
+// and the gradient 2 V(c_last x + (c_0 - c_last) x_low) (or 2 V(c_last x + u)) is written at once, so neither
+// x_low nor u is stored. BM: "band_mean" (V adds each row's mean and Nyquist-column parts); GRAD: write the gradient.
+template <typename T, bool BM, bool TWO, bool GRAD>
+static inline __attribute__((always_inline)) void finish_rows(const Shared<T>& sh, Work<T>& k, const T* sp,
+                                                              const T* tp, T* gp) {
+  using VT = typename Vec<T>::type;
+  const int64_t H = sh.H, W = sh.W, HW = H * W;
+  const T s2 = T(1) / T(HW);  // unnormalised forward and inverse transforms
+  const bool even_w = W % 2 == 0;
+  const bool stream = !BM && GRAD && can_stream(gp);  // the gradient is not read back: bypass the caches
+  VT sg;
+  for (int l = 0; l < L; ++l) sg[l] = (l & 1) ? T(-1) : T(1);
+  const VT two = VT{} + T(2);
+  VT* re = k.re.data();
+  VT* im = k.im.data();
+  VT* re2 = k.re2.data();
+  VT* im2 = k.im2.data();
+  double ez = 0.0, erow = 0.0;
+  for (int64_t h0 = 0; h0 < H; h0 += 2 * L) {
+    inverse_row_group(sh, k, k.cr.data(), k.ci.data(), h0, re, im);
+    if (TWO) inverse_row_group(sh, k, k.gr.data(), k.gi.data(), h0, re2, im2);
+    VT zz = {};
+    VT rs[2 * L] = {}, as[2 * L] = {}, ry[2 * L] = {}, ay[2 * L] = {};  // per row of the group (BM)
+    for (int64_t w0 = 0; w0 < W; w0 += L) {
+      VT lo[2][L], up[2][L];
+      for (int j = 0; j < L; ++j) lo[0][j] = re[w0 + j] * s2, lo[1][j] = im[w0 + j] * s2;
+      transpose8(lo[0]), transpose8(lo[1]);
+      if (TWO) {
+        for (int j = 0; j < L; ++j) up[0][j] = re2[w0 + j] * s2, up[1][j] = im2[w0 + j] * s2;
+        transpose8(up[0]), transpose8(up[1]);
+      }
+      for (int l = 0; l < L; ++l) {
+        for (int odd = 0; odd < 2; ++odd) {
+          const int i = 2 * l + odd;
+          if (h0 + i >= H) continue;
+          const int64_t off = (h0 + i) * W + w0;
+          const VT x = load_x(sp, tp, off), xl = lo[odd][l];
+          const VT z = x - xl;
+          zz += z * z;
+          if (BM) rs[i] += z, as[i] += z * sg;
+          if (!GRAD) continue;
+          const VT y = sh.cl * x + (TWO ? up[odd][l] : sh.c01 * xl);
+          if (BM) {
+            ry[i] += y, ay[i] += y * sg;
+            storev(gp + off, y);
+          } else {
+            store_grad(gp + off, y * two, stream);
+          }
+        }
+      }
+    }
+    ez += double(hsum(zz));
+    if (!BM) continue;
+    for (int i = 0; i < 2 * L && h0 + i < H; ++i) {
+      const double r = double(hsum(rs[i])), a = double(hsum(as[i]));
+      erow += r * r + (even_w ? a * a : 0.0);
+      if (!GRAD) continue;
+      // grad = 2 V(y) = y + (row sum + Nyquist-column part) / W
+      const T rsum = hsum(ry[i]) / T(W), asum = even_w ? hsum(ay[i]) / T(W) : T(0);
+      const VT corr = rsum + asum * sg;
+      T* g = gp + (h0 + i) * W;
+      for (int64_t w0 = 0; w0 < W; w0 += L) storev(g + w0, loadv(g + w0) + corr);
+    }
+  }
+  k.e[sh.nb - 1] += BM ? 0.5 * (ez + erow / double(W)) : ez;
+}
+
+// Prefetch part `i` of `parts` of the next slice's s and t (nullptr: none) into L2, a slice ahead of its use.
+template <typename T>
+static inline __attribute__((always_inline)) void prefetch_part(const T* ns, const T* nt, int64_t HW, int64_t i,
+                                                                int64_t parts) {
+  if (ns == nullptr) return;
+  constexpr int64_t line = 64 / sizeof(T);
+  const int64_t a = i * HW / parts / line * line, b = (i + 1) * HW / parts;
+  for (int64_t j = a; j < b; j += line) {
+    __builtin_prefetch(ns + j, 0, 3);
+    if (nt != nullptr) __builtin_prefetch(nt + j, 0, 3);
+  }
+}
+
+// One (H, W) slice: energies into k.e, gradient into gp when given. W >= L. ns, nt: the next slice's inputs.
 template <typename T>
 static inline __attribute__((always_inline)) void slice_impl(const Shared<T>& sh, Work<T>& k, const T* sp,
-                                                             const T* tp, T* gp) {
+                                                             const T* tp, T* gp, const T* ns, const T* nt) {
   using VT = typename Vec<T>::type;
   const int64_t H = sh.H, W = sh.W, KB = sh.KB, KP = sh.KP, HW = H * W;
   const int last = sh.nb - 1;
@@ -326,7 +551,8 @@ static inline __attribute__((always_inline)) void slice_impl(const Shared<T>& sh
   VT* im = k.im.data();
 
   // 1. forward rows: L pairs of rows (a + i b) per transform, unpacked to kx < KP
-  const int* revw = sh.pw.rev.data();
+  VT* nre = k.nre.data();
+  VT* nim = k.nim.data();
   for (int64_t h0 = 0; h0 < H; h0 += 2 * L) {
     for (int64_t w0 = 0; w0 < W; w0 += L) {
       VT a[L], b[L];
@@ -337,9 +563,9 @@ static inline __attribute__((always_inline)) void slice_impl(const Shared<T>& sh
         if (hb < H) b[l] = load_x(sp, tp, hb * W + w0);
       }
       transpose8(a), transpose8(b);
-      for (int j = 0; j < L; ++j) re[revw[w0 + j]] = a[j], im[revw[w0 + j]] = b[j];
+      for (int j = 0; j < L; ++j) nre[w0 + j] = a[j], nim[w0 + j] = b[j];
     }
-    fft<false>(sh.pw, re, im);
+    fft<false>(sh.pw, reinterpret_cast<const T*>(nre), reinterpret_cast<const T*>(nim), L, re, im);
     for (int64_t kx0 = 0; kx0 < KP; kx0 += L) {
       VT Ar[L], Ai[L], Br[L], Bi[L];
       for (int j = 0; j < L; ++j) {
@@ -357,15 +583,15 @@ static inline __attribute__((always_inline)) void slice_impl(const Shared<T>& sh
   }
 
   // 2. columns: FFT along H per block of L columns; energies of the low bands; masked spectra
-  const int* revh = sh.ph.rev.data();
   for (int64_t kb = 0; kb < KB; ++kb) {
+    prefetch_part(ns, nt, HW, kb, KB);
+    if (!sh.direct_rows[kb].empty()) {
+      columns_direct(sh, k, kb, scale);
+      continue;
+    }
     VT* re2 = k.re2.data();
     VT* im2 = k.im2.data();
-    for (int64_t h = 0; h < H; ++h) {
-      re2[revh[h]] = loadv(k.cr.data() + (h * KB + kb) * L);
-      im2[revh[h]] = loadv(k.ci.data() + (h * KB + kb) * L);
-    }
-    fft<false>(sh.ph, re2, im2);
+    fft<false>(sh.ph, k.cr.data() + kb * L, k.ci.data() + kb * L, KP, re2, im2);
     for (int b = 0; b < last; ++b) {
       const VT* ew = &sh.ew[(int64_t(b) * H) * KB + kb];
       VT acc = {};
@@ -385,62 +611,33 @@ static inline __attribute__((always_inline)) void slice_impl(const Shared<T>& sh
     if (sh.two) inverse_columns(sh, k, k.zr.data(), k.zi.data(), kb, k.gr.data(), k.gi.data());
   }
 
-  // 3b. inverse rows: unnormalised forward and inverse transforms, so 1/(H W) overall
-  const T s2 = T(1) / T(HW);
-  inverse_rows(sh, k, k.cr.data(), k.ci.data(), k.low.data(), s2);
-  if (sh.two) inverse_rows(sh, k, k.gr.data(), k.gi.data(), k.u.data(), s2);
-
-  // 4. residual energy (last band) and gradient, row by row, one pass over s and t
-  const bool even_w = W % 2 == 0;
-  const bool band_mean = sh.band_mean;
-  VT sg;
-  for (int l = 0; l < L; ++l) sg[l] = (l & 1) ? T(-1) : T(1);
-  const VT two = VT{} + T(2);
-  double ez = 0.0, erow = 0.0;
-  for (int64_t h = 0; h < H; ++h) {
-    const T* lo = &k.low[h * W];
-    const T* uh = sh.two ? &k.u[h * W] : nullptr;
-    T* g = gp != nullptr ? gp + h * W : nullptr;
-    VT zz = {}, rs = {}, as = {}, ry = {}, ay = {};
-    for (int64_t w0 = 0; w0 < W; w0 += L) {
-      const VT x = load_x(sp, tp, h * W + w0), xl = loadv(lo + w0);
-      const VT z = x - xl;
-      zz += z * z;
-      if (band_mean) rs += z, as += z * sg;
-      if (g == nullptr) continue;
-      const VT y = sh.cl * x + (sh.two ? loadv(uh + w0) : sh.c01 * xl);
-      if (band_mean) {
-        ry += y, ay += y * sg;
-        storev(g + w0, y);
-      } else {
-        storev(g + w0, y * two);
-      }
-    }
-    ez += double(hsum(zz));
-    if (!band_mean) continue;
-    const double r = double(hsum(rs)), a = double(hsum(as));
-    erow += r * r + (even_w ? a * a : 0.0);
-    if (g != nullptr) {  // grad = 2 V(y) = y + (row sum + Nyquist-column part) / W
-      const T rsum = hsum(ry) / T(W), asum = even_w ? hsum(ay) / T(W) : T(0);
-      const VT corr = rsum + asum * sg;
-      for (int64_t w0 = 0; w0 < W; w0 += L) storev(g + w0, loadv(g + w0) + corr);
-    }
+  // 3b + 4. inverse rows, residual energy (last band) and gradient
+  if (sh.band_mean) {
+    if (gp == nullptr) finish_rows<T, true, false, false>(sh, k, sp, tp, gp);
+    else if (sh.two) finish_rows<T, true, true, true>(sh, k, sp, tp, gp);
+    else finish_rows<T, true, false, true>(sh, k, sp, tp, gp);
+  } else {
+    if (gp == nullptr) finish_rows<T, false, false, false>(sh, k, sp, tp, gp);
+    else if (sh.two) finish_rows<T, false, true, true>(sh, k, sp, tp, gp);
+    else finish_rows<T, false, false, true>(sh, k, sp, tp, gp);
   }
-  k.e[last] += sh.band_mean ? 0.5 * (ez + erow / double(W)) : ez;
 }
 
-SDKD_CLONES void slice_f32(const Shared<float>& sh, Work<float>& k, const float* sp, const float* tp, float* gp) {
-  slice_impl<float>(sh, k, sp, tp, gp);
+SDKD_CLONES void slice_f32(const Shared<float>& sh, Work<float>& k, const float* sp, const float* tp, float* gp,
+                           const float* ns, const float* nt) {
+  slice_impl<float>(sh, k, sp, tp, gp, ns, nt);
 }
 SDKD_CLONES void slice_f64(const Shared<double>& sh, Work<double>& k, const double* sp, const double* tp,
-                           double* gp) {
-  slice_impl<double>(sh, k, sp, tp, gp);
+                           double* gp, const double* ns, const double* nt) {
+  slice_impl<double>(sh, k, sp, tp, gp, ns, nt);
 }
-inline void run_slice(const Shared<float>& sh, Work<float>& k, const float* sp, const float* tp, float* gp) {
-  slice_f32(sh, k, sp, tp, gp);
+inline void run_slice(const Shared<float>& sh, Work<float>& k, const float* sp, const float* tp, float* gp,
+                      const float* ns, const float* nt) {
+  slice_f32(sh, k, sp, tp, gp, ns, nt);
 }
-inline void run_slice(const Shared<double>& sh, Work<double>& k, const double* sp, const double* tp, double* gp) {
-  slice_f64(sh, k, sp, tp, gp);
+inline void run_slice(const Shared<double>& sh, Work<double>& k, const double* sp, const double* tp, double* gp,
+                      const double* ns, const double* nt) {
+  slice_f64(sh, k, sp, tp, gp, ns, nt);
 }
 
 template <typename T>
@@ -472,6 +669,22 @@ void run(uintptr_t s_, uintptr_t t_, uintptr_t grad_, uintptr_t energies, uintpt
       sh.ew[int64_t(b) * H * KB + q][l] = (band_mean || edge) ? T(1) : T(2);
     }
   if (grad != nullptr) sh.cl = T(gains[last]), sh.c01 = T(gains[0] - gains[last]);
+  sh.cosh.resize(H), sh.sinh.resize(H);
+  for (int64_t q = 0; q < H; ++q) {
+    const double a = 2.0 * M_PI * double(q) / double(H);
+    sh.cosh[q] = T(std::cos(a)), sh.sinh[q] = T(-std::sin(a));
+  }
+  sh.direct_rows.assign(KB, {});
+  const int limit = direct_row_limit(H);
+  for (int64_t kb = 0; kb < KB; ++kb) {
+    std::vector<int> rows;
+    for (int64_t ky = 0; ky < H; ++ky) {
+      bool any = false;
+      for (int l = 0; l < L; ++l) any = any || sh.mask[ky * KB + kb][l] != T(0);
+      if (any) rows.push_back(int(ky));
+    }
+    if (!rows.empty() && int(rows.size()) <= limit) sh.direct_rows[kb] = std::move(rows);
+  }
 
   const int64_t HW = H * W;
   std::vector<double> total(nb, 0.0);
@@ -480,7 +693,11 @@ void run(uintptr_t s_, uintptr_t t_, uintptr_t grad_, uintptr_t energies, uintpt
     Work<T> k(sh);
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < N; ++n)
-      run_slice(sh, k, s + n * HW, t != nullptr ? t + n * HW : nullptr, grad != nullptr ? grad + n * HW : nullptr);
+      run_slice(sh, k, s + n * HW, t != nullptr ? t + n * HW : nullptr, grad != nullptr ? grad + n * HW : nullptr,
+                n + 1 < N ? s + (n + 1) * HW : nullptr, n + 1 < N && t != nullptr ? t + (n + 1) * HW : nullptr);
+#if defined(__SSE2__)
+    _mm_sfence();  // order this thread's streaming gradient stores before the join
+#endif
 #pragma omp critical
     for (int b = 0; b < nb; ++b) total[b] += k.e[b];
   }

@@ -130,10 +130,21 @@ def test_cpu_fft_kernel_parity(shape, cuts, dtype, monkeypatch):
     H, W = shape[-2:]
     assert SL._cpu_fft_ok(H, W)
     calls = []
-    real = SL._kernel_pass
-    monkeypatch.setattr(SL, "_kernel_pass", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    real = SL._cpu_fft_fused
+    monkeypatch.setattr(SL, "_cpu_fft_fused", lambda *a, **k: calls.append(1) or real(*a, **k))
     _compare(shape, cuts, "mean", False, "cpu", dtype)
-    assert calls and set(calls) == {"cpu"}  # the kernel ran (not the torch.fft fallback)
+    assert calls  # the kernel ran (not the box kernel or the torch.fft fallback)
+
+
+@pytest.mark.skipif(not HAS_CPU, reason="sdkd._C not built")
+@pytest.mark.parametrize("reduction,adaptive", MODES)
+@pytest.mark.parametrize("shape", [(2, 2, 32, 64), (1, 3, 64, 64)])
+@pytest.mark.parametrize("cuts", [(0.25,), (0.1, 0.2515), (0.1, 0.2, 0.3)])
+def test_cpu_fft_kernel_modes(shape, cuts, reduction, adaptive):
+    """Every mode through the real-FFT kernel at sizes where its column block holding kx = W/4 has low-band bins in
+    a few rows only and takes the direct DFT instead of the column FFTs (0.25: ky = 0; 0.2515 at 64 x 64: ky = 0
+    and +-1); more than two bands take the second (gain-weighted) inverse."""
+    _compare(shape, cuts, reduction, adaptive, "cpu", torch.float64)
 
 
 @pytest.mark.skipif(not HAS_CPU, reason="sdkd._C not built")

@@ -642,7 +642,7 @@ inline void run_slice(const Shared<double>& sh, Work<double>& k, const double* s
 
 template <typename T>
 void run(uintptr_t s_, uintptr_t t_, uintptr_t grad_, uintptr_t energies, uintptr_t gains_, int64_t N, int64_t H,
-         int64_t W, const int32_t* bmap, int64_t Kc, int nb, bool band_mean) {
+         int64_t W, const int32_t* bmap, int64_t Kc, int nb, bool band_mean, uintptr_t loss = 0) {
   const T* s = reinterpret_cast<const T*>(s_);
   const T* t = reinterpret_cast<const T*>(t_);
   T* grad = reinterpret_cast<T*>(grad_);
@@ -701,23 +701,31 @@ void run(uintptr_t s_, uintptr_t t_, uintptr_t grad_, uintptr_t energies, uintpt
 #pragma omp critical
     for (int b = 0; b < nb; ++b) total[b] += k.e[b];
   }
-  double* out = reinterpret_cast<double*>(energies);
-  for (int b = 0; b < nb; ++b) out[b] = total[b];
+  if (energies != 0) {
+    double* out = reinterpret_cast<double*>(energies);
+    for (int b = 0; b < nb; ++b) out[b] = total[b];
+  }
+  if (loss != 0) {  // sum_b c_b E_b in fp64, one rounding to the input dtype
+    double acc = 0.0;
+    for (int b = 0; b < nb; ++b) acc += gains[b] * total[b];
+    *reinterpret_cast<T*>(loss) = T(acc);
+  }
 }
 
 void spectral_loss_cpu_fft(uintptr_t s, uintptr_t t, uintptr_t grad, uintptr_t energies, uintptr_t gains, int dtype,
-                           int64_t N, int64_t H, int64_t W, uintptr_t bmap, int64_t Kc, int nb, bool band_mean) {
+                           int64_t N, int64_t H, int64_t W, uintptr_t bmap, int64_t Kc, int nb, bool band_mean,
+                           uintptr_t loss) {
   if (N < 1 || !is_pow2(H) || !is_pow2(W) || W < L || H > (1 << 20) || W > (1 << 20) || Kc < 1 || Kc > W / 2 + 1 ||
       nb < 2)
     throw std::invalid_argument("spectral_loss_cpu_fft: bad sizes (H and W powers of two, W >= 8)");
-  if (s == 0 || energies == 0 || bmap == 0 || (grad != 0 && gains == 0))
+  if (s == 0 || (energies == 0 && loss == 0) || bmap == 0 || ((grad != 0 || loss != 0) && gains == 0))
     throw std::invalid_argument("spectral_loss_cpu_fft: null pointer");
   const int32_t* bm = reinterpret_cast<const int32_t*>(bmap);
   py::gil_scoped_release nogil;
   if (dtype == 0)
-    run<float>(s, t, grad, energies, gains, N, H, W, bm, Kc, nb, band_mean);
+    run<float>(s, t, grad, energies, gains, N, H, W, bm, Kc, nb, band_mean, loss);
   else if (dtype == 1)
-    run<double>(s, t, grad, energies, gains, N, H, W, bm, Kc, nb, band_mean);
+    run<double>(s, t, grad, energies, gains, N, H, W, bm, Kc, nb, band_mean, loss);
   else
     throw std::invalid_argument("spectral_loss_cpu_fft: dtype code must be 0 (float32) or 1 (float64)");
 }
@@ -727,10 +735,11 @@ void spectral_loss_cpu_fft(uintptr_t s, uintptr_t t, uintptr_t grad, uintptr_t e
 void register_spectral_loss_fft(py::module_& m) {
   m.def("spectral_loss_cpu_fft", &spectral_loss_cpu_fft,
         "Fused SpectralKD energies (+ gradient when grad != 0) on CPU through real FFTs, for power-of-two H and W. "
-        "Pointers are contiguous buffers: s, t (t = 0: x = s), grad (0: energies only), energies (float64[nb], out), "
-        "gains (float64[nb]); bmap int32 (H x Kc): band of every bin with kx < Kc (every bin with kx >= Kc is in the "
-        "last band). dtype 0 = float32, 1 = float64.",
+        "Pointers are contiguous buffers: s, t (t = 0: x = s), grad (0: energies only), energies (float64[nb], out; "
+        "0: none), gains (float64[nb]); bmap int32 (H x Kc): band of every bin with kx < Kc (every bin with kx >= Kc "
+        "is in the last band); loss (0-dim, input dtype, out; 0: none): sum_b gains[b] energies[b]. "
+        "dtype 0 = float32, 1 = float64.",
         py::arg("s"), py::arg("t"), py::arg("grad"), py::arg("energies"), py::arg("gains"), py::arg("dtype"),
         py::arg("N"), py::arg("H"), py::arg("W"), py::arg("bmap"), py::arg("Kc"), py::arg("nb"),
-        py::arg("band_mean"));
+        py::arg("band_mean"), py::arg("loss") = 0);
 }

@@ -17,6 +17,7 @@ from functools import lru_cache
 import torch
 
 from ._dispatch import ENV_VAR, Backend, Op, plain_eager, register_op
+from ._ext import cuda_unavailable_reason, extension, triton_installed, unavailable_reason
 
 REDUCTIONS = ("mean", "band_mean")
 
@@ -312,8 +313,6 @@ def _fft_pass(x: torch.Tensor, cuts, band_mean: bool, gains: torch.Tensor | None
 
 def _kernel_pass(backend: str, s, t, grad, gains, plan: DftPlan, band_mean: bool) -> torch.Tensor:
     """Run one backend kernel on contiguous (N, H, W) ``s`` (minus ``t`` when given); raw energies, float64."""
-    from ._ext import extension
-
     N, H, W = s.shape
     nb = plan.nb
     if backend == "triton":
@@ -326,9 +325,6 @@ def _kernel_pass(backend: str, s, t, grad, gains, plan: DftPlan, band_mean: bool
     e = torch.zeros(nb, dtype=torch.float64, device=s.device)
     ptr = lambda x: 0 if x is None else x.data_ptr()  # noqa: E731
     args = (ptr(s), ptr(t), ptr(grad), e.data_ptr(), ptr(gains), _DTYPE_CODE[s.dtype], N, H, W)
-    if backend == "cpu" and _cpu_fft_ok(H, W):
-        _C.spectral_loss_cpu_fft(*args, band_map(plan).data_ptr(), plan.Kc, nb, band_mean)
-        return e
     comp = torch.float64 if s.dtype == torch.float64 else torch.float32
     cc, sc, cr, sr, bidx = dft_tables(plan, s.device, comp)
     tabs = (cc.data_ptr(), sc.data_ptr(), cr.data_ptr(), sr.data_ptr(), bidx.data_ptr(), plan.Kr, plan.Kc, nb)
@@ -343,6 +339,31 @@ def _kernel_pass(backend: str, s, t, grad, gains, plan: DftPlan, band_mean: bool
 _DTYPE_CODE = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
 
 
+def _cpu_fft_fused(s, t, cuts, weights, reduction, adaptive, eps) -> tuple[torch.Tensor, torch.Tensor]:
+    """``spectral_loss_fused`` on the cpu backend's real-FFT kernel, with as few tensor ops as possible around it
+    (their cost is a sizeable part of a call at these sizes): the kernel reads the inputs in place and writes the
+    loss itself."""
+    _C = extension()
+    H, W = s.shape[-2:]
+    s = s if s.is_contiguous() else s.contiguous()
+    t = t if t.is_contiguous() else t.contiguous()
+    N = s.numel() // (H * W)
+    plan = dft_plan(H, W, cuts)
+    nb, code, band_mean = plan.nb, _DTYPE_CODE[s.dtype], reduction == "band_mean"
+    bmap = band_map(plan).data_ptr()
+    norms = _band_norms(H, W, cuts, s.numel(), reduction)
+    ref = None
+    if adaptive:  # the teacher's band energies first (no gradient)
+        ref = torch.zeros(nb, dtype=torch.float64)
+        _C.spectral_loss_cpu_fft(t.data_ptr(), 0, 0, ref.data_ptr(), 0, code, N, H, W, bmap, plan.Kc, nb, band_mean)
+    gains = _gains(weights, norms, ref, eps, s.device)
+    grad = torch.empty_like(s)
+    loss = torch.empty((), dtype=s.dtype)
+    args = (s.data_ptr(), t.data_ptr(), grad.data_ptr(), 0, gains.data_ptr(), code, N, H, W, bmap, plan.Kc, nb)
+    _C.spectral_loss_cpu_fft(*args, band_mean, loss.data_ptr())
+    return loss, grad
+
+
 def _is_pow2(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
 
@@ -354,8 +375,6 @@ def _cpu_fft_ok(H: int, W: int) -> bool:
 
 @lru_cache(maxsize=256)
 def _cpu_fft_size_ok(H: int, W: int) -> bool:
-    from ._ext import extension
-
     return _is_pow2(H) and _is_pow2(W) and W >= 8 and hasattr(extension(), "spectral_loss_cpu_fft")
 
 
@@ -391,8 +410,6 @@ def _kernel_fits(backend: str, plan: DftPlan, dtype: torch.dtype, device: torch.
 
         return kernel_fits(plan.H, plan.W, plan.Kr, plan.Kc, plan.nb, dtype, device)
     if backend == "cuda":
-        from ._ext import extension
-
         need = extension().spectral_loss_cuda_smem(_DTYPE_CODE[dtype], plan.H, plan.W, plan.Kr, plan.Kc, plan.nb)
         return need <= _cuda_smem_limit(torch.device(device))
     return True
@@ -415,6 +432,8 @@ def spectral_loss_fused(
     cuts = tuple(cutoffs)
     H, W = s.shape[-2:]
     band_mean = reduction == "band_mean"
+    if backend == "cpu" and _cpu_fft_ok(H, W):
+        return _cpu_fft_fused(s, t, cuts, weights, reduction, adaptive, eps)
     s3 = s.detach().reshape(-1, H, W).contiguous()
     t3 = t.detach().reshape(-1, H, W).contiguous()
     norms = _band_norms(H, W, cuts, s.numel(), reduction)
@@ -466,9 +485,9 @@ def _scaled_grads(g: torch.Tensor, grad_loss: torch.Tensor, needs_t: bool) -> tu
     grad_loss == 1 on CPU, no sync on GPU); dloss/dt = -dloss/ds."""
     unit = (
         not torch.compiler.is_compiling()
-        and grad_loss.device.type == "cpu"
+        and grad_loss.is_cpu
         and grad_loss.numel() == 1
-        and bool(grad_loss == 1)
+        and grad_loss.item() == 1.0  # a read, not the comparison op: this runs once per step
     )
     gs = g if unit else g * grad_loss.to(g.dtype)
     gt = -gs if needs_t else None
@@ -530,11 +549,9 @@ def _reference_reasons(**_: object) -> list[str]:
 
 
 def _cpu_reasons(s=None, cutoffs=(), requested: str = "cpu", **_: object) -> list[str]:
-    from ._ext import unavailable_reason
-
     why = [r for r in [unavailable_reason("spectral_loss_cpu")] if r]
     if s is not None:
-        if s.device.type != "cpu":
+        if not s.is_cpu:
             why.append(f"needs CPU tensors, got {s.device}")
         if s.dtype not in (torch.float32, torch.float64):
             why.append(f"dtype {s.dtype} not supported (float32, float64)")
@@ -549,8 +566,6 @@ def _cpu_reasons(s=None, cutoffs=(), requested: str = "cpu", **_: object) -> lis
 
 
 def _cuda_reasons(s=None, cutoffs=(), **_: object) -> list[str]:
-    from ._ext import cuda_unavailable_reason, unavailable_reason
-
     why = [r for r in [unavailable_reason("spectral_loss_cpu"), cuda_unavailable_reason()] if r][:1]
     if s is not None:
         if s.device.type != "cuda":
@@ -563,8 +578,6 @@ def _cuda_reasons(s=None, cutoffs=(), **_: object) -> list[str]:
 
 
 def _triton_reasons(s=None, cutoffs=(), interpret_ok: bool = False, **_: object) -> list[str]:
-    from ._ext import triton_installed
-
     if not triton_installed():
         return ["triton is not installed"]
     why = []

@@ -506,30 +506,40 @@ static inline __attribute__((always_inline)) void finish_rows(const Shared<T>& s
     if (TWO) inverse_row_group(sh, k, k.gr.data(), k.gi.data(), h0, re2, im2);
     VT zz = {};
     VT rs[2 * L] = {}, as[2 * L] = {}, ry[2 * L] = {}, ay[2 * L] = {};  // per row of the group (BM)
-    for (int64_t w0 = 0; w0 < W; w0 += L) {
-      VT lo[2][L], up[2][L];
-      for (int j = 0; j < L; ++j) lo[0][j] = re[w0 + j] * s2, lo[1][j] = im[w0 + j] * s2;
-      transpose8(lo[0]), transpose8(lo[1]);
-      if (TWO) {
-        for (int j = 0; j < L; ++j) up[0][j] = re2[w0 + j] * s2, up[1][j] = im2[w0 + j] * s2;
-        transpose8(up[0]), transpose8(up[1]);
+    // Two vectors (one 64-byte line) of a row at a time, so streaming stores fill whole lines.
+    const int halves = W >= 2 * L ? 2 : 1;
+    for (int64_t w0 = 0; w0 < W; w0 += halves * L) {
+      VT lo[2][2][L], up[2][2][L];  // [half][odd row][l]
+      for (int hf = 0; hf < halves; ++hf) {
+        const VT* r = re + w0 + hf * L;
+        const VT* q = im + w0 + hf * L;
+        for (int j = 0; j < L; ++j) lo[hf][0][j] = r[j] * s2, lo[hf][1][j] = q[j] * s2;
+        transpose8(lo[hf][0]), transpose8(lo[hf][1]);
+        if (TWO) {
+          const VT* r2 = re2 + w0 + hf * L;
+          const VT* q2 = im2 + w0 + hf * L;
+          for (int j = 0; j < L; ++j) up[hf][0][j] = r2[j] * s2, up[hf][1][j] = q2[j] * s2;
+          transpose8(up[hf][0]), transpose8(up[hf][1]);
+        }
       }
       for (int l = 0; l < L; ++l) {
         for (int odd = 0; odd < 2; ++odd) {
           const int i = 2 * l + odd;
           if (h0 + i >= H) continue;
-          const int64_t off = (h0 + i) * W + w0;
-          const VT x = load_x(sp, tp, off), xl = lo[odd][l];
-          const VT z = x - xl;
-          zz += z * z;
-          if (BM) rs[i] += z, as[i] += z * sg;
-          if (!GRAD) continue;
-          const VT y = sh.cl * x + (TWO ? up[odd][l] : sh.c01 * xl);
-          if (BM) {
-            ry[i] += y, ay[i] += y * sg;
-            storev(gp + off, y);
-          } else {
-            store_grad(gp + off, y * two, stream);
+          for (int hf = 0; hf < halves; ++hf) {
+            const int64_t off = (h0 + i) * W + w0 + hf * L;
+            const VT x = load_x(sp, tp, off), xl = lo[hf][odd][l];
+            const VT z = x - xl;
+            zz += z * z;
+            if (BM) rs[i] += z, as[i] += z * sg;
+            if (!GRAD) continue;
+            const VT y = sh.cl * x + (TWO ? up[hf][odd][l] : sh.c01 * xl);
+            if (BM) {
+              ry[i] += y, ay[i] += y * sg;
+              storev(gp + off, y);
+            } else {
+              store_grad(gp + off, y * two, stream);
+            }
           }
         }
       }

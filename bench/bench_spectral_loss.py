@@ -25,7 +25,7 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 DTYPES = [torch.float32, torch.bfloat16] if DEVICE.type == "cuda" else [torch.float32]
 # "name:box" / "name:fft" force the GPU backend's box kernel / FFT path (GPU_BOX_MAX_SLICE_MACS), to check the switch
 BACKENDS = ["reference", "cpu", "cuda", "cuda:box", "cuda:fft", "triton"]
-ROUNDS = int(os.environ.get("SDKD_BENCH_ROUNDS", "30" if DEVICE.type == "cuda" else "5"))
+ROUNDS = int(os.environ.get("SDKD_BENCH_ROUNDS", "30" if DEVICE.type == "cuda" else "15"))
 _MEDIANS: dict[tuple, float] = {}
 
 

@@ -560,19 +560,6 @@ static inline __attribute__((always_inline)) void finish_rows(const Shared<T>& s
   k.e[sh.nb - 1] += BM ? 0.5 * (ez + erow / double(W)) : ez;
 }
 
-// Prefetch part `i` of `parts` of the next slice's s and t (nullptr: none) into L2, a slice ahead of its use.
-template <typename T>
-static inline __attribute__((always_inline)) void prefetch_part(const T* ns, const T* nt, int64_t HW, int64_t i,
-                                                                int64_t parts) {
-  if (ns == nullptr) return;
-  constexpr int64_t line = 64 / sizeof(T);
-  const int64_t a = i * HW / parts / line * line, b = (i + 1) * HW / parts;
-  for (int64_t j = a; j < b; j += line) {
-    __builtin_prefetch(ns + j, 0, 3);
-    if (nt != nullptr) __builtin_prefetch(nt + j, 0, 3);
-  }
-}
-
 // One (H, W) slice: energies into k.e, gradient into gp when given. W >= L. ns, nt: the next slice's inputs.
 template <typename T>
 static inline __attribute__((always_inline)) void slice_impl(const Shared<T>& sh, Work<T>& k, const T* sp,
@@ -596,6 +583,11 @@ static inline __attribute__((always_inline)) void slice_impl(const Shared<T>& sh
         if (ha < H) a[l] = load_x(sp, tp, ha * W + w0);
         if (hb < H) b[l] = load_x(sp, tp, hb * W + w0);
       }
+      if (ns != nullptr && (w0 * sizeof(T)) % 64 == 0)  // the same lines of the next slice, a slice ahead
+        for (int64_t h = h0; h < std::min(H, h0 + 2 * L); ++h) {
+          __builtin_prefetch(ns + h * W + w0, 0, 3);
+          if (nt != nullptr) __builtin_prefetch(nt + h * W + w0, 0, 3);
+        }
       transpose8(a), transpose8(b);
       for (int j = 0; j < L; ++j) nre[w0 + j] = a[j], nim[w0 + j] = b[j];
     }
@@ -618,7 +610,6 @@ static inline __attribute__((always_inline)) void slice_impl(const Shared<T>& sh
 
   // 2. columns: FFT along H per block of L columns; energies of the low bands; masked spectra
   for (int64_t kb = 0; kb < KB; ++kb) {
-    prefetch_part(ns, nt, HW, kb, KB);
     if (!sh.direct_rows[kb].empty()) {
       columns_direct(sh, k, kb, scale);
       continue;

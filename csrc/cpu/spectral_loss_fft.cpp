@@ -10,14 +10,19 @@
 //   1. rows: pairs of real rows packed as a + i b, L pairs per FFT of length W; unpacked to the kx < Kc
 //      columns the bands need (Kc from the Python plan: every bin with kx >= Kc is in the last band);
 //   2. columns: FFT of length H over those Kc columns (lanes = columns) -> D, ortho-scaled;
-//      energies of the bands below the last from D (weights w(kx) for "mean", 1 for "band_mean");
+//      energies of the bands below the last from D (weights w(kx) for "mean", 1 for "band_mean"). A column
+//      block whose low-band bins lie in a few rows (the block holding the cutoff's column) takes a direct DFT
+//      over those rows instead of a forward and an inverse FFT;
 //   3. inverse: masked (and, with > 2 bands, gain-weighted) spectra back through an inverse column FFT and
 //      an inverse row FFT (two Hermitian rows per complex transform) -> x_low = sum_{b<last} P_b x;
-//   4. the last band is the energy of the spatial residual z = x - x_low (never total - low: that
-//      cancels badly); the gradient is 2 V(c_last x + sum_{b<last} (c_b - c_last) P_b x), V as in
-//      spectral_loss.cpp ("mean": identity; "band_mean": row-mean and Nyquist-column parts).
-// fp32 inputs compute in fp32 (energies summed in fp32 vectors per column block or row, then in fp64), fp64
-// inputs in fp64.
+//   4. per group of inverse-transformed rows, at once: the last band is the energy of the spatial residual
+//      z = x - x_low (never total - low: that cancels badly); the gradient is
+//      2 V(c_last x + sum_{b<last} (c_b - c_last) P_b x), V as in spectral_loss.cpp ("mean": identity;
+//      "band_mean": row-mean and Nyquist-column parts), written with streaming stores a cache line at a time.
+// Transforms: a radix-8 first pass that reads its input in natural order (the bit reversal costs nothing),
+// then pairs of radix-2 stages. The next slice's inputs are prefetched during the forward row pass.
+// fp32 inputs compute in fp32 (energies summed in fp32 vectors per column block or row group, then in fp64),
+// fp64 inputs in fp64.
 #include <pybind11/pybind11.h>
 
 #include "cpu/target_clones.h"

@@ -184,7 +184,7 @@ DFT_MAX_FRACTION = 0.3
 #: measured on 2 cores: box 4x faster than the FFT path at 64x64 (25.8), FFT 1.7x faster at 128x128 (49.8)
 CPU_BOX_MAX_COST = 32.0
 #: cpu backend: its real-FFT kernel (csrc/cpu/spectral_loss_fft.cpp) for power-of-two H and W >= 8, any cutoff;
-#: 3-5x the reference in bench/bench_spectral_loss.py. False: the box kernel / torch.fft path as for other sizes.
+#: ~5x the reference in bench/bench_spectral_loss.py (2 cores). False: the box kernel / torch.fft path as for other sizes.
 CPU_FFT_KERNEL = True
 #: cuda/triton backends: the box kernel only while one slice costs at most this many multiply-adds
 #: (``box_macs``; one CUDA block per slice), cuFFT (the FFT path) beyond. H200, bench/results/README.md (run 2):
@@ -557,7 +557,7 @@ def _cpu_reasons(s=None, cutoffs=(), requested: str = "cpu", **_: object) -> lis
             why.append(f"dtype {s.dtype} not supported (float32, float64)")
         H, W = s.shape[-2:]
         if not why and requested != "cpu" and not _cpu_fft_ok(H, W):
-            # bench/bench_spectral_loss.py: the box kernel is 0.7-1.5x the reference; the FFT kernel 3-5x
+            # bench/bench_spectral_loss.py: the box kernel is 0.7-1.5x the reference; the FFT kernel ~5x
             why.append(
                 f"H={H}, W={W}: its real-FFT kernel needs powers of two with W >= 8, and its box kernel is not "
                 "faster than the reference; used only when asked for (backend='cpu')"

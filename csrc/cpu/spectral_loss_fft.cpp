@@ -267,7 +267,7 @@ struct Shared {
   using VT = typename Vec<T>::type;
   int64_t H, W, Kc, KB, KP;  // KB column blocks of L lanes, KP = KB * L padded columns
   int nb;
-  bool band_mean, with_grad, two;
+  bool band_mean, two;
   Plan<T> ph, pw;
   Buf<VT> mask;  // H x KB: 1 for bins of bands below the last
   Buf<VT> gain;  // H x KB: c_b - c_last (only with > 2 bands and a gradient)
@@ -681,7 +681,7 @@ void run(uintptr_t s_, uintptr_t t_, uintptr_t grad_, uintptr_t energies, uintpt
 
   Shared<T> sh(H, W, Kc);
   sh.KB = (Kc + L - 1) / L, sh.KP = sh.KB * L, sh.nb = nb, sh.band_mean = band_mean;
-  sh.with_grad = grad != nullptr, sh.two = grad != nullptr && nb > 2;
+  sh.two = grad != nullptr && nb > 2;
   const int64_t KB = sh.KB;
   sh.mask.resize(H * KB);
   if (sh.two) sh.gain.resize(H * KB);

@@ -397,8 +397,6 @@ def _cuda_smem_limit(device: torch.device) -> int:
 
 def _kernel_fits(backend: str, plan: DftPlan, dtype: torch.dtype, device: torch.device) -> bool:
     """Whether the box kernel takes this plan (else the backend uses the FFT path)."""
-    if backend == "cpu" and _cpu_fft_ok(plan.H, plan.W):
-        return True  # real FFTs of its own: any cutoff
     if plan.fraction > DFT_MAX_FRACTION:
         return False
     if backend == "cpu":

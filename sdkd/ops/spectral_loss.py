@@ -184,7 +184,8 @@ DFT_MAX_FRACTION = 0.3
 #: measured on 2 cores: box 4x faster than the FFT path at 64x64 (25.8), FFT 1.7x faster at 128x128 (49.8)
 CPU_BOX_MAX_COST = 32.0
 #: cpu backend: its real-FFT kernel (csrc/cpu/spectral_loss_fft.cpp) for power-of-two H and W >= 8, any cutoff;
-#: ~5x the reference in bench/bench_spectral_loss.py (2 cores). False: the box kernel / torch.fft path as for other sizes.
+#: ~5x the reference in bench/bench_spectral_loss.py (2 cores). False: the box kernel / torch.fft path as for
+#: other sizes.
 CPU_FFT_KERNEL = True
 #: cuda/triton backends: the box kernel only while one slice costs at most this many multiply-adds
 #: (``box_macs``; one CUDA block per slice), cuFFT (the FFT path) beyond. H200, bench/results/README.md (run 2):
@@ -339,19 +340,16 @@ def _kernel_pass(backend: str, s, t, grad, gains, plan: DftPlan, band_mean: bool
 _DTYPE_CODE = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
 
 
-def _cpu_fft_fused(s, t, cuts, weights, reduction, adaptive, eps) -> tuple[torch.Tensor, torch.Tensor]:
+def _cpu_fft_fused(s, t, plan: DftPlan, norms, weights, band_mean: bool, adaptive: bool, eps: float):
     """``spectral_loss_fused`` on the cpu backend's real-FFT kernel, with as few tensor ops as possible around it
     (their cost is a sizeable part of a call at these sizes): the kernel reads the inputs in place and writes the
     loss itself."""
     _C = extension()
-    H, W = s.shape[-2:]
+    H, W, nb, code = plan.H, plan.W, plan.nb, _DTYPE_CODE[s.dtype]
     s = s if s.is_contiguous() else s.contiguous()
     t = t if t.is_contiguous() else t.contiguous()
     N = s.numel() // (H * W)
-    plan = dft_plan(H, W, cuts)
-    nb, code, band_mean = plan.nb, _DTYPE_CODE[s.dtype], reduction == "band_mean"
     bmap = band_map(plan).data_ptr()
-    norms = _band_norms(H, W, cuts, s.numel(), reduction)
     ref = None
     if adaptive:  # the teacher's band energies first (no gradient)
         ref = torch.zeros(nb, dtype=torch.float64)
@@ -430,12 +428,12 @@ def spectral_loss_fused(
     cuts = tuple(cutoffs)
     H, W = s.shape[-2:]
     band_mean = reduction == "band_mean"
-    if backend == "cpu" and _cpu_fft_ok(H, W):
-        return _cpu_fft_fused(s, t, cuts, weights, reduction, adaptive, eps)
-    s3 = s.detach().reshape(-1, H, W).contiguous()
-    t3 = t.detach().reshape(-1, H, W).contiguous()
     norms = _band_norms(H, W, cuts, s.numel(), reduction)
     plan = dft_plan(H, W, cuts)
+    if backend == "cpu" and _cpu_fft_ok(H, W):
+        return _cpu_fft_fused(s, t, plan, norms, weights, band_mean, adaptive, eps)
+    s3 = s.detach().reshape(-1, H, W).contiguous()
+    t3 = t.detach().reshape(-1, H, W).contiguous()
     if _kernel_fits(backend, plan, s.dtype, s.device):
         ref = _kernel_pass(backend, t3, None, None, None, plan, band_mean) if adaptive else None
         gains = _gains(weights, norms, ref, eps, s.device)

@@ -2,7 +2,9 @@
 
 Shapes (B, T, C, H, W): (16, 10, 1, 64, 64) NSE, (32, 12, 3, 32, 64) WeatherBench, (8, 10, 2, 128, 128);
 cutoff 0.25, fp32 (plus bf16 on GPU). Group per shape; ``extra_info`` records the achieved bandwidth
-against the one-read-of-s-and-t + one-write-of-the-gradient floor. A module fixture prints speedups at the end (-s).
+against the one-read-of-s-and-t + one-write-of-the-gradient floor. On GPU it also records the call's
+device time (profiler: the GPU work alone, without the host's per-call cost) and both as a fraction of the
+HBM bound measured by a device-to-device copy in the same run. A module fixture prints speedups at the end (-s).
 
     pytest bench/bench_spectral_loss.py --benchmark-only                  # GPU if present, else CPU
     pytest bench/bench_spectral_loss.py --benchmark-only --benchmark-json=out.json
@@ -15,6 +17,7 @@ import os
 
 import pytest
 import torch
+from _device_time import copy_bandwidth, device_time_per_call
 
 from sdkd.ops.spectral_loss import spectral_loss, spectral_loss_op
 
@@ -27,6 +30,7 @@ DTYPES = [torch.float32, torch.bfloat16] if DEVICE.type == "cuda" else [torch.fl
 BACKENDS = ["reference", "cpu", "cuda", "cuda:box", "cuda:fft", "triton"]
 ROUNDS = int(os.environ.get("SDKD_BENCH_ROUNDS", "30" if DEVICE.type == "cuda" else "15"))
 _MEDIANS: dict[tuple, float] = {}
+_DEVICE: dict[tuple, float] = {}  # device seconds per call (GPU)
 
 
 def _usable(backend: str, s: torch.Tensor) -> list[str]:
@@ -74,6 +78,16 @@ def test_spectral_loss_fwd_bwd(benchmark, monkeypatch, shape, backend, dtype):
         gbytes_per_s=floor_bytes / median / 1e9,
     )
     _MEDIANS[(shape, dtype, label)] = median
+    dev_s = device_time_per_call(step)  # after the timed rounds: the profiler adds host cost of its own
+    peak = copy_bandwidth()
+    if dev_s is not None and peak:
+        _DEVICE[(shape, dtype, label)] = dev_s
+        benchmark.extra_info.update(
+            device_seconds=dev_s,
+            copy_gbytes_per_s=peak / 1e9,
+            hbm_fraction_call=floor_bytes / median / peak,
+            hbm_fraction_device=floor_bytes / dev_s / peak,
+        )
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -86,5 +100,12 @@ def _print_speedups():
     for (shape, dtype, backend), med in sorted(_MEDIANS.items(), key=lambda kv: str(kv[0])):
         ref = _MEDIANS.get((shape, dtype, "reference"))
         speed = f"{ref / med:6.2f}x vs reference" if ref else ""
-        lines.append(f"{'x'.join(map(str, shape)):18s} {str(dtype):15s} {backend:10s} {med * 1e3:9.3f} ms {speed}")
-    print("\nspectral_loss fwd+bwd medians:\n" + "\n".join(lines))
+        line = f"{'x'.join(map(str, shape)):18s} {str(dtype):15s} {backend:10s} {med * 1e3:9.3f} ms {speed}"
+        dev, dev_ref = _DEVICE.get((shape, dtype, backend)), _DEVICE.get((shape, dtype, "reference"))
+        if dev is not None:
+            line += f" | device {dev * 1e6:8.1f} us"
+            line += f" ({dev_ref / dev:6.2f}x)" if dev_ref else ""
+        lines.append(line)
+    peak = copy_bandwidth()
+    head = f" (device-to-device copy: {peak / 1e9:.0f} GB/s)" if peak else ""
+    print(f"\nspectral_loss fwd+bwd medians{head}:\n" + "\n".join(lines))

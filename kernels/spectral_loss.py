@@ -4,7 +4,9 @@ Same algorithm and tables as the C++/CUDA kernels (``csrc/cpu/spectral_loss.cpp`
 ortho DFT coefficients inside a box of rows x columns are four small ``tl.dot``s with truncated DFT
 tables; the last band is the energy of the spatial residual ``z = x - x_low`` (never total - low);
 the gradient ``2 V(c_last x + sum_{b<last} (c_b - c_last) P_b x)`` is written in the same pass.
-Per-program band energies go to an ``(N, NB)`` float32 buffer that the host sums (deterministic).
+Per-program band energies go to an ``(N, NB)`` float32 buffer that the host sums (deterministic); a
+gradient launch, which has the gains, writes each program's share of the loss instead (``(N,)``), so
+the host needs one sum and no per-band arithmetic.
 fp32 math throughout (inputs may be fp32/fp16/bf16); ``tl.dot`` uses ``tf32x3`` on GPU (near-fp32
 accuracy, REFERENCES.md 8.6) and exact fp32 under the interpreter.
 
@@ -86,9 +88,13 @@ def _spectral_loss_kernel(
     p = Xr * Xr + Xi * Xi
     if not BAND_MEAN:
         p = p * colw[None, :]
+    loss_part = 0.0
     for b in tl.static_range(NB - 1):
         e_b = tl.sum(tl.sum(tl.where(band == b, p, 0.0), axis=1), axis=0)
-        tl.store(energies_ptr + n * NB + b, e_b)
+        if WITH_GRAD:
+            loss_part += tl.load(gains_ptr + b) * e_b
+        else:
+            tl.store(energies_ptr + n * NB + b, e_b)
 
     # inverse of the masked low bands: x_low = scale Re((Cr + i Sr)^T (colw Y) (Cc + i Sc))
     low_bins = band < NB - 1
@@ -112,10 +118,12 @@ def _spectral_loss_kernel(
         rz = tl.sum(z, axis=1)
         az = tl.where(even_w, tl.sum(z * sign[None, :], axis=1), 0.0)
         e_last = 0.5 * (e_last + tl.sum(rz * rz + az * az, axis=0) / W)
-    tl.store(energies_ptr + n * NB + NB - 1, e_last)
 
-    if WITH_GRAD:
+    if not WITH_GRAD:
+        tl.store(energies_ptr + n * NB + NB - 1, e_last)
+    else:
         g_last = tl.load(gains_ptr + NB - 1)
+        tl.store(energies_ptr + n, loss_part + g_last * e_last)
         if NB > 2:  # second inverse with per-band gains c_b - c_last
             g_bin = tl.load(gains_ptr + band, mask=low_bins, other=0.0) - g_last
             g_bin = tl.where(low_bins, g_bin, 0.0)
@@ -225,15 +233,19 @@ def spectral_loss_triton(
     nb: int,
     band_mean: bool,
 ) -> torch.Tensor:
-    """Launch the kernel on contiguous ``(N, H, W)`` inputs; returns the band energies, float64 ``(nb,)``.
+    """Launch the kernel on contiguous ``(N, H, W)`` inputs.
 
-    ``t`` None: energies of ``s`` itself; ``grad`` None: energies only. ``tables``: ``(cc, sc, cr, sr,
-    bidx)`` float32/int32 from ``sdkd.ops.spectral_loss.dft_tables``; ``gains``: float32 ``(nb,)``.
+    ``grad`` None: returns the band energies, float64 ``(nb,)`` (``t`` None: energies of ``s`` itself).
+    With ``grad`` (and ``gains``, float32 ``(nb,)``): writes the gradient and returns the loss
+    ``sum_b gains[b] E_b``, a float32 0-dim tensor. ``tables``: ``(cc, sc, cr, sr, bidx)`` float32/int32
+    from ``sdkd.ops.spectral_loss.dft_tables``.
     """
     N, H, W = s.shape
     cc, sc, cr, sr, bidx = tables
     Kr, Kc = bidx.shape
-    partial = torch.empty((N, nb), dtype=torch.float32, device=s.device)
+    if grad is not None and (gains is None or gains.dtype != torch.float32):
+        raise ValueError("spectral_loss_triton: a gradient launch needs float32 gains")
+    partial = torch.empty((N,) if grad is not None else (N, nb), dtype=torch.float32, device=s.device)
     _spectral_loss_kernel[(N,)](
         grad if grad is not None else s,
         partial,
@@ -252,4 +264,4 @@ def spectral_loss_triton(
         float(1.0 / (H * W) ** 0.5),
         **_launch_kwargs(H, W, Kr, Kc, nb, t is not None, grad is not None, band_mean),
     )
-    return partial.sum(0, dtype=torch.float64)
+    return partial.sum() if grad is not None else partial.sum(0, dtype=torch.float64)

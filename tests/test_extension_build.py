@@ -48,6 +48,8 @@ def test_cuda_without_gpu_raises_clear_error():
     C = _ext.extension()
     with pytest.raises(RuntimeError, match=r"spectral_loss_cuda failed: cuda\w+ \(\d+\)"):
         C.spectral_loss_cuda(0, 0, 0, 0, 0, 0, 1, 8, 8, 0, 0, 0, 0, 0, 1, 1, 2, False, 0)
+    with pytest.raises(RuntimeError, match=r"spectral_loss_cuda failed: cuda\w+ \(\d+\)"):  # with a loss output
+        C.spectral_loss_cuda(0, 0, 0, 0, 1, 0, 1, 8, 8, 0, 0, 0, 0, 0, 1, 1, 2, False, 0, 1)
     # and the dispatcher names the reason
     s = torch.randn(2, 8, 8)
     with pytest.raises(BackendUnavailableError, match="no usable GPU"):
@@ -69,6 +71,11 @@ def test_bad_sizes_rejected_before_any_launch():
         C.spectral_loss_cpu_fft(1, 0, 0, 0, 0, 0, 1, 8, 8, 1, 3, 2, False)  # neither energies nor loss
     with pytest.raises(ValueError, match="null pointer"):
         C.spectral_loss_cpu_fft(1, 0, 0, 0, 0, 0, 1, 8, 8, 1, 3, 2, False, 1)  # a loss needs the gains
+    if hasattr(C, "spectral_loss_cuda"):  # checked before any CUDA call, GPU or not
+        with pytest.raises(ValueError, match="bad sizes"):
+            C.spectral_loss_cuda(1, 0, 0, 1, 0, 0, 1, 8, 8, 1, 1, 1, 1, 1, 1, 1, 9, False, 0)
+        with pytest.raises(ValueError, match="needs the gains"):
+            C.spectral_loss_cuda(1, 0, 0, 1, 0, 0, 1, 8, 8, 1, 1, 1, 1, 1, 1, 1, 2, False, 0, 1)
 
 
 def test_summary_reports_state():

@@ -232,6 +232,62 @@ def test_gpu_modes(cuts, reduction, adaptive, backend, path):
     _compare((4, 3, 31, 64), cuts, reduction, adaptive, backend, torch.float32, "cuda", transpose=True)
 
 
+_KERNEL_PASS = SL._kernel_pass
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU and sdkd._C built with CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_kernel_loss_over_many_blocks_and_repeated_calls(dtype, monkeypatch):
+    """The box kernel's last block writes the loss (a counter after the energy atomics): thousands of blocks,
+    several calls in a row (the counter restarts each call), against the reference."""
+    monkeypatch.setattr(SL, "DFT_MAX_FRACTION", 1.0)
+    monkeypatch.setattr(SL, "GPU_BOX_MAX_SLICE_MACS", float("inf"))
+    calls = []
+    monkeypatch.setattr(SL, "_kernel_pass", lambda *a, **k: calls.append(k.get("loss")) or _KERNEL_PASS(*a, **k))
+    g = torch.Generator(device="cuda").manual_seed(1)
+    s = torch.randn(6000, 8, 16, device="cuda", generator=g).to(dtype)
+    t = torch.randn(6000, 8, 16, device="cuda", generator=g).to(dtype)
+    ref = spectral_loss_reference(s.float(), t.float(), (0.1, 0.3), (1.0, 2.0, 0.5))
+    for _ in range(3):
+        got = spectral_loss(s, t, (0.1, 0.3), (1.0, 2.0, 0.5), backend="cuda")
+        assert got.dtype == dtype
+        torch.testing.assert_close(got.float(), ref, rtol=TOL[dtype], atol=0)
+    assert len(calls) == 3 and all(x is not None for x in calls), "the box kernel should have written the loss"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU and sdkd._C built with CUDA")
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_gpu_fused_loss_replays_in_a_cuda_graph(backend):
+    """No host sync and no host-side state per call: the fused forward (loss and gradient) captures into a CUDA
+    graph (as torch.compile's ``reduce-overhead`` mode does) and replays on new inputs."""
+    s = torch.randn(8, 4, 32, 64, device="cuda")
+    t = torch.randn_like(s)
+
+    def run():
+        return SL.spectral_loss_fused(s, t, (0.25,), (1.0, 1.0), "mean", False, 1e-6, backend)
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            run()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        loss, grad = run()
+    for _ in range(2):
+        s.copy_(torch.randn_like(s))
+        graph.replay()
+        s2 = s.detach().clone().requires_grad_()
+        ref = spectral_loss_reference(s2, t)
+        ref.backward()
+        torch.cuda.synchronize()
+        torch.testing.assert_close(loss, ref, rtol=2e-5, atol=0)
+        torch.testing.assert_close(grad, s2.grad, rtol=2e-5, atol=2e-5 * s2.grad.abs().max().item())
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU and sdkd._C built with CUDA")
 def test_gpu_matches_cupy_fft():

@@ -279,9 +279,11 @@ void spectral_loss_cpu(uintptr_t s, uintptr_t t, uintptr_t grad, uintptr_t energ
 #ifdef SDKD_WITH_CUDA
 void spectral_loss_cuda(uintptr_t s, uintptr_t t, uintptr_t grad, uintptr_t energies, uintptr_t gains, int dtype,
                         int64_t N, int64_t H, int64_t W, uintptr_t cc, uintptr_t sc, uintptr_t cr, uintptr_t sr,
-                        uintptr_t bidx, int64_t Kr, int64_t Kc, int nb, bool band_mean, uintptr_t stream) {
+                        uintptr_t bidx, int64_t Kr, int64_t Kc, int nb, bool band_mean, uintptr_t stream,
+                        uintptr_t loss) {
   if (N < 1 || H < 1 || W < 1 || Kr < 1 || Kc < 1 || Kc > W / 2 + 1 || Kr > H || nb < 2 || nb > SDKD_SPECTRAL_MAX_BANDS)
     throw std::invalid_argument("spectral_loss_cuda: bad sizes");
+  if (loss != 0 && gains == 0) throw std::invalid_argument("spectral_loss_cuda: a loss output needs the gains");
   int err;
   {
     py::gil_scoped_release nogil;
@@ -291,7 +293,7 @@ void spectral_loss_cuda(uintptr_t s, uintptr_t t, uintptr_t grad, uintptr_t ener
                                   reinterpret_cast<const void*>(cc), reinterpret_cast<const void*>(sc),
                                   reinterpret_cast<const void*>(cr), reinterpret_cast<const void*>(sr),
                                   reinterpret_cast<const int*>(bidx), Kr, Kc, nb, band_mean,
-                                  reinterpret_cast<void*>(stream));
+                                  reinterpret_cast<void*>(loss), reinterpret_cast<void*>(stream));
   }
   sdkd_cuda_check(err, "spectral_loss_cuda");
 }
@@ -313,11 +315,14 @@ void register_spectral_loss(py::module_& m) {
         py::arg("bidx"), py::arg("Kr"), py::arg("Kc"), py::arg("nb"), py::arg("band_mean"));
 #ifdef SDKD_WITH_CUDA
   m.def("spectral_loss_cuda", &spectral_loss_cuda,
-        "CUDA version of spectral_loss_cpu (device pointers; energies float64[nb] zeroed by the caller and "
-        "accumulated; gains float64[nb]; dtype 0 f32, 1 f64, 2 f16, 3 bf16; stream = cudaStream_t).",
+        "CUDA version of spectral_loss_cpu (device pointers; gains float64[nb]; dtype 0 f32, 1 f64, 2 f16, "
+        "3 bf16; stream = cudaStream_t). loss = 0: energies float64[nb] zeroed by the caller and accumulated. "
+        "loss != 0: energies float64[nb + 1] (zeroed on the stream here; the last slot is a block counter) and "
+        "the kernel also writes the loss, sum_b gains[b] E_b, as one element of the input dtype.",
         py::arg("s"), py::arg("t"), py::arg("grad"), py::arg("energies"), py::arg("gains"), py::arg("dtype"),
         py::arg("N"), py::arg("H"), py::arg("W"), py::arg("cc"), py::arg("sc"), py::arg("cr"), py::arg("sr"),
-        py::arg("bidx"), py::arg("Kr"), py::arg("Kc"), py::arg("nb"), py::arg("band_mean"), py::arg("stream"));
+        py::arg("bidx"), py::arg("Kr"), py::arg("Kc"), py::arg("nb"), py::arg("band_mean"), py::arg("stream"),
+        py::arg("loss") = 0);
   m.def("spectral_loss_cuda_smem", &spectral_loss_cuda_smem,
         "Dynamic shared memory (bytes) one CUDA block needs for these sizes.");
   m.attr("spectral_loss_max_bands") = SDKD_SPECTRAL_MAX_BANDS;

@@ -3,6 +3,9 @@
 // truncated-DFT box transform of x = s - t, low-band energies from the box, last band as the
 // energy of the spatial residual, gradient 2 V(c_last x + sum_{b<last} (c_b - c_last) P_b x).
 // Accumulation in float32 (float64 for float64 inputs); band energies reduced into float64.
+// With a loss pointer the last block to finish (a counter after the energy atomics) also writes
+// loss = sum_b gains[b] E_b in the input dtype, so a training step needs this one launch and no
+// zero-fill / reduction ops around it.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -54,7 +57,7 @@ __global__ void __launch_bounds__(kThreads)
                          double* __restrict__ energies, const double* __restrict__ gains, int H, int W,
                          const Tc* __restrict__ cc, const Tc* __restrict__ sc, const Tc* __restrict__ cr,
                          const Tc* __restrict__ sr, const int* __restrict__ bidx, int Kr, int Kc, int nb,
-                         bool band_mean) {
+                         bool band_mean, T* __restrict__ loss) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   Tc* x = reinterpret_cast<Tc*>(smem_raw);  // x, later y = c_last x + low-band gradient part
   const int HW = H * W;
@@ -216,6 +219,24 @@ __global__ void __launch_bounds__(kThreads)
   }
   __syncthreads();
   if (tid < nb) atomicAdd(energies + tid, e_sh[tid]);
+  if (loss == nullptr) return;
+
+  // last block: every block's energies are in (device-scope atomics, ordered before its counter bump)
+  __shared__ bool last_block;
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) {
+    unsigned int* done = reinterpret_cast<unsigned int*>(energies + nb);
+    last_block = atomicAdd(done, 1u) == gridDim.x - 1;
+  }
+  __syncthreads();
+  if (last_block && tid == 0) {
+    __threadfence();
+    const volatile double* e = energies;
+    double acc = 0.0;
+    for (int b = 0; b < nb; ++b) acc += gains[b] * e[b];
+    store_c<T, Tc>(loss, 0, static_cast<Tc>(acc));
+  }
 }
 
 int64_t smem_bytes(int dtype, int64_t H, int64_t W, int64_t Kr, int64_t Kc, int nb) {
@@ -227,16 +248,20 @@ int64_t smem_bytes(int dtype, int64_t H, int64_t W, int64_t Kr, int64_t Kc, int 
 template <typename T, typename Tc>
 int launch(const void* s, const void* t, void* grad, double* energies, const void* gains, int64_t N, int64_t H,
            int64_t W, const void* cc, const void* sc, const void* cr, const void* sr, const int* bidx, int64_t Kr,
-           int64_t Kc, int nb, bool band_mean, int dtype, cudaStream_t stream) {
+           int64_t Kc, int nb, bool band_mean, void* loss, int dtype, cudaStream_t stream) {
   const int64_t smem = smem_bytes(dtype, H, W, Kr, Kc, nb);
   auto kernel = spectral_loss_kernel<T, Tc>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
   if (err != cudaSuccess) return static_cast<int>(err);
+  if (loss != nullptr) {  // energies and the block counter after them start at zero
+    err = cudaMemsetAsync(energies, 0, static_cast<size_t>(nb + 1) * sizeof(double), stream);
+    if (err != cudaSuccess) return static_cast<int>(err);
+  }
   kernel<<<static_cast<unsigned>(N), kThreads, static_cast<size_t>(smem), stream>>>(
       static_cast<const T*>(s), static_cast<const T*>(t), static_cast<T*>(grad), energies,
       static_cast<const double*>(gains), static_cast<int>(H), static_cast<int>(W), static_cast<const Tc*>(cc),
       static_cast<const Tc*>(sc), static_cast<const Tc*>(cr), static_cast<const Tc*>(sr), bidx, static_cast<int>(Kr),
-      static_cast<int>(Kc), nb, band_mean);
+      static_cast<int>(Kc), nb, band_mean, static_cast<T*>(loss));
   return static_cast<int>(cudaGetLastError());
 }
 
@@ -249,21 +274,21 @@ int64_t sdkd_spectral_loss_cuda_smem(int dtype, int64_t H, int64_t W, int64_t Kr
 int sdkd_spectral_loss_cuda(const void* s, const void* t, void* grad, double* energies, const void* gains, int dtype,
                             int64_t N, int64_t H, int64_t W, const void* cc, const void* sc, const void* cr,
                             const void* sr, const int* bidx, int64_t Kr, int64_t Kc, int nb, bool band_mean,
-                            void* stream) {
+                            void* loss, void* stream) {
   cudaStream_t st = static_cast<cudaStream_t>(stream);
   switch (dtype) {
     case 0:
       return launch<float, float>(s, t, grad, energies, gains, N, H, W, cc, sc, cr, sr, bidx, Kr, Kc, nb, band_mean,
-                                  dtype, st);
+                                  loss, dtype, st);
     case 1:
       return launch<double, double>(s, t, grad, energies, gains, N, H, W, cc, sc, cr, sr, bidx, Kr, Kc, nb,
-                                    band_mean, dtype, st);
+                                    band_mean, loss, dtype, st);
     case 2:
       return launch<__half, float>(s, t, grad, energies, gains, N, H, W, cc, sc, cr, sr, bidx, Kr, Kc, nb, band_mean,
-                                   dtype, st);
+                                   loss, dtype, st);
     case 3:
       return launch<__nv_bfloat16, float>(s, t, grad, energies, gains, N, H, W, cc, sc, cr, sr, bidx, Kr, Kc, nb,
-                                          band_mean, dtype, st);
+                                          band_mean, loss, dtype, st);
     default:
       return static_cast<int>(cudaErrorInvalidValue);
   }

@@ -269,27 +269,28 @@ def _band_norms(H: int, W: int, cuts: tuple[float, ...], numel: int, reduction: 
 
 
 @lru_cache(maxsize=256)
-def _fixed_gains(weights: tuple[float, ...], norms: tuple[float, ...], device: str) -> torch.Tensor:
+def _fixed_gains(weights: tuple[float, ...], norms: tuple[float, ...], device: str, dtype: torch.dtype) -> torch.Tensor:
     return torch.tensor(
         [w / max(n, 1.0) if n > 0 else 0.0 for w, n in zip(weights, norms)], dtype=torch.float64, device=device
-    )
+    ).to(dtype)
 
 
-def _gains(weights, norms, ref: torch.Tensor | None, eps: float, device) -> torch.Tensor:
-    """Per-band gains ``c_b`` (float64 on ``device``): loss = sum_b c_b E_b for raw energies E_b.
+def _gains(weights, norms, ref: torch.Tensor | None, eps: float, device, dtype=torch.float64) -> torch.Tensor:
+    """Per-band gains ``c_b`` (computed in float64, returned in ``dtype`` on ``device``): loss = sum_b c_b E_b
+    for raw energies E_b.
 
-    Without ``ref`` (fixed weighting) they depend on the call's constants only: cached per device, so a
-    training step pays no host-to-device copy for them.
+    Without ``ref`` (fixed weighting) they depend on the call's constants only: cached per device and dtype,
+    so a training step pays no host-to-device copy or cast for them.
     """
     if ref is None:
-        return _fixed_gains(tuple(weights), tuple(norms), str(device))
+        return _fixed_gains(tuple(weights), tuple(norms), str(device), dtype)
     w = torch.tensor(weights, dtype=torch.float64, device=device)
     nrm = torch.tensor(norms, dtype=torch.float64, device=device)
     inv = torch.where(nrm > 0, 1.0 / nrm.clamp_min(1.0), torch.zeros_like(nrm))
     c = w * inv
     if ref is not None:  # adaptive: divide by the teacher's (detached) normalised band energy + eps
         c = c / (ref.to(torch.float64) * inv + eps)
-    return c
+    return c.to(dtype)
 
 
 def _fft_pass(x: torch.Tensor, cuts, band_mean: bool, gains: torch.Tensor | None):
@@ -312,18 +313,23 @@ def _fft_pass(x: torch.Tensor, cuts, band_mean: bool, gains: torch.Tensor | None
     return e, grad
 
 
-def _kernel_pass(backend: str, s, t, grad, gains, plan: DftPlan, band_mean: bool) -> torch.Tensor:
-    """Run one backend kernel on contiguous (N, H, W) ``s`` (minus ``t`` when given); raw energies, float64."""
+def _kernel_pass(backend: str, s, t, grad, gains, plan: DftPlan, band_mean: bool, loss=None) -> torch.Tensor:
+    """Run one backend kernel on contiguous (N, H, W) ``s`` (minus ``t`` when given); raw energies, float64.
+
+    ``loss`` (cuda only: a 0-dim tensor of the input dtype, with ``gains``): the kernel also writes the loss,
+    sum_b gains[b] E_b, so the call needs no fill / reduction ops around the launch.
+    """
     N, H, W = s.shape
     nb = plan.nb
-    if backend == "triton":
+    if backend == "triton":  # energies only: the loss pass is spectral_loss_fused's
         from sdkd.kernels.spectral_loss import spectral_loss_triton
 
-        tables = dft_tables(plan, s.device, torch.float32)
-        g = gains.to(torch.float32) if gains is not None else None
-        return spectral_loss_triton(s, t, grad, g, tables, nb, band_mean)
+        return spectral_loss_triton(s, t, None, None, dft_tables(plan, s.device, torch.float32), nb, band_mean)
     _C = extension()
-    e = torch.zeros(nb, dtype=torch.float64, device=s.device)
+    if loss is None:
+        e = torch.zeros(nb, dtype=torch.float64, device=s.device)
+    else:  # zeroed by the extension on the stream; the extra slot is the kernel's block counter
+        e = torch.empty(nb + 1, dtype=torch.float64, device=s.device)
     ptr = lambda x: 0 if x is None else x.data_ptr()  # noqa: E731
     args = (ptr(s), ptr(t), ptr(grad), e.data_ptr(), ptr(gains), _DTYPE_CODE[s.dtype], N, H, W)
     comp = torch.float64 if s.dtype == torch.float64 else torch.float32
@@ -332,9 +338,17 @@ def _kernel_pass(backend: str, s, t, grad, gains, plan: DftPlan, band_mean: bool
     if backend == "cpu":
         _C.spectral_loss_cpu(*args, *tabs, band_mean)
     else:
-        stream = torch.cuda.current_stream(s.device).cuda_stream
-        _C.spectral_loss_cuda(*args, *tabs, band_mean, stream)
-    return e
+        _C.spectral_loss_cuda(*args, *tabs, band_mean, _raw_stream(s.device), ptr(loss))
+    return e[:nb]
+
+
+def _raw_stream(device: torch.device) -> int:
+    """The current CUDA stream of ``device`` as an integer handle (the private accessor torch's own compiled code
+    uses when present: a fraction of ``torch.cuda.current_stream``'s cost)."""
+    raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+    if raw is not None and device.index is not None:
+        return raw(device.index)
+    return torch.cuda.current_stream(device).cuda_stream
 
 
 _DTYPE_CODE = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
@@ -406,9 +420,15 @@ def _kernel_fits(backend: str, plan: DftPlan, dtype: torch.dtype, device: torch.
 
         return kernel_fits(plan.H, plan.W, plan.Kr, plan.Kc, plan.nb, dtype, device)
     if backend == "cuda":
-        need = extension().spectral_loss_cuda_smem(_DTYPE_CODE[dtype], plan.H, plan.W, plan.Kr, plan.Kc, plan.nb)
-        return need <= _cuda_smem_limit(torch.device(device))
+        return _cuda_box_fits(plan, dtype, device)
     return True
+
+
+@lru_cache(maxsize=256)
+def _cuda_box_fits(plan: DftPlan, dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether one CUDA block's shared memory for this plan fits the device's (cached: asked on every call)."""
+    need = extension().spectral_loss_cuda_smem(_DTYPE_CODE[dtype], plan.H, plan.W, plan.Kr, plan.Kc, plan.nb)
+    return need <= _cuda_smem_limit(torch.device(device))
 
 
 def spectral_loss_fused(
@@ -436,8 +456,18 @@ def spectral_loss_fused(
     t3 = t.detach().reshape(-1, H, W).contiguous()
     if _kernel_fits(backend, plan, s.dtype, s.device):
         ref = _kernel_pass(backend, t3, None, None, None, plan, band_mean) if adaptive else None
-        gains = _gains(weights, norms, ref, eps, s.device)
+        gains = _gains(weights, norms, ref, eps, s.device, torch.float32 if backend == "triton" else torch.float64)
         grad = torch.empty_like(s3)
+        if backend == "cuda":  # one launch: the kernel writes the loss too
+            loss = s.new_empty(())
+            _kernel_pass(backend, s3, t3, grad, gains, plan, band_mean, loss=loss)
+            return loss, grad.view(s.shape)
+        if backend == "triton":  # the kernel writes each slice's share of the loss
+            from sdkd.kernels.spectral_loss import spectral_loss_triton
+
+            tables = dft_tables(plan, s.device, torch.float32)
+            loss = spectral_loss_triton(s3, t3, grad, gains, tables, plan.nb, band_mean)
+            return loss.to(s.dtype), grad.view(s.shape)
         e = _kernel_pass(backend, s3, t3, grad, gains, plan, band_mean)
     else:  # the cutoff keeps most bins: one rfft2 + one irfft2 beat the box transform
         acc = torch.float64 if s.dtype == torch.float64 else torch.float32
@@ -476,16 +506,21 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.save_for_backward(output[1])
 
 
-def _scaled_grads(g: torch.Tensor, grad_loss: torch.Tensor, needs_t: bool) -> tuple:
+def _scaled_grads(g: torch.Tensor, grad_loss: torch.Tensor, needs_t: bool, owned: bool = False) -> tuple:
     """Backward of both autograd paths: dloss/ds was computed in forward, scale it (skipped for the usual
-    grad_loss == 1 on CPU, no sync on GPU); dloss/dt = -dloss/ds."""
+    grad_loss == 1 on CPU, no sync on GPU; in place when the caller ``owned`` ``g``); dloss/dt = -dloss/ds."""
     unit = (
         not torch.compiler.is_compiling()
         and grad_loss.is_cpu
         and grad_loss.numel() == 1
         and grad_loss.item() == 1.0  # a read, not the comparison op: this runs once per step
     )
-    gs = g if unit else g * grad_loss.to(g.dtype)
+    if unit:
+        gs = g
+    elif owned and grad_loss.numel() == 1:
+        gs = g.mul_(grad_loss.to(g.dtype))
+    else:
+        gs = g * grad_loss.to(g.dtype)
     gt = -gs if needs_t else None
     return gs, gt, None, None, None, None, None, None
 
@@ -521,7 +556,7 @@ class _SpectralLossEager(torch.autograd.Function):
         if g is None:  # backward through this graph again: the forward's gradient was handed over
             s, t = ctx.saved_tensors
             g = spectral_loss_fused(s.detach(), t.detach(), *ctx.args)[1]
-        return _scaled_grads(g, grad_loss, ctx.needs_input_grad[1])
+        return _scaled_grads(g, grad_loss, ctx.needs_input_grad[1], owned=True)
 
 
 def _fused_fn(backend: str):

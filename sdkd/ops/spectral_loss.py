@@ -293,24 +293,53 @@ def _gains(weights, norms, ref: torch.Tensor | None, eps: float, device, dtype=t
     return c.to(dtype)
 
 
-def _fft_pass(x: torch.Tensor, cuts, band_mean: bool, gains: torch.Tensor | None):
-    """FFT path for (N, H, W) ``x``: raw band energies (float64) and, with gains, the gradient."""
+@lru_cache(maxsize=64)
+def _fft_geometry(H: int, W: int, cuts: tuple[float, ...], device: torch.device, dtype: torch.dtype):
+    """``(band index (H, W//2+1) int64, Hermitian column weights (W//2+1,))`` on ``device``: constants of the FFT
+    path, cached so a call pays no host-to-device copy (a pageable copy also stalls the host on the GPU)."""
+    return band_index(H, W, cuts, device=device), hermitian_weights(W, device=device, dtype=dtype)
+
+
+def _fft_energies(x: torch.Tensor, cuts, band_mean: bool) -> torch.Tensor:
+    """Raw band energies (float64) of (N, H, W) ``x`` by rfft2 (the teacher's, for adaptive gains)."""
     N, H, W = x.shape
+    idx, colw = _fft_geometry(H, W, cuts, x.device, x.dtype)
     X = torch.fft.rfft2(x, norm="ortho")
     p = (X.real.square() + X.imag.square()).sum(0)
-    idx = band_index(H, W, cuts, device=x.device)
-    colw = hermitian_weights(W, device=x.device, dtype=x.dtype)
     pw = p if band_mean else p * colw
-    e = torch.zeros(len(cuts) + 1, dtype=torch.float64, device=x.device).index_add(
+    return torch.zeros(len(cuts) + 1, dtype=torch.float64, device=x.device).index_add(
         0, idx.flatten(), pw.flatten().to(torch.float64)
     )
-    if gains is None:
-        return e, None
-    gmap = gains.to(x.dtype)[idx]
-    if band_mean:
-        gmap = gmap / colw  # |D|^2 of a half-plane bin is half the full-plane energy of its pair
-    grad = 2 * torch.fft.irfft2(X * gmap, s=(H, W), norm="ortho")
-    return e, grad
+
+
+def _fft_maps(H: int, W: int, cuts, gains: torch.Tensor, band_mean: bool, dtype: torch.dtype):
+    """Per-bin maps of the FFT path for gains c_b: ``loss = sum lmap |X|^2`` and ``grad = irfft2(gmap X)``.
+
+    ``lmap = c_band (* colw for "mean")``; ``gmap = 2 c_band (/ colw for "band_mean": |X|^2 of a half-plane bin
+    is half the full-plane energy of its pair)``. Shapes ``(H, W//2+1, 1)`` (against ``view_as_real``) and
+    ``(H, W//2+1)``.
+    """
+    idx, colw = _fft_geometry(H, W, cuts, gains.device, dtype)
+    c = gains.to(dtype)[idx]
+    lmap = c if band_mean else c * colw
+    gmap = 2 * c / colw if band_mean else 2 * c
+    return lmap.unsqueeze(-1).contiguous(), gmap.contiguous()
+
+
+@lru_cache(maxsize=64)
+def _fixed_fft_maps(H, W, cuts, weights, norms, band_mean: bool, device: torch.device, dtype: torch.dtype):
+    return _fft_maps(H, W, cuts, _fixed_gains(weights, norms, str(device), torch.float64), band_mean, dtype)
+
+
+def _fft_loss_grad(x: torch.Tensor, maps) -> tuple[torch.Tensor, torch.Tensor]:
+    """FFT path for (N, H, W) ``x``: loss (0-dim, ``x``'s dtype) and its gradient, a handful of ops (one rfft2,
+    one irfft2, no per-band reduction: the gains are folded into the per-bin maps)."""
+    lmap, gmap = maps
+    N, H, W = x.shape
+    X = torch.fft.rfft2(x, norm="ortho")
+    loss = (torch.view_as_real(X).square() * lmap).sum()
+    grad = torch.fft.irfft2(X.mul_(gmap), s=(H, W), norm="ortho")
+    return loss, grad
 
 
 def _kernel_pass(backend: str, s, t, grad, gains, plan: DftPlan, band_mean: bool, loss=None) -> torch.Tensor:
@@ -469,11 +498,16 @@ def spectral_loss_fused(
             loss = spectral_loss_triton(s3, t3, grad, gains, tables, plan.nb, band_mean)
             return loss.to(s.dtype), grad.view(s.shape)
         e = _kernel_pass(backend, s3, t3, grad, gains, plan, band_mean)
-    else:  # the cutoff keeps most bins: one rfft2 + one irfft2 beat the box transform
+    else:  # the cutoff keeps most bins (or the slice is large): one rfft2 + one irfft2 beat the box transform
         acc = torch.float64 if s.dtype == torch.float64 else torch.float32
-        ref = _fft_pass(t3.to(acc), cuts, band_mean, None)[0] if adaptive else None
-        gains = _gains(weights, norms, ref, eps, s.device)
-        e, grad = _fft_pass((s3.to(acc) - t3.to(acc)), cuts, band_mean, gains)
+        if adaptive:
+            ref = _fft_energies(t3.to(acc), cuts, band_mean)
+            maps = _fft_maps(H, W, cuts, _gains(weights, norms, ref, eps, s.device), band_mean, acc)
+        else:
+            maps = _fixed_fft_maps(H, W, cuts, tuple(weights), norms, band_mean, s.device, acc)
+        x = s3 - t3 if s.dtype == acc else s3.to(acc) - t3.to(acc)
+        loss, grad = _fft_loss_grad(x, maps)
+        return loss.to(s.dtype), grad.to(s.dtype).view(s.shape)
     if e.device.type == "cpu":  # a few floats: Python arithmetic beats three tiny tensor ops here
         loss = torch.tensor(sum(g * x for g, x in zip(gains.tolist(), e.tolist())), dtype=s.dtype)
     else:

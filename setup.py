@@ -170,7 +170,7 @@ def _extensions():
             objects, commands = [], []
             for src in cu_sources:
                 obj = os.path.join(out_dir, os.path.basename(src) + ".o")
-                deps = [src, *glob.glob("csrc/**/*.h", recursive=True)]
+                deps = [src, *glob.glob("csrc/**/*.h", recursive=True), *glob.glob("csrc/**/*.cuh", recursive=True)]
                 if (
                     self.force
                     or not os.path.exists(obj)

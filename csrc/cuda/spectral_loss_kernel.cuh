@@ -84,7 +84,10 @@ __global__ void __launch_bounds__(kThreads)
   Tc* Xr = B + H * Kc;                      // Kr x Kc
   Tc* Xi = Xr + Kr * Kc;
   Tc* rows = Xi + Kr * Kc;                  // 4 x H row sums (band_mean)
-  Tc* P2r = rows + 4 * H;                   // H x Kc, only with two inverses
+  const int KcP = Kc | 1;                   // odd row stride of the transposed tables: no bank conflicts
+  Tc* ccT = rows + 4 * H;                   // W x KcP: the column tables, transposed
+  Tc* scT = ccT + W * KcP;
+  Tc* P2r = scT + W * KcP;                  // H x Kc, only with two inverses
   Tc* P2i = P2r + H * Kc;
   __shared__ double e_sh[SDKD_SPECTRAL_MAX_BANDS];
 
@@ -101,18 +104,25 @@ __global__ void __launch_bounds__(kThreads)
 
   for (int k = tid; k < HW; k += kThreads)
     x[k] = t != nullptr ? load_c<Tc>(s, base + k) - load_c<Tc>(t, base + k) : load_c<Tc>(s, base + k);
+  // column tables into shared memory, transposed: in both column passes a warp then reads one row of them
+  // (consecutive j, or consecutive w at one j with the odd stride) instead of up to Kc cache lines per load
+  for (int k = tid; k < Kc * W; k += kThreads) {
+    const int j = k / W, w = k % W;
+    ccT[w * KcP + j] = __ldg(cc + k);
+    scT[w * KcP + j] = __ldg(sc + k);
+  }
   __syncthreads();
 
   // forward, columns: A = x Cc^T, B = x Sc^T
   for (int k = tid; k < H * Kc; k += kThreads) {
     const int h = k / Kc, j = k % Kc;
     const Tc* xr = x + h * W;
-    const Tc* c = cc + static_cast<int64_t>(j) * W;
-    const Tc* sn = sc + static_cast<int64_t>(j) * W;
+    const Tc* c = ccT + j;
+    const Tc* sn = scT + j;
     Tc sa = 0, sb = 0;
     for (int w = 0; w < W; ++w) {
-      sa += xr[w] * __ldg(c + w);
-      sb += xr[w] * __ldg(sn + w);
+      sa += xr[w] * c[w * KcP];
+      sb += xr[w] * sn[w * KcP];
     }
     A[k] = sa;
     B[k] = sb;
@@ -170,18 +180,19 @@ __global__ void __launch_bounds__(kThreads)
   // inverse, columns; residual z = x - x_low (into low) and y = c_last x + low-band part (into x)
   const Tc cl = with_grad ? Tc(gains[last]) : Tc(0);
   const Tc c01 = with_grad ? Tc(gains[0] - gains[last]) : Tc(0);
+  double e_high = 0.0;  // the last band's energy, in a register (e_loc, indexed at run time, lives in local memory)
   for (int k = tid; k < HW; k += kThreads) {
     const int h = k / W, w = k % W;
     Tc xl = 0, u = 0;
     for (int j = 0; j < Kc; ++j) {
-      const Tc c = __ldg(cc + static_cast<int64_t>(j) * W + w), sn = __ldg(sc + static_cast<int64_t>(j) * W + w);
+      const Tc c = ccT[w * KcP + j], sn = scT[w * KcP + j];
       xl += A[h * Kc + j] * c - B[h * Kc + j] * sn;
       if (two) u += P2r[h * Kc + j] * c - P2i[h * Kc + j] * sn;
     }
     const Tc xv = x[k];
     const Tc z = xv - xl;
     low[k] = z;
-    if (!band_mean) e_loc[last] += double(z) * z;
+    if (!band_mean) e_high += double(z) * z;
     if (with_grad) x[k] = cl * xv + (two ? u : c01 * xl);
   }
   __syncthreads();
@@ -213,7 +224,7 @@ __global__ void __launch_bounds__(kThreads)
       if (lane == 0) {
         rows[h] = ry;
         rows[H + h] = ay;
-        e_loc[last] += 0.5 * (double(zz) + (double(rz) * rz + double(az) * az) / W);
+        e_high += 0.5 * (double(zz) + (double(rz) * rz + double(az) * az) / W);
       }
     }
     __syncthreads();
@@ -228,6 +239,7 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
 
+  e_loc[last] += e_high;
   // energies: warp reduce, then shared, then one float64 atomic per band and block
   for (int b = 0; b < nb; ++b) {
     double v = e_loc[b];
@@ -258,7 +270,7 @@ __global__ void __launch_bounds__(kThreads)
 
 inline int64_t smem_bytes(int dtype, int64_t H, int64_t W, int64_t Kr, int64_t Kc, int nb) {
   const int64_t elt = dtype == 1 ? 8 : 4;
-  const int64_t n = 2 * H * W + 2 * H * Kc + 2 * Kr * Kc + 4 * H + (nb > 2 ? 2 * H * Kc : 0);
+  const int64_t n = 2 * H * W + 2 * H * Kc + 2 * Kr * Kc + 4 * H + 2 * W * (Kc | 1) + (nb > 2 ? 2 * H * Kc : 0);
   return n * elt;
 }
 

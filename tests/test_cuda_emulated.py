@@ -1,10 +1,10 @@
-"""The CUDA spectral-loss kernel run on the CPU under emulation (tests/cuda_emu/emu.h), against the reference.
+"""sdkd's CUDA kernels run on the CPU under emulation (tests/cuda_emu/emu.h), against the references.
 
-The kernel source (``csrc/cuda/spectral_loss_kernel.cuh``) is compiled with the host C++ compiler, every CUDA
-thread becoming a host thread, so its indexing, shared-memory use, block synchronisation, warp shuffles and
-the last-block loss write are checked on machines without a GPU (CI). Float32 and float64 only (the 16-bit
-types need CUDA's headers); the GPU parity tests in test_spectral_loss_backends.py cover the rest on a GPU.
-Blocks run one after another here, so this cannot expose races between blocks.
+The kernel sources (``csrc/cuda/*_kernel.cuh``) are compiled with the host C++ compiler, every CUDA thread
+becoming a host thread, so their indexing, shared-memory use, block synchronisation, warp shuffles and (spectral
+loss) the last-block loss write are checked on machines without a GPU (CI). Float32 and float64 only (the 16-bit
+types need CUDA's headers); the GPU parity tests cover the rest on a GPU. Blocks run one after another here, so
+this cannot expose races between blocks, and it says nothing about speed.
 """
 
 from __future__ import annotations
@@ -19,6 +19,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from sdkd.ops.capped_simplex import (
+    _a2d_solve_reference,
+    capped_simplex_projection_backward_reference,
+    default_a2d_tol,
+    projection_forward_reference,
+)
 from sdkd.ops.spectral_loss import band_energies_reference, spectral_loss_reference
 
 SL = importlib.import_module("sdkd.ops.spectral_loss")
@@ -27,11 +33,10 @@ CXX = os.environ.get("CXX", "g++")
 TOL = {torch.float64: 1e-12, torch.float32: 2e-5}
 
 
-@pytest.fixture(scope="module")
-def emu(tmp_path_factory):
+def _build(tmp_path_factory, name: str) -> ctypes.CDLL:
     if shutil.which(CXX) is None:
         pytest.skip(f"no C++ compiler ({CXX}) to build the CUDA emulation")
-    out = tmp_path_factory.mktemp("cuda_emu") / "spectral_loss_emu.so"
+    out = tmp_path_factory.mktemp("cuda_emu") / f"{name}.so"
     cmd = [
         CXX,
         "-std=c++20",
@@ -42,12 +47,30 @@ def emu(tmp_path_factory):
         f"-I{ROOT / 'csrc'}",
         f"-I{ROOT / 'tests/cuda_emu'}",
     ]
-    subprocess.run([*cmd, str(ROOT / "tests/cuda_emu/spectral_loss_emu.cpp"), "-o", str(out)], check=True)
-    fn = ctypes.CDLL(str(out)).sdkd_emu_spectral_loss
-    P, I64, INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    subprocess.run([*cmd, str(ROOT / f"tests/cuda_emu/{name}.cpp"), "-o", str(out)], check=True)
+    return ctypes.CDLL(str(out))
+
+
+P, I64, INT, F64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_double
+
+
+@pytest.fixture(scope="module")
+def emu(tmp_path_factory):
+    fn = _build(tmp_path_factory, "spectral_loss_emu").sdkd_emu_spectral_loss
     fn.argtypes = [P, P, P, P, P, INT, I64, I64, I64, P, P, P, P, P, I64, I64, INT, INT, P]
     fn.restype = INT
     return fn
+
+
+@pytest.fixture(scope="module")
+def emu_cs(tmp_path_factory):
+    lib = _build(tmp_path_factory, "capped_simplex_emu")
+    lib.sdkd_emu_capped_simplex_project.argtypes = [P, P, INT, I64, I64, F64]
+    lib.sdkd_emu_capped_simplex_backward.argtypes = [P, P, P, INT, I64, I64, F64]
+    lib.sdkd_emu_a2d_solve.argtypes = [P, P, P, INT, I64, I64, F64, I64, F64]
+    for fn in (lib.sdkd_emu_capped_simplex_project, lib.sdkd_emu_capped_simplex_backward, lib.sdkd_emu_a2d_solve):
+        fn.restype = INT
+    return lib
 
 
 def _launch(emu, s, t, cuts, gains, reduction, with_grad=True, with_loss=True):
@@ -114,3 +137,46 @@ def test_emulated_cuda_kernel_loss_written_once_all_blocks_are_in(emu):
     ref = spectral_loss_reference(s, t, (0.25,), weights)
     torch.testing.assert_close(loss, ref, rtol=1e-12, atol=0)
     torch.testing.assert_close(loss, (gains * e).sum(), rtol=1e-14, atol=0)
+
+
+# ----------------------------------------------------------------------------- capped simplex / A2D
+CS_TOL = {torch.float64: 1e-12, torch.float32: 1e-5}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("M", [1, 2, 3, 5, 8, 13, 17, 40])
+def test_emulated_cuda_projection_and_backward_match_reference(emu_cs, M, dtype):
+    """300 rows (three blocks of 128, the last one partly idle), every register-array size the dispatch picks."""
+    g = torch.Generator().manual_seed(M)
+    for C in (1.0, 0.6, 0.3):
+        if C * M < 1:
+            continue
+        y = (3 * torch.randn(300, M, generator=g, dtype=torch.float64)).to(dtype)
+        x = torch.empty_like(y)
+        code = 1 if dtype == torch.float64 else 0
+        assert emu_cs.sdkd_emu_capped_simplex_project(y.data_ptr(), x.data_ptr(), code, 300, M, C) == 0
+        torch.testing.assert_close(x, projection_forward_reference(y, C), rtol=0, atol=CS_TOL[dtype])
+        gr = torch.randn(300, M, generator=g, dtype=torch.float64).to(dtype)
+        gy = torch.empty_like(gr)
+        assert emu_cs.sdkd_emu_capped_simplex_backward(x.data_ptr(), gr.data_ptr(), gy.data_ptr(), code, 300, M, C) == 0
+        want = capped_simplex_projection_backward_reference(x, gr, C)
+        torch.testing.assert_close(gy, want, rtol=0, atol=CS_TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("M", [1, 2, 3, 4, 6, 12, 20])
+def test_emulated_cuda_a2d_solve_matches_reference(emu_cs, M, dtype):
+    """70 Gram matrices (two blocks of 64), every register-array size; weights and KKT residuals."""
+    g = torch.Generator().manual_seed(100 + M)
+    F = torch.randn(70, M, 3, generator=g, dtype=torch.float64)
+    G = (F @ F.transpose(1, 2) + 0.1 * torch.eye(M, dtype=torch.float64)).to(dtype)
+    C = max(0.6, 1.0 / M)
+    tol = default_a2d_tol(dtype)
+    alpha, res = G.new_empty(70, M), G.new_empty(70)
+    code = 1 if dtype == torch.float64 else 0
+    assert emu_cs.sdkd_emu_a2d_solve(G.data_ptr(), alpha.data_ptr(), res.data_ptr(), code, 70, M, C, 1000, tol) == 0
+    a_ref, r_ref = _a2d_solve_reference(G, C, 1000, tol)
+    atol = 1e-4 if dtype == torch.float32 else 1e-9
+    torch.testing.assert_close(alpha, a_ref, rtol=0, atol=atol)
+    assert (res <= tol).all() and (r_ref <= tol).all()
+    torch.testing.assert_close(alpha.sum(-1), torch.ones(70, dtype=dtype), rtol=0, atol=10 * atol)

@@ -6,13 +6,16 @@
 // runs blocks in order, so it cannot expose races between blocks.
 //
 // Kernel code sees: threadIdx, blockIdx, blockDim, gridDim, __syncthreads, __shfl_xor_sync,
-// atomicAdd (double, unsigned int), __threadfence, __ldg, and __shared__ (a function-local static:
+// atomicAdd (double, unsigned int), __threadfence, __ldg, min / max (fmin / fmax for floating point,
+// as in CUDA), __int_as_float, __longlong_as_double, and __shared__ (a function-local static:
 // shared by the block because one block runs at a time). Dynamic shared memory comes from
 // emu::dynamic_shared(), filled with 0xFF bytes (NaN as floats) so that reading it before writing
 // shows up in the results.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cmath>
 #include <barrier>
 #include <cstdint>
@@ -115,3 +118,18 @@ inline double atomicAdd(double* p, double v) { return std::atomic_ref<double>(*p
 inline unsigned int atomicAdd(unsigned int* p, unsigned int v) {
   return std::atomic_ref<unsigned int>(*p).fetch_add(v);
 }
+
+// CUDA's math functions have float overloads (the C library's take double): bring in std's
+using std::fabs;
+using std::sqrt;
+
+// CUDA's device min / max: fminf / fmaxf semantics for floating point (a NaN operand loses)
+inline float min(float a, float b) { return std::fmin(a, b); }
+inline float max(float a, float b) { return std::fmax(a, b); }
+inline double min(double a, double b) { return std::fmin(a, b); }
+inline double max(double a, double b) { return std::fmax(a, b); }
+inline int min(int a, int b) { return std::min(a, b); }
+inline int max(int a, int b) { return std::max(a, b); }
+
+inline float __int_as_float(int v) { return std::bit_cast<float>(v); }
+inline double __longlong_as_double(long long v) { return std::bit_cast<double>(v); }

@@ -1,7 +1,7 @@
 """SpectralKD loss, forward + backward: the reference and every usable fused backend in one run.
 
-Shapes (B, T, C, H, W): (16, 10, 1, 64, 64) NSE, (32, 12, 3, 32, 64) WeatherBench, (8, 10, 2, 128, 128);
-cutoff 0.25, fp32 (plus bf16 on GPU). Group per shape; ``extra_info`` records the achieved bandwidth
+Shapes (B, T, C, H, W): (16, 10, 1, 64, 64) NSE, (32, 12, 3, 32, 64) WeatherBench, (8, 10, 2, 128, 128), and
+(4, 10, 1, 121, 240), a 1.5-degree global grid (not a power of two: the cpu backend's torch.fft path); cutoff 0.25, fp32 (plus bf16 on GPU). Group per shape; ``extra_info`` records the achieved bandwidth
 against the one-read-of-s-and-t + one-write-of-the-gradient floor. On GPU it also records the call's
 device time (profiler: the GPU work alone, without the host's per-call cost) and both as a fraction of the
 HBM bound measured by a device-to-device copy in the same run. A module fixture prints speedups at the end (-s).
@@ -23,7 +23,7 @@ from sdkd.ops.spectral_loss import spectral_loss, spectral_loss_op
 
 SL = importlib.import_module("sdkd.ops.spectral_loss")
 
-SHAPES = [(16, 10, 1, 64, 64), (32, 12, 3, 32, 64), (8, 10, 2, 128, 128)]
+SHAPES = [(16, 10, 1, 64, 64), (32, 12, 3, 32, 64), (8, 10, 2, 128, 128), (4, 10, 1, 121, 240)]
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 DTYPES = [torch.float32, torch.bfloat16] if DEVICE.type == "cuda" else [torch.float32]
 # "name:box" / "name:fft" force the GPU backend's box kernel / FFT path (GPU_BOX_MAX_SLICE_MACS), to check the switch

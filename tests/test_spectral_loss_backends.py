@@ -303,21 +303,25 @@ def test_gpu_matches_cupy_fft():
 
 
 # ----------------------------------------------------------------------------- dispatch
-def test_auto_on_cpu_picks_the_fft_kernel_for_powers_of_two_else_reference(monkeypatch):
+def test_auto_on_cpu_picks_the_cpu_backend_at_every_size(monkeypatch):
     pow2, odd = torch.randn(2, 8, 16), torch.randn(2, 7, 9)
     pick = lambda x, **kw: spectral_loss_op.select("auto", s=x, t=x, cutoffs=(0.25,), **kw).name  # noqa: E731
     if not HAS_CPU:
         assert pick(pow2) == pick(odd) == "reference"
         return
     assert pick(pow2, requested="auto") == "cpu"  # real-FFT kernel: ~5x the reference (bench)
-    assert pick(odd, requested="auto") == "reference"  # box kernel: not faster than pocketfft
-    reasons = spectral_loss_op.get("cpu").not_supported_reasons(s=odd, t=odd, cutoffs=(0.25,), requested="auto")
-    assert reasons and "powers of two" in reasons[0]
-    # the box kernel still runs when asked for, by name or through SDKD_BACKEND
-    assert spectral_loss_op.select("cpu", s=odd, t=odd, cutoffs=(0.25,), requested="cpu").name == "cpu"
-    monkeypatch.setenv("SDKD_BACKEND", "cpu")
-    loss = spectral_loss(odd, torch.zeros_like(odd), 0.25)
-    torch.testing.assert_close(loss, odd.square().mean(), rtol=1e-5, atol=0)
+    assert pick(odd, requested="auto") == "cpu"  # box kernel or torch.fft path: 1.4-2.4x (CPU_BOX_MAX_COST)
+    assert pick(odd.double(), requested="auto") == "cpu"
+    assert pick(odd.half(), requested="auto") == "reference"  # float32 / float64 only
+    calls = []
+    monkeypatch.setattr(SL, "_fft_loss_grad", lambda *a: calls.append(a) or _FFT_LOSS_GRAD(*a))
+    big = torch.randn(2, 3, 63, 65)  # box cost 25 > CPU_BOX_MAX_COST: the torch.fft path
+    loss = spectral_loss(big, torch.zeros_like(big), 0.25)
+    assert len(calls) == 1
+    torch.testing.assert_close(loss, big.square().mean(), rtol=1e-5, atol=0)
+
+
+_FFT_LOSS_GRAD = SL._fft_loss_grad
 
 
 def test_env_override(monkeypatch):

@@ -180,9 +180,11 @@ def spectral_loss_reference(
 
 #: box bins / half-spectrum bins above which the fused backends use torch.fft instead of the box DFT
 DFT_MAX_FRACTION = 0.3
-#: cpu backend: box kernel only while Kc * (1 + Kr / W) (its multiply-adds per element / 4) stays below this;
-#: measured on 2 cores: box 4x faster than the FFT path at 64x64 (25.8), FFT 1.7x faster at 128x128 (49.8)
-CPU_BOX_MAX_COST = 32.0
+#: cpu backend, sizes its real-FFT kernel does not take: the box kernel while Kc * (1 + Kr / W) (its multiply-adds
+#: per element / 4) stays below this, the torch.fft path beyond. Measured on 2 cores (fwd+bwd over the reference,
+#: box / FFT path): 63x65 cost 12.9: 1.9x / 1.6x, 25: 1.0x / 1.4x; 96x96 cost 12: 1.6x / 1.5x, 19.5: 1.3x / 1.5x;
+#: 181x360 cost 20: 2.6x / 1.8x, 41: 1.3x / 1.6x. The FFT path is 1.4-1.8x at every size measured.
+CPU_BOX_MAX_COST = 16.0
 #: cpu backend: its real-FFT kernel (csrc/cpu/spectral_loss_fft.cpp) for power-of-two H and W >= 8, any cutoff;
 #: ~5x the reference in bench/bench_spectral_loss.py (2 cores). False: the box kernel / torch.fft path as for
 #: other sizes.
@@ -613,20 +615,15 @@ def _reference_reasons(**_: object) -> list[str]:
     return []
 
 
-def _cpu_reasons(s=None, cutoffs=(), requested: str = "cpu", **_: object) -> list[str]:
+def _cpu_reasons(s=None, cutoffs=(), **_: object) -> list[str]:
+    # every size: its real-FFT kernel (powers of two, ~5x the reference), else the box kernel for small boxes or
+    # the torch.fft path with the loss folded in (1.4-2.4x the reference, see CPU_BOX_MAX_COST)
     why = [r for r in [unavailable_reason("spectral_loss_cpu")] if r]
     if s is not None:
         if not s.is_cpu:
             why.append(f"needs CPU tensors, got {s.device}")
         if s.dtype not in (torch.float32, torch.float64):
             why.append(f"dtype {s.dtype} not supported (float32, float64)")
-        H, W = s.shape[-2:]
-        if not why and requested != "cpu" and not _cpu_fft_ok(H, W):
-            # bench/bench_spectral_loss.py: the box kernel is 0.7-1.5x the reference; the FFT kernel ~5x
-            why.append(
-                f"H={H}, W={W}: its real-FFT kernel needs powers of two with W >= 8, and its box kernel is not "
-                "faster than the reference; used only when asked for (backend='cpu')"
-            )
     return why
 
 

@@ -102,7 +102,10 @@ def normalize_args(
 
 def check_finite(value: torch.Tensor, s: torch.Tensor, t: torch.Tensor) -> None:
     """Raise if the loss is not finite, naming the input that caused it."""
-    if bool(torch.isfinite(value).all()):
+    if value.numel() == 1 and not torch.compiler.is_compiling():
+        if math.isfinite(value.item()):  # one read: ~1 us on CPU, where three tensor ops cost ~20-50 us
+            return
+    elif bool(torch.isfinite(value).all()):
         return
     for name, x in (("student", s), ("teacher", t)):
         if not bool(torch.isfinite(x).all()):

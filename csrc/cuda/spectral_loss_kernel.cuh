@@ -68,6 +68,92 @@ __device__ __forceinline__ void store_c<__nv_bfloat16, float>(__nv_bfloat16* p, 
 }
 #endif
 
+// The end of every kernel here, per slice. z = x - x_low (residual) and y = c_last x + low-band part (gradient
+// base) are read through z_at(k) / y_at(k), k = h W + w. Adds the residual's energy (band_mean: with its
+// row terms) to the last band, writes the gradient (band_mean: with its row corrections; rows holds 2 H
+// values), reduces the block's band energies into `energies` and, with a loss pointer, the last block to
+// finish writes the loss.
+template <typename T, typename Tc, typename ZAt, typename YAt>
+__device__ __forceinline__ void finish_slice(ZAt z_at, YAt y_at, Tc* rows, T* __restrict__ grad, int64_t base,
+                                             int H, int W, bool band_mean, double* e_loc, double e_high,
+                                             double* e_sh, double* __restrict__ energies,
+                                             const double* __restrict__ gains, int nb, T* __restrict__ loss) {
+  const int tid = threadIdx.x;
+  const int HW = H * W;
+  const int last = nb - 1;
+  const bool even_w = (W % 2) == 0;
+  const bool with_grad = grad != nullptr;
+  if (band_mean) {  // row sums and alternating row sums of z and y, one warp per row
+    const int warp = tid / 32, lane = tid % 32;
+    for (int h = warp; h < H; h += kThreads / 32) {
+      Tc rz = 0, az = 0, ry = 0, ay = 0, zz = 0;
+      for (int w = lane; w < W; w += 32) {
+        const Tc z = z_at(h * W + w), y = y_at(h * W + w);
+        const Tc sg = (w & 1) ? Tc(-1) : Tc(1);
+        rz += z;
+        az += sg * z;
+        zz += z * z;
+        ry += y;
+        ay += sg * y;
+      }
+      for (int off = 16; off > 0; off >>= 1) {
+        rz += __shfl_xor_sync(0xffffffffu, rz, off);
+        az += __shfl_xor_sync(0xffffffffu, az, off);
+        zz += __shfl_xor_sync(0xffffffffu, zz, off);
+        ry += __shfl_xor_sync(0xffffffffu, ry, off);
+        ay += __shfl_xor_sync(0xffffffffu, ay, off);
+      }
+      if (!even_w) {
+        az = 0;
+        ay = 0;
+      }
+      if (lane == 0) {
+        rows[h] = ry;
+        rows[H + h] = ay;
+        e_high += 0.5 * (double(zz) + (double(rz) * rz + double(az) * az) / W);
+      }
+    }
+    __syncthreads();
+  }
+
+  if (with_grad) {
+    for (int k = tid; k < HW; k += kThreads) {
+      const int h = k / W, w = k % W;
+      const Tc y = y_at(k);
+      const Tc g = band_mean ? y + (rows[h] + ((w & 1) ? -rows[H + h] : rows[H + h])) / Tc(W) : Tc(2) * y;
+      store_c<T, Tc>(grad, base + k, g);
+    }
+  }
+
+  e_loc[last] += e_high;
+  // energies: warp reduce, then shared, then one float64 atomic per band and block
+  for (int b = 0; b < nb; ++b) {
+    double v = e_loc[b];
+    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+    if ((tid % 32) == 0 && v != 0.0) atomicAdd(&e_sh[b], v);
+  }
+  __syncthreads();
+  if (tid < nb) atomicAdd(energies + tid, e_sh[tid]);
+  if (loss == nullptr) return;
+
+  // last block: every block's energies are in (device-scope atomics, ordered before its counter bump)
+  __shared__ bool last_block;
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) {
+    unsigned int* done = reinterpret_cast<unsigned int*>(energies + nb);
+    last_block = atomicAdd(done, 1u) == gridDim.x - 1;
+  }
+  __syncthreads();
+  if (last_block && tid == 0) {
+    __threadfence();
+    const volatile double* e = energies;
+    double acc = 0.0;
+    for (int b = 0; b < nb; ++b) acc += gains[b] * e[b];
+    store_c<T, Tc>(loss, 0, static_cast<Tc>(acc));
+  }
+}
+
 template <typename T, typename Tc>
 __global__ void __launch_bounds__(kThreads)
     spectral_loss_kernel(const T* __restrict__ s, const T* __restrict__ t, T* __restrict__ grad,
@@ -197,75 +283,8 @@ __global__ void __launch_bounds__(kThreads)
   }
   __syncthreads();
 
-  if (band_mean) {  // row sums and alternating row sums of z and y, one warp per row
-    const int warp = tid / 32, lane = tid % 32;
-    for (int h = warp; h < H; h += kThreads / 32) {
-      Tc rz = 0, az = 0, ry = 0, ay = 0, zz = 0;
-      for (int w = lane; w < W; w += 32) {
-        const Tc z = low[h * W + w], y = x[h * W + w];
-        const Tc sg = (w & 1) ? Tc(-1) : Tc(1);
-        rz += z;
-        az += sg * z;
-        zz += z * z;
-        ry += y;
-        ay += sg * y;
-      }
-      for (int off = 16; off > 0; off >>= 1) {
-        rz += __shfl_xor_sync(0xffffffffu, rz, off);
-        az += __shfl_xor_sync(0xffffffffu, az, off);
-        zz += __shfl_xor_sync(0xffffffffu, zz, off);
-        ry += __shfl_xor_sync(0xffffffffu, ry, off);
-        ay += __shfl_xor_sync(0xffffffffu, ay, off);
-      }
-      if (!even_w) {
-        az = 0;
-        ay = 0;
-      }
-      if (lane == 0) {
-        rows[h] = ry;
-        rows[H + h] = ay;
-        e_high += 0.5 * (double(zz) + (double(rz) * rz + double(az) * az) / W);
-      }
-    }
-    __syncthreads();
-  }
-
-  if (with_grad) {
-    for (int k = tid; k < HW; k += kThreads) {
-      const int h = k / W, w = k % W;
-      const Tc y = x[k];
-      const Tc g = band_mean ? y + (rows[h] + ((w & 1) ? -rows[H + h] : rows[H + h])) / Tc(W) : Tc(2) * y;
-      store_c<T, Tc>(grad, base + k, g);
-    }
-  }
-
-  e_loc[last] += e_high;
-  // energies: warp reduce, then shared, then one float64 atomic per band and block
-  for (int b = 0; b < nb; ++b) {
-    double v = e_loc[b];
-    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-    if ((tid % 32) == 0 && v != 0.0) atomicAdd(&e_sh[b], v);
-  }
-  __syncthreads();
-  if (tid < nb) atomicAdd(energies + tid, e_sh[tid]);
-  if (loss == nullptr) return;
-
-  // last block: every block's energies are in (device-scope atomics, ordered before its counter bump)
-  __shared__ bool last_block;
-  __threadfence();
-  __syncthreads();
-  if (tid == 0) {
-    unsigned int* done = reinterpret_cast<unsigned int*>(energies + nb);
-    last_block = atomicAdd(done, 1u) == gridDim.x - 1;
-  }
-  __syncthreads();
-  if (last_block && tid == 0) {
-    __threadfence();
-    const volatile double* e = energies;
-    double acc = 0.0;
-    for (int b = 0; b < nb; ++b) acc += gains[b] * e[b];
-    store_c<T, Tc>(loss, 0, static_cast<Tc>(acc));
-  }
+  finish_slice<T, Tc>([&](int k) { return low[k]; }, [&](int k) { return x[k]; }, rows, grad, base, H, W, band_mean,
+                      e_loc, e_high, e_sh, energies, gains, nb, loss);
 }
 
 inline int64_t smem_bytes(int dtype, int64_t H, int64_t W, int64_t Kr, int64_t Kc, int nb) {

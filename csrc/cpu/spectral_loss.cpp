@@ -301,6 +301,27 @@ void spectral_loss_cuda(uintptr_t s, uintptr_t t, uintptr_t grad, uintptr_t ener
 int64_t spectral_loss_cuda_smem(int dtype, int64_t H, int64_t W, int64_t Kr, int64_t Kc, int nb) {
   return sdkd_spectral_loss_cuda_smem(dtype, H, W, Kr, Kc, nb);
 }
+
+bool is_pow2(int64_t n) { return n > 0 && (n & (n - 1)) == 0; }
+
+void spectral_loss_cuda_fft(uintptr_t s, uintptr_t t, uintptr_t grad, uintptr_t energies, uintptr_t gains, int dtype,
+                            int64_t N, int64_t H, int64_t W, uintptr_t bmap, int64_t Kc, int nb, bool band_mean,
+                            uintptr_t stream, uintptr_t loss) {
+  if (N < 1 || H < 2 || W < 2 || !is_pow2(H) || !is_pow2(W) || Kc < 1 || Kc > W / 2 + 1 || nb < 2 ||
+      nb > SDKD_SPECTRAL_MAX_BANDS)
+    throw std::invalid_argument("spectral_loss_cuda_fft: bad sizes (H, W powers of two >= 2, 1 <= Kc <= W/2 + 1)");
+  if (loss != 0 && gains == 0) throw std::invalid_argument("spectral_loss_cuda_fft: a loss output needs the gains");
+  int err;
+  {
+    py::gil_scoped_release nogil;
+    err = sdkd_spectral_loss_cuda_fft(reinterpret_cast<const void*>(s), reinterpret_cast<const void*>(t),
+                                      reinterpret_cast<void*>(grad), reinterpret_cast<double*>(energies),
+                                      reinterpret_cast<const void*>(gains), dtype, N, H, W,
+                                      reinterpret_cast<const int*>(bmap), Kc, nb, band_mean,
+                                      reinterpret_cast<void*>(loss), reinterpret_cast<void*>(stream));
+  }
+  sdkd_cuda_check(err, "spectral_loss_cuda_fft");
+}
 #endif
 
 }  // namespace
@@ -325,6 +346,15 @@ void register_spectral_loss(py::module_& m) {
         py::arg("loss") = 0);
   m.def("spectral_loss_cuda_smem", &spectral_loss_cuda_smem,
         "Dynamic shared memory (bytes) one CUDA block needs for these sizes.");
+  m.def("spectral_loss_cuda_fft", &spectral_loss_cuda_fft,
+        "FFT-based CUDA kernel for power-of-two H, W: as spectral_loss_cuda, with bmap (int32 H x Kc, the band of "
+        "every bin with kx < Kc) instead of the box tables.",
+        py::arg("s"), py::arg("t"), py::arg("grad"), py::arg("energies"), py::arg("gains"), py::arg("dtype"),
+        py::arg("N"), py::arg("H"), py::arg("W"), py::arg("bmap"), py::arg("Kc"), py::arg("nb"), py::arg("band_mean"),
+        py::arg("stream"), py::arg("loss") = 0);
+  m.def("spectral_loss_cuda_fft_smem", &sdkd_spectral_loss_cuda_fft_smem,
+        "Dynamic shared memory (bytes) one block of the FFT kernel needs.", py::arg("dtype"), py::arg("H"),
+        py::arg("W"), py::arg("Kc"), py::arg("nb"), py::arg("with_grad"));
   m.attr("spectral_loss_max_bands") = SDKD_SPECTRAL_MAX_BANDS;
 #endif
 }

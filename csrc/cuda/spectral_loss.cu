@@ -1,11 +1,14 @@
 // Host side of the fused SpectralKD CUDA kernel (device code: spectral_loss_kernel.cuh): launch
 // configuration, dynamic shared memory, the energies/counter reset when the kernel writes the loss.
+#include "cuda/spectral_loss_fft_kernel.cuh"
 #include "cuda/spectral_loss_kernel.cuh"
 
 namespace {
 
+using sdkd_spectral_cuda::fft_smem_bytes;
 using sdkd_spectral_cuda::kThreads;
 using sdkd_spectral_cuda::smem_bytes;
+using sdkd_spectral_cuda::spectral_loss_fft_kernel;
 using sdkd_spectral_cuda::spectral_loss_kernel;
 
 template <typename T, typename Tc>
@@ -28,7 +31,58 @@ int launch(const void* s, const void* t, void* grad, double* energies, const voi
   return static_cast<int>(cudaGetLastError());
 }
 
+int log2_exact(int64_t n) {
+  int l = 0;
+  while ((int64_t{1} << l) < n) ++l;
+  return (int64_t{1} << l) == n ? l : -1;
+}
+
+template <typename T, typename Tc>
+int launch_fft(const void* s, const void* t, void* grad, double* energies, const void* gains, int64_t N, int64_t H,
+               int64_t W, const int* bmap, int64_t Kc, int nb, bool band_mean, void* loss, int dtype,
+               cudaStream_t stream) {
+  const int64_t smem = fft_smem_bytes(dtype, H, W, Kc, nb, grad != nullptr);
+  auto kernel = spectral_loss_fft_kernel<T, Tc>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  if (err != cudaSuccess) return static_cast<int>(err);
+  if (loss != nullptr) {  // energies and the block counter after them start at zero
+    err = cudaMemsetAsync(energies, 0, static_cast<size_t>(nb + 1) * sizeof(double), stream);
+    if (err != cudaSuccess) return static_cast<int>(err);
+  }
+  kernel<<<static_cast<unsigned>(N), kThreads, static_cast<size_t>(smem), stream>>>(
+      static_cast<const T*>(s), static_cast<const T*>(t), static_cast<T*>(grad), energies,
+      static_cast<const double*>(gains), log2_exact(H), log2_exact(W), bmap, static_cast<int>(Kc), nb, band_mean,
+      static_cast<T*>(loss));
+  return static_cast<int>(cudaGetLastError());
+}
+
 }  // namespace
+
+int64_t sdkd_spectral_loss_cuda_fft_smem(int dtype, int64_t H, int64_t W, int64_t Kc, int nb, bool with_grad) {
+  return fft_smem_bytes(dtype, H, W, Kc, nb, with_grad);
+}
+
+int sdkd_spectral_loss_cuda_fft(const void* s, const void* t, void* grad, double* energies, const void* gains,
+                                int dtype, int64_t N, int64_t H, int64_t W, const int* bmap, int64_t Kc, int nb,
+                                bool band_mean, void* loss, void* stream) {
+  if (log2_exact(H) < 1 || log2_exact(W) < 1) return static_cast<int>(cudaErrorInvalidValue);
+  cudaStream_t st = static_cast<cudaStream_t>(stream);
+  switch (dtype) {
+    case 0:
+      return launch_fft<float, float>(s, t, grad, energies, gains, N, H, W, bmap, Kc, nb, band_mean, loss, dtype, st);
+    case 1:
+      return launch_fft<double, double>(s, t, grad, energies, gains, N, H, W, bmap, Kc, nb, band_mean, loss, dtype,
+                                        st);
+    case 2:
+      return launch_fft<__half, float>(s, t, grad, energies, gains, N, H, W, bmap, Kc, nb, band_mean, loss, dtype,
+                                       st);
+    case 3:
+      return launch_fft<__nv_bfloat16, float>(s, t, grad, energies, gains, N, H, W, bmap, Kc, nb, band_mean, loss,
+                                              dtype, st);
+    default:
+      return static_cast<int>(cudaErrorInvalidValue);
+  }
+}
 
 int64_t sdkd_spectral_loss_cuda_smem(int dtype, int64_t H, int64_t W, int64_t Kr, int64_t Kc, int nb) {
   return smem_bytes(dtype, H, W, Kr, Kc, nb);

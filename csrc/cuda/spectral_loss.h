@@ -20,3 +20,13 @@ int sdkd_spectral_loss_cuda(const void* s, const void* t, void* grad, double* en
 
 // Dynamic shared memory one block needs (bytes); the Python side compares it with the device limit.
 int64_t sdkd_spectral_loss_cuda_smem(int dtype, int64_t H, int64_t W, int64_t Kr, int64_t Kc, int nb);
+
+// FFT-based kernel for power-of-two H, W >= 2 (csrc/cuda/spectral_loss_fft_kernel.cuh): same pointers,
+// dtypes and loss / energies contract as sdkd_spectral_loss_cuda; bmap is the band of every bin with
+// kx < Kc, int32 (H x Kc), instead of the box tables.
+int sdkd_spectral_loss_cuda_fft(const void* s, const void* t, void* grad, double* energies, const void* gains,
+                                int dtype, int64_t N, int64_t H, int64_t W, const int* bmap, int64_t Kc, int nb,
+                                bool band_mean, void* loss, void* stream);
+
+// Dynamic shared memory (bytes) one block of the FFT kernel needs.
+int64_t sdkd_spectral_loss_cuda_fft_smem(int dtype, int64_t H, int64_t W, int64_t Kc, int nb, bool with_grad);

@@ -7,7 +7,8 @@
 //
 // Kernel code sees: threadIdx, blockIdx, blockDim, gridDim, __syncthreads, __shfl_xor_sync,
 // atomicAdd (double, unsigned int), __threadfence, __ldg, min / max (fmin / fmax for floating point,
-// as in CUDA), __int_as_float, __longlong_as_double, and __shared__ (a function-local static:
+// as in CUDA), __int_as_float, __longlong_as_double, sincospi, bit reversal (emu_brev for __brev, which
+// device code spells through a macro), and __shared__ (a function-local static:
 // shared by the block because one block runs at a time). Dynamic shared memory comes from
 // emu::dynamic_shared(), filled with 0xFF bytes (NaN as floats) so that reading it before writing
 // shows up in the results.
@@ -130,6 +131,17 @@ inline double min(double a, double b) { return std::fmin(a, b); }
 inline double max(double a, double b) { return std::fmax(a, b); }
 inline int min(int a, int b) { return std::min(a, b); }
 inline int max(int a, int b) { return std::max(a, b); }
+
+inline unsigned emu_brev(unsigned v) {
+  unsigned r = 0;
+  for (int i = 0; i < 32; ++i, v >>= 1) r = (r << 1) | (v & 1u);
+  return r;
+}
+
+inline void sincospi(double x, double* s, double* c) {
+  *s = std::sin(M_PI * x);
+  *c = std::cos(M_PI * x);
+}
 
 inline float __int_as_float(int v) { return std::bit_cast<float>(v); }
 inline double __longlong_as_double(long long v) { return std::bit_cast<double>(v); }

@@ -4,10 +4,13 @@
 #define SDKD_CUDA_EMU 1
 #include "emu.h"
 
+#include "cuda/spectral_loss_fft_kernel.cuh"
 #include "cuda/spectral_loss_kernel.cuh"
 
+using sdkd_spectral_cuda::fft_smem_bytes;
 using sdkd_spectral_cuda::kThreads;
 using sdkd_spectral_cuda::smem_bytes;
+using sdkd_spectral_cuda::spectral_loss_fft_kernel;
 using sdkd_spectral_cuda::spectral_loss_kernel;
 
 template <typename T>
@@ -31,6 +34,36 @@ extern "C" int sdkd_emu_spectral_loss(const void* s, const void* t, void* grad, 
     run<float>(s, t, grad, energies, gains, N, H, W, cc, sc, cr, sr, bidx, Kr, Kc, nb, band_mean != 0, loss, dtype);
   } else if (dtype == 1) {
     run<double>(s, t, grad, energies, gains, N, H, W, cc, sc, cr, sr, bidx, Kr, Kc, nb, band_mean != 0, loss, dtype);
+  } else {
+    return 1;
+  }
+  return 0;
+}
+
+static int log2_exact(int64_t n) {
+  int l = 0;
+  while ((int64_t{1} << l) < n) ++l;
+  return (int64_t{1} << l) == n ? l : -1;
+}
+
+template <typename T>
+static void run_fft(const void* s, const void* t, void* grad, double* energies, const double* gains, int64_t N,
+                    int64_t H, int64_t W, const int* bmap, int64_t Kc, int nb, bool band_mean, void* loss, int dtype) {
+  if (loss != nullptr) std::memset(energies, 0, static_cast<size_t>(nb + 1) * sizeof(double));
+  emu::launch(spectral_loss_fft_kernel<T, T>, static_cast<unsigned>(N), kThreads,
+              static_cast<size_t>(fft_smem_bytes(dtype, H, W, Kc, nb, grad != nullptr)), static_cast<const T*>(s),
+              static_cast<const T*>(t), static_cast<T*>(grad), energies, gains, log2_exact(H), log2_exact(W), bmap,
+              static_cast<int>(Kc), nb, band_mean, static_cast<T*>(loss));
+}
+
+extern "C" int sdkd_emu_spectral_loss_fft(const void* s, const void* t, void* grad, double* energies,
+                                          const double* gains, int dtype, int64_t N, int64_t H, int64_t W,
+                                          const int* bmap, int64_t Kc, int nb, int band_mean, void* loss) {
+  if (log2_exact(H) < 1 || log2_exact(W) < 1) return 2;
+  if (dtype == 0) {
+    run_fft<float>(s, t, grad, energies, gains, N, H, W, bmap, Kc, nb, band_mean != 0, loss, dtype);
+  } else if (dtype == 1) {
+    run_fft<double>(s, t, grad, energies, gains, N, H, W, bmap, Kc, nb, band_mean != 0, loss, dtype);
   } else {
     return 1;
   }

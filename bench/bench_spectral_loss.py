@@ -26,8 +26,9 @@ SL = importlib.import_module("sdkd.ops.spectral_loss")
 SHAPES = [(16, 10, 1, 64, 64), (32, 12, 3, 32, 64), (8, 10, 2, 128, 128), (4, 10, 1, 121, 240)]
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 DTYPES = [torch.float32, torch.bfloat16] if DEVICE.type == "cuda" else [torch.float32]
-# "name:box" / "name:fft" force the GPU backend's box kernel / FFT path (GPU_BOX_MAX_SLICE_MACS), to check the switch
-BACKENDS = ["reference", "cpu", "cuda", "cuda:box", "cuda:fft", "triton"]
+# "cuda" takes its default path (its FFT kernel at power-of-two sizes, CUDA_FFT_KERNEL); "cuda:box" / "cuda:cufft"
+# force the box kernel / the cuFFT path instead, to check the switches (CUDA_FFT_KERNEL, GPU_BOX_MAX_SLICE_MACS)
+BACKENDS = ["reference", "cpu", "cuda", "cuda:box", "cuda:cufft", "triton"]
 ROUNDS = int(os.environ.get("SDKD_BENCH_ROUNDS", "30" if DEVICE.type == "cuda" else "15"))
 _MEDIANS: dict[tuple, float] = {}
 _DEVICE: dict[tuple, float] = {}  # device seconds per call (GPU)
@@ -54,11 +55,12 @@ def test_spectral_loss_fwd_bwd(benchmark, monkeypatch, shape, backend, dtype):
     label = backend
     backend, _, force = backend.partition(":")
     if force and DEVICE.type != "cuda":
-        pytest.skip("forced box/FFT variants are GPU cases")
+        pytest.skip("forced box/cuFFT variants are GPU cases")
     why = _usable(backend, s)
     if why:
         pytest.skip(f"{backend}: " + "; ".join(why))
     if force:
+        monkeypatch.setattr(SL, "CUDA_FFT_KERNEL", False)
         monkeypatch.setattr(SL, "GPU_BOX_MAX_SLICE_MACS", float("inf") if force == "box" else 0.0)
 
     def step():

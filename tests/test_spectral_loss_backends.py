@@ -31,14 +31,17 @@ CUTOFFS = [(0.0,), (0.02,), (0.25,), (0.75,), (0.1, 0.2, 0.3)]
 MODES = [("mean", False), ("band_mean", False), ("mean", True), ("band_mean", True)]
 
 
-@pytest.fixture(params=["box", "fft"])
+@pytest.fixture(params=["box", "fft", "fft_kernel"])
 def path(request, monkeypatch):
-    """Force the box-DFT kernel (fraction 1) or leave the default switch to FFT."""
+    """GPU backends: force the box-DFT kernel (fraction 1) or the torch.fft / cuFFT path, or leave the defaults
+    (for cuda at power-of-two sizes: its FFT kernel, CUDA_FFT_KERNEL)."""
+    if request.param != "fft_kernel":
+        monkeypatch.setattr(SL, "CUDA_FFT_KERNEL", False)
     if request.param == "box":
         monkeypatch.setattr(SL, "DFT_MAX_FRACTION", 1.0)
         monkeypatch.setattr(SL, "CPU_BOX_MAX_COST", float("inf"))
         monkeypatch.setattr(SL, "GPU_BOX_MAX_SLICE_MACS", float("inf"))
-    else:
+    elif request.param == "fft":
         monkeypatch.setattr(SL, "DFT_MAX_FRACTION", 0.0)
     return request.param
 
@@ -220,6 +223,8 @@ def test_triton_fft_path():
 def test_gpu_parity(shape, cuts, dtype, backend, path):
     if backend == "triton" and dtype == torch.float64:
         pytest.skip("triton backend takes fp32/fp16/bf16")
+    if backend == "triton" and path == "fft_kernel":
+        pytest.skip("the FFT kernel is the cuda backend's (triton: the box and fft cases cover it)")
     _compare(shape, cuts, "mean", False, backend, dtype, "cuda")
 
 
@@ -229,22 +234,31 @@ def test_gpu_parity(shape, cuts, dtype, backend, path):
 @pytest.mark.parametrize("reduction,adaptive", MODES)
 @pytest.mark.parametrize("cuts", CUTOFFS)
 def test_gpu_modes(cuts, reduction, adaptive, backend, path):
+    if backend == "triton" and path == "fft_kernel":
+        pytest.skip("the FFT kernel is the cuda backend's (triton: the box and fft cases cover it)")
     _compare((4, 3, 31, 64), cuts, reduction, adaptive, backend, torch.float32, "cuda", transpose=True)
 
 
-_KERNEL_PASS = SL._kernel_pass
+_KERNEL_PASS, _CUDA_FFT_PASS = SL._kernel_pass, SL._cuda_fft_pass
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU and sdkd._C built with CUDA")
+@pytest.mark.parametrize("kernel", ["box", "fft_kernel"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_cuda_kernel_loss_over_many_blocks_and_repeated_calls(dtype, monkeypatch):
-    """The box kernel's last block writes the loss (a counter after the energy atomics): thousands of blocks,
+def test_cuda_kernel_loss_over_many_blocks_and_repeated_calls(dtype, kernel, monkeypatch):
+    """The cuda kernels' last block writes the loss (a counter after the energy atomics): thousands of blocks,
     several calls in a row (the counter restarts each call), against the reference."""
-    monkeypatch.setattr(SL, "DFT_MAX_FRACTION", 1.0)
-    monkeypatch.setattr(SL, "GPU_BOX_MAX_SLICE_MACS", float("inf"))
     calls = []
-    monkeypatch.setattr(SL, "_kernel_pass", lambda *a, **k: calls.append(k.get("loss")) or _KERNEL_PASS(*a, **k))
+    if kernel == "box":
+        monkeypatch.setattr(SL, "CUDA_FFT_KERNEL", False)
+        monkeypatch.setattr(SL, "DFT_MAX_FRACTION", 1.0)
+        monkeypatch.setattr(SL, "GPU_BOX_MAX_SLICE_MACS", float("inf"))
+        monkeypatch.setattr(SL, "_kernel_pass", lambda *a, **k: calls.append(k.get("loss")) or _KERNEL_PASS(*a, **k))
+    else:
+        monkeypatch.setattr(
+            SL, "_cuda_fft_pass", lambda *a, **k: calls.append(k.get("loss")) or _CUDA_FFT_PASS(*a, **k)
+        )
     g = torch.Generator(device="cuda").manual_seed(1)
     s = torch.randn(6000, 8, 16, device="cuda", generator=g).to(dtype)
     t = torch.randn(6000, 8, 16, device="cuda", generator=g).to(dtype)
@@ -253,7 +267,7 @@ def test_cuda_kernel_loss_over_many_blocks_and_repeated_calls(dtype, monkeypatch
         got = spectral_loss(s, t, (0.1, 0.3), (1.0, 2.0, 0.5), backend="cuda")
         assert got.dtype == dtype
         torch.testing.assert_close(got.float(), ref, rtol=TOL[dtype], atol=0)
-    assert len(calls) == 3 and all(x is not None for x in calls), "the box kernel should have written the loss"
+    assert len(calls) == 3 and all(x is not None for x in calls), "the kernel should have written the loss"
 
 
 @pytest.mark.gpu

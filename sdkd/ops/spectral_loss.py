@@ -197,6 +197,12 @@ CPU_FFT_KERNEL = True
 #: box kernel 4.8x / 2.7x the reference at 64x64 (0.57 M per slice) / 32x64 (0.21 M), 0.39x at 128x128 (4.4 M,
 #: compute-bound), where the FFT path is 1.5x; the threshold sits between the measured points.
 GPU_BOX_MAX_SLICE_MACS = 1.5e6
+#: cuda backend: its FFT-based kernel (csrc/cuda/spectral_loss_fft_kernel.cuh: radix-2 FFTs in shared memory,
+#: O(n log n) per line against the box DFT's O(n Kc)) for power-of-two H, W >= 2 whenever one block's shared
+#: memory fits; other sizes take the box kernel or the cuFFT path. Checked against the reference under the CPU
+#: emulation of CUDA (tests/test_cuda_emulated.py); its GPU speed is not measured yet (bench_spectral_loss.py
+#: times it next to the forced box kernel and cuFFT path). False: box kernel / cuFFT path at every size.
+CUDA_FFT_KERNEL = True
 #: bands the cuda and triton kernels handle (band energies live in registers/shared memory)
 MAX_KERNEL_BANDS = 8
 
@@ -388,6 +394,43 @@ def _raw_stream(device: torch.device) -> int:
 _DTYPE_CODE = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
 
 
+def _cuda_fft_ok(plan: DftPlan, dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether the cuda backend's FFT kernel takes this call: powers of two and the block fits (CUDA_FFT_KERNEL)."""
+    return CUDA_FFT_KERNEL and _is_pow2(plan.H) and _is_pow2(plan.W) and _cuda_fft_fits(plan, dtype, device)
+
+
+@lru_cache(maxsize=256)
+def _cuda_fft_fits(plan: DftPlan, dtype: torch.dtype, device: torch.device) -> bool:
+    _C = extension()
+    if plan.H < 2 or plan.W < 2 or not hasattr(_C, "spectral_loss_cuda_fft"):
+        return False
+    need = _C.spectral_loss_cuda_fft_smem(_DTYPE_CODE[dtype], plan.H, plan.W, plan.Kc, plan.nb, True)
+    return need <= _cuda_smem_limit(torch.device(device))
+
+
+@lru_cache(maxsize=64)
+def _device_band_map(plan: DftPlan, device: torch.device) -> torch.Tensor:
+    return band_map(plan).to(device)
+
+
+def _cuda_fft_pass(s, t, grad, gains, plan: DftPlan, band_mean: bool, loss=None) -> torch.Tensor:
+    """The cuda FFT kernel on contiguous (N, H, W) ``s`` (minus ``t``): raw energies, float64 (as ``_kernel_pass``;
+    with ``loss`` and ``gains`` the kernel writes the loss too)."""
+    N, H, W = s.shape
+    nb = plan.nb
+    e = (
+        torch.zeros(nb, dtype=torch.float64, device=s.device)
+        if loss is None
+        else s.new_empty(nb + 1, dtype=torch.float64)
+    )
+    ptr = lambda x: 0 if x is None else x.data_ptr()  # noqa: E731
+    extension().spectral_loss_cuda_fft(
+        ptr(s), ptr(t), ptr(grad), e.data_ptr(), ptr(gains), _DTYPE_CODE[s.dtype], N, H, W,
+        _device_band_map(plan, s.device).data_ptr(), plan.Kc, nb, band_mean, _raw_stream(s.device), ptr(loss),
+    )  # fmt: skip
+    return e[:nb]
+
+
 def _cpu_fft_fused(s, t, plan: DftPlan, norms, weights, band_mean: bool, adaptive: bool, eps: float):
     """``spectral_loss_fused`` on the cpu backend's real-FFT kernel, with as few tensor ops as possible around it
     (their cost is a sizeable part of a call at these sizes): the kernel reads the inputs in place and writes the
@@ -488,6 +531,13 @@ def spectral_loss_fused(
         return _cpu_fft_fused(s, t, plan, norms, weights, band_mean, adaptive, eps)
     s3 = s.detach().reshape(-1, H, W).contiguous()
     t3 = t.detach().reshape(-1, H, W).contiguous()
+    if backend == "cuda" and _cuda_fft_ok(plan, s.dtype, s.device):  # one launch, the loss written by the kernel
+        ref = _cuda_fft_pass(t3, None, None, None, plan, band_mean) if adaptive else None
+        gains = _gains(weights, norms, ref, eps, s.device)
+        grad = torch.empty_like(s3)
+        loss = s.new_empty(())
+        _cuda_fft_pass(s3, t3, grad, gains, plan, band_mean, loss=loss)
+        return loss, grad.view(s.shape)
     if _kernel_fits(backend, plan, s.dtype, s.device):
         ref = _kernel_pass(backend, t3, None, None, None, plan, band_mean) if adaptive else None
         gains = _gains(weights, norms, ref, eps, s.device, torch.float32 if backend == "triton" else torch.float64)

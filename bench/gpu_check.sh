@@ -16,7 +16,7 @@ unset TRITON_INTERPRET
 OUT=${OUT:-bench/results}
 TESTS=${TESTS:-tests}
 BENCHES=${BENCHES:-"spectral_loss capped_simplex attention e2e"}
-TEST_TIMEOUT=${TEST_TIMEOUT:-180}
+TEST_TIMEOUT=${TEST_TIMEOUT:-240}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-60}  # per bench group; attention gets 100 s
 mkdir -p "$OUT"
 LOG="$OUT/gpu_check.log"

@@ -11,18 +11,24 @@ using sdkd_spectral_cuda::smem_bytes;
 using sdkd_spectral_cuda::spectral_loss_fft_kernel;
 using sdkd_spectral_cuda::spectral_loss_kernel;
 
+// Before a launch: allow `smem` bytes of dynamic shared memory and, when the kernel writes the loss, zero the
+// energies and the block counter after them on the stream.
+template <typename Kernel>
+cudaError_t prepare(Kernel kernel, int64_t smem, double* energies, int nb, const void* loss, cudaStream_t stream) {
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  if (err == cudaSuccess && loss != nullptr)
+    err = cudaMemsetAsync(energies, 0, static_cast<size_t>(nb + 1) * sizeof(double), stream);
+  return err;
+}
+
 template <typename T, typename Tc>
 int launch(const void* s, const void* t, void* grad, double* energies, const void* gains, int64_t N, int64_t H,
            int64_t W, const void* cc, const void* sc, const void* cr, const void* sr, const int* bidx, int64_t Kr,
            int64_t Kc, int nb, bool band_mean, void* loss, int dtype, cudaStream_t stream) {
   const int64_t smem = smem_bytes(dtype, H, W, Kr, Kc, nb);
   auto kernel = spectral_loss_kernel<T, Tc>;
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  const cudaError_t err = prepare(kernel, smem, energies, nb, loss, stream);
   if (err != cudaSuccess) return static_cast<int>(err);
-  if (loss != nullptr) {  // energies and the block counter after them start at zero
-    err = cudaMemsetAsync(energies, 0, static_cast<size_t>(nb + 1) * sizeof(double), stream);
-    if (err != cudaSuccess) return static_cast<int>(err);
-  }
   kernel<<<static_cast<unsigned>(N), kThreads, static_cast<size_t>(smem), stream>>>(
       static_cast<const T*>(s), static_cast<const T*>(t), static_cast<T*>(grad), energies,
       static_cast<const double*>(gains), static_cast<int>(H), static_cast<int>(W), static_cast<const Tc*>(cc),
@@ -43,12 +49,8 @@ int launch_fft(const void* s, const void* t, void* grad, double* energies, const
                cudaStream_t stream) {
   const int64_t smem = fft_smem_bytes(dtype, H, W, Kc, nb, grad != nullptr);
   auto kernel = spectral_loss_fft_kernel<T, Tc>;
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  const cudaError_t err = prepare(kernel, smem, energies, nb, loss, stream);
   if (err != cudaSuccess) return static_cast<int>(err);
-  if (loss != nullptr) {  // energies and the block counter after them start at zero
-    err = cudaMemsetAsync(energies, 0, static_cast<size_t>(nb + 1) * sizeof(double), stream);
-    if (err != cudaSuccess) return static_cast<int>(err);
-  }
   kernel<<<static_cast<unsigned>(N), kThreads, static_cast<size_t>(smem), stream>>>(
       static_cast<const T*>(s), static_cast<const T*>(t), static_cast<T*>(grad), energies,
       static_cast<const double*>(gains), log2_exact(H), log2_exact(W), bmap, static_cast<int>(Kc), nb, band_mean,

@@ -36,21 +36,27 @@ __device__ __forceinline__ int bit_reverse(int v, int bits) {
   return static_cast<int>(SDKD_BREV(static_cast<unsigned>(v)) >> (32 - bits));
 }
 
+// Butterfly idx of a radix-2 pass at span 2^lh over sequences of length 2^logn laid out as in fft_dif:
+// the offset of its first element (the second is 2^lh * es further) and, in k, its twiddle's exponent.
+__device__ __forceinline__ int butterfly_at(int idx, int logn, int lh, int qs, int es, int& k) {
+  const int q = idx >> (logn - 1), r = idx & ((1 << (logn - 1)) - 1);
+  k = r & ((1 << lh) - 1);
+  return q * qs + (((r >> lh) << (lh + 1)) + k) * es;
+}
+
 // In-place forward FFTs (e^-) of `count` sequences of length 2^logn, element (q, i) at d[q*qs + i*es]:
 // natural order in, bit-reversed out. tw[k] = exp(-2 pi i k / nmax), k < nmax / 2. Ends with a barrier.
 template <typename Tc>
 __device__ void fft_dif(Cx<Tc>* d, int count, int logn, int qs, int es, const Cx<Tc>* tw, int nmax) {
-  const int halfn = 1 << (logn - 1);
-  const int total = count * halfn;
+  const int total = count << (logn - 1);
   for (int lh = logn - 1; lh >= 0; --lh) {
     const int half = 1 << lh;
     const int twm = nmax >> (lh + 1);  // exp(-2 pi i k / (2 half)) = tw[k * nmax / (2 half)]
     for (int idx = threadIdx.x; idx < total; idx += kThreads) {
-      const int q = idx >> (logn - 1), r = idx & (halfn - 1);
-      const int i0 = ((r >> lh) << (lh + 1)) + (r & (half - 1));
-      Cx<Tc>* p0 = d + q * qs + i0 * es;
+      int k;
+      Cx<Tc>* p0 = d + butterfly_at(idx, logn, lh, qs, es, k);
       Cx<Tc>* p1 = p0 + half * es;
-      const Cx<Tc> a = *p0, b = *p1, w = tw[(r & (half - 1)) * twm];
+      const Cx<Tc> a = *p0, b = *p1, w = tw[k * twm];
       const Tc dr = a.re - b.re, di = a.im - b.im;
       *p0 = Cx<Tc>{a.re + b.re, a.im + b.im};
       *p1 = Cx<Tc>{dr * w.re - di * w.im, dr * w.im + di * w.re};
@@ -63,17 +69,15 @@ __device__ void fft_dif(Cx<Tc>* d, int count, int logn, int qs, int es, const Cx
 // in, natural out. Ends with a barrier.
 template <typename Tc>
 __device__ void ifft_dit(Cx<Tc>* d, int count, int logn, int qs, int es, const Cx<Tc>* tw, int nmax) {
-  const int halfn = 1 << (logn - 1);
-  const int total = count * halfn;
+  const int total = count << (logn - 1);
   for (int lh = 0; lh < logn; ++lh) {
     const int half = 1 << lh;
     const int twm = nmax >> (lh + 1);
     for (int idx = threadIdx.x; idx < total; idx += kThreads) {
-      const int q = idx >> (logn - 1), r = idx & (halfn - 1);
-      const int i0 = ((r >> lh) << (lh + 1)) + (r & (half - 1));
-      Cx<Tc>* p0 = d + q * qs + i0 * es;
+      int k;
+      Cx<Tc>* p0 = d + butterfly_at(idx, logn, lh, qs, es, k);
       Cx<Tc>* p1 = p0 + half * es;
-      const Cx<Tc> a = *p0, b = *p1, w = tw[(r & (half - 1)) * twm];
+      const Cx<Tc> a = *p0, b = *p1, w = tw[k * twm];
       const Tc br = b.re * w.re + b.im * w.im, bi = b.im * w.re - b.re * w.im;  // b * conj(w)
       *p0 = Cx<Tc>{a.re + br, a.im + bi};
       *p1 = Cx<Tc>{a.re - br, a.im - bi};

@@ -58,7 +58,7 @@ P, I64, INT, F64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_doubl
 def emu_lib(tmp_path_factory):
     lib = _build(tmp_path_factory, "spectral_loss_emu")
     lib.sdkd_emu_spectral_loss.argtypes = [P, P, P, P, P, INT, I64, I64, I64, P, P, P, P, P, I64, I64, INT, INT, P]
-    lib.sdkd_emu_spectral_loss_fft.argtypes = [P, P, P, P, P, INT, I64, I64, I64, P, I64, INT, INT, P]
+    lib.sdkd_emu_spectral_loss_fft.argtypes = [P, P, P, P, P, INT, I64, I64, I64, P, I64, INT, INT, P, INT]
     lib.sdkd_emu_spectral_loss.restype = lib.sdkd_emu_spectral_loss_fft.restype = INT
     return lib
 
@@ -74,12 +74,15 @@ def emu_cs(tmp_path_factory):
     return lib
 
 
-@pytest.fixture(params=["box", "fft"])
+@pytest.fixture(params=["box", "fft", "fft_reload_x"])
 def kernel(request, emu_lib):
     """``launch(s, t, cuts, gains, reduction, with_grad=True, with_loss=True) -> (loss, grad, raw energies)`` on
-    (N, H, W) ``s`` (minus ``t``) through the emulated box kernel or FFT kernel (power-of-two H, W only)."""
+    (N, H, W) ``s`` (minus ``t``) through the emulated box kernel or FFT kernel (power-of-two H, W only; "reload_x":
+    its variant for large slices that reads x again instead of keeping it, "mean" only)."""
 
     def launch(s, t, cuts, gains, reduction, with_grad=True, with_loss=True):
+        if request.param == "fft_reload_x" and reduction == "band_mean":
+            pytest.skip("the FFT kernel keeps x in shared memory for band_mean")
         N, H, W = s.shape
         plan = SL.dft_plan(H, W, cuts)
         grad = torch.empty_like(s) if with_grad else None
@@ -98,7 +101,8 @@ def kernel(request, emu_lib):
             rc = emu_lib.sdkd_emu_spectral_loss(*head, *(x.data_ptr() for x in tabs), plan.Kr, plan.Kc, *tail)
         else:
             assert SL._is_pow2(H) and SL._is_pow2(W)
-            rc = emu_lib.sdkd_emu_spectral_loss_fft(*head, SL.band_map(plan).data_ptr(), plan.Kc, *tail)
+            keep_x = int(request.param == "fft")
+            rc = emu_lib.sdkd_emu_spectral_loss_fft(*head, SL.band_map(plan).data_ptr(), plan.Kc, *tail, keep_x)
         assert rc == 0
         return loss, grad, e[: plan.nb]
 
@@ -121,7 +125,7 @@ def test_emulated_cuda_kernel_matches_reference(kernel, shape, cuts, reduction, 
     """Loss and gradient of both kernels in every mode. FFT kernel, three bands: the gradient part u is packed
     with itself, never with x_low (in one complex FFT x_low's rounding swamped u, ~1/numel smaller, by ~1000
     ulps)."""
-    if kernel.name == "fft" and not (SL._is_pow2(shape[-2]) and SL._is_pow2(shape[-1])):
+    if kernel.name != "box" and not (SL._is_pow2(shape[-2]) and SL._is_pow2(shape[-1])):
         pytest.skip("the FFT kernel takes power-of-two sizes")
     g = torch.Generator().manual_seed(0)
     s = torch.randn(shape, dtype=dtype, generator=g)

@@ -353,8 +353,10 @@ void register_spectral_loss(py::module_& m) {
         py::arg("N"), py::arg("H"), py::arg("W"), py::arg("bmap"), py::arg("Kc"), py::arg("nb"), py::arg("band_mean"),
         py::arg("stream"), py::arg("loss") = 0);
   m.def("spectral_loss_cuda_fft_smem", &sdkd_spectral_loss_cuda_fft_smem,
-        "Dynamic shared memory (bytes) one block of the FFT kernel needs.", py::arg("dtype"), py::arg("H"),
-        py::arg("W"), py::arg("Kc"), py::arg("nb"), py::arg("with_grad"));
+        "Dynamic shared memory (bytes) one block of the FFT kernel needs; keep_x=False: its variant that reads x "
+        "again (mean reduction only), taken when the other does not fit the device.",
+        py::arg("dtype"), py::arg("H"), py::arg("W"), py::arg("Kc"), py::arg("nb"), py::arg("with_grad"),
+        py::arg("keep_x") = true);
   m.attr("spectral_loss_max_bands") = SDKD_SPECTRAL_MAX_BANDS;
 #endif
 }

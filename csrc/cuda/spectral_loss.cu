@@ -43,12 +43,23 @@ int log2_exact(int64_t n) {
   return (int64_t{1} << l) == n ? l : -1;
 }
 
+// The opt-in shared-memory limit of one block on the current device (0 when it cannot be read).
+int64_t device_smem_limit() {
+  int dev = 0, v = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return 0;
+  if (cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) return 0;
+  return v;
+}
+
 template <typename T, typename Tc>
 int launch_fft(const void* s, const void* t, void* grad, double* energies, const void* gains, int64_t N, int64_t H,
                int64_t W, const int* bmap, int64_t Kc, int nb, bool band_mean, void* loss, int dtype,
                cudaStream_t stream) {
-  const int64_t smem = fft_smem_bytes(dtype, H, W, Kc, nb, grad != nullptr);
-  auto kernel = spectral_loss_fft_kernel<T, Tc>;
+  // x kept in shared memory when it fits (and always for band_mean), else read again in the residual pass
+  const bool with_grad = grad != nullptr;
+  const bool keep_x = band_mean || fft_smem_bytes(dtype, H, W, Kc, nb, with_grad, true) <= device_smem_limit();
+  const int64_t smem = fft_smem_bytes(dtype, H, W, Kc, nb, with_grad, keep_x);
+  auto kernel = keep_x ? spectral_loss_fft_kernel<T, Tc, true> : spectral_loss_fft_kernel<T, Tc, false>;
   const cudaError_t err = prepare(kernel, smem, energies, nb, loss, stream);
   if (err != cudaSuccess) return static_cast<int>(err);
   kernel<<<static_cast<unsigned>(N), kThreads, static_cast<size_t>(smem), stream>>>(
@@ -60,8 +71,9 @@ int launch_fft(const void* s, const void* t, void* grad, double* energies, const
 
 }  // namespace
 
-int64_t sdkd_spectral_loss_cuda_fft_smem(int dtype, int64_t H, int64_t W, int64_t Kc, int nb, bool with_grad) {
-  return fft_smem_bytes(dtype, H, W, Kc, nb, with_grad);
+int64_t sdkd_spectral_loss_cuda_fft_smem(int dtype, int64_t H, int64_t W, int64_t Kc, int nb, bool with_grad,
+                                         bool keep_x) {
+  return fft_smem_bytes(dtype, H, W, Kc, nb, with_grad, keep_x);
 }
 
 int sdkd_spectral_loss_cuda_fft(const void* s, const void* t, void* grad, double* energies, const void* gains,

@@ -28,5 +28,7 @@ int sdkd_spectral_loss_cuda_fft(const void* s, const void* t, void* grad, double
                                 int dtype, int64_t N, int64_t H, int64_t W, const int* bmap, int64_t Kc, int nb,
                                 bool band_mean, void* loss, void* stream);
 
-// Dynamic shared memory (bytes) one block of the FFT kernel needs.
-int64_t sdkd_spectral_loss_cuda_fft_smem(int dtype, int64_t H, int64_t W, int64_t Kc, int nb, bool with_grad);
+// Dynamic shared memory (bytes) one block of the FFT kernel needs; keep_x = false: the variant that reads x
+// again instead of keeping it ("mean" only), which the launch takes when the other does not fit the device.
+int64_t sdkd_spectral_loss_cuda_fft_smem(int dtype, int64_t H, int64_t W, int64_t Kc, int nb, bool with_grad,
+                                         bool keep_x);

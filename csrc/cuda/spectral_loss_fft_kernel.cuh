@@ -94,16 +94,18 @@ __device__ __forceinline__ Cx<Tc> hermitian_bin(const Cx<Tc>* p, int f, int W, i
   return Cx<Tc>{Tc(0), Tc(0)};
 }
 
-// Shared memory (bytes) of spectral_loss_fft_kernel; two = gradient with more than two bands.
-inline int64_t fft_smem_bytes(int dtype, int64_t H, int64_t W, int64_t Kc, int nb, bool with_grad) {
+// Shared memory (bytes) of spectral_loss_fft_kernel; two = gradient with more than two bands. keep_x: x stays in
+// shared memory for the residual pass (else it is read again from s and t, which the L2 cache still holds;
+// "mean" only, as band_mean's row sums need the residual stored).
+inline int64_t fft_smem_bytes(int dtype, int64_t H, int64_t W, int64_t Kc, int nb, bool with_grad, bool keep_x) {
   const int64_t elt = dtype == 1 ? 8 : 4;
   const bool two = with_grad && nb > 2;
   const int64_t nmax = H > W ? H : W;
   const int64_t cx = (two ? H : H / 2) * W + (two ? 2 : 1) * H * Kc + nmax / 2;  // complex elements
-  return (2 * cx + H * W + 2 * H) * elt;
+  return (2 * cx + (keep_x ? H * W : 0) + 2 * H) * elt;
 }
 
-template <typename T, typename Tc>
+template <typename T, typename Tc, bool KEEP_X>
 __global__ void __launch_bounds__(kThreads)
     spectral_loss_fft_kernel(const T* __restrict__ s, const T* __restrict__ t, T* __restrict__ grad,
                              double* __restrict__ energies, const double* __restrict__ gains, int logH, int logW,
@@ -121,8 +123,8 @@ __global__ void __launch_bounds__(kThreads)
   Cx<Tc>* R = buf + seqs * W;                              // H x Kc: row spectra -> X -> inverse columns
   Cx<Tc>* Z = R + H * Kc;                                  // H x Kc: gain-weighted copy (two only)
   Cx<Tc>* tw = Z + (two ? H * Kc : 0);                     // nmax / 2 twiddles
-  Tc* xs = reinterpret_cast<Tc*>(tw + nmax / 2);           // H x W: x, later z = x - x_low
-  Tc* rows = xs + HW;                                      // 2 x H (band_mean row sums of y)
+  Tc* xs = reinterpret_cast<Tc*>(tw + nmax / 2);           // KEEP_X: H x W: x, later z = x - x_low
+  Tc* rows = xs + (KEEP_X ? HW : 0);                       // 2 x H (band_mean row sums of y)
   __shared__ double e_sh[SDKD_SPECTRAL_MAX_BANDS];
 
   const int64_t base = static_cast<int64_t>(blockIdx.x) * HW;
@@ -140,7 +142,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int k = tid; k < HW; k += kThreads) {
     const int h = k >> logW, w = k & (W - 1);
     const Tc v = t != nullptr ? load_c<Tc>(s, base + k) - load_c<Tc>(t, base + k) : load_c<Tc>(s, base + k);
-    xs[k] = v;
+    if (KEEP_X) xs[k] = v;
     Tc* c = &buf[(h >> 1) * W + w].re;
     c[h & 1] = v;
   }
@@ -199,14 +201,17 @@ __global__ void __launch_bounds__(kThreads)
     Tc* c = &buf[(h >> 1) * W + w].re + (h & 1);
     const Tc xl = *c * scale;
     const Tc u = two ? (&buf[upart + (h >> 1) * W + w].re)[h & 1] * scale : c01 * xl;
-    const Tc xv = xs[k];
+    const Tc xv = KEEP_X               ? xs[k]
+                  : t != nullptr ? load_c<Tc>(s, base + k) - load_c<Tc>(t, base + k)
+                                 : load_c<Tc>(s, base + k);
     const Tc z = xv - xl;
-    xs[k] = z;
+    if (KEEP_X) xs[k] = z;
     if (!band_mean) e_high += double(z) * z;
     *c = cl * xv + u;
   }
   __syncthreads();
   auto y_at = [&](int k) { return (&buf[(k >> (logW + 1)) * W + (k & (W - 1))].re)[(k >> logW) & 1]; };
+  // z_at is read for band_mean only, which the host runs with KEEP_X
   finish_slice<T, Tc>([&](int k) { return xs[k]; }, y_at, rows, grad, base, H, W, band_mean, e_loc, e_high, e_sh,
                       energies, gains, nb, loss);
 }

@@ -394,18 +394,22 @@ def _raw_stream(device: torch.device) -> int:
 _DTYPE_CODE = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
 
 
-def _cuda_fft_ok(plan: DftPlan, dtype: torch.dtype, device: torch.device) -> bool:
+def _cuda_fft_ok(plan: DftPlan, dtype: torch.dtype, device: torch.device, band_mean: bool) -> bool:
     """Whether the cuda backend's FFT kernel takes this call: powers of two and the block fits (CUDA_FFT_KERNEL)."""
-    return CUDA_FFT_KERNEL and _is_pow2(plan.H) and _is_pow2(plan.W) and _cuda_fft_fits(plan, dtype, device)
+    return CUDA_FFT_KERNEL and _is_pow2(plan.H) and _is_pow2(plan.W) and _cuda_fft_fits(plan, dtype, device, band_mean)
 
 
 @lru_cache(maxsize=256)
-def _cuda_fft_fits(plan: DftPlan, dtype: torch.dtype, device: torch.device) -> bool:
+def _cuda_fft_fits(plan: DftPlan, dtype: torch.dtype, device: torch.device, band_mean: bool) -> bool:
+    """The block's shared memory fits the device: with x kept in it, or ("mean" only) the variant reading x again
+    (e.g. 128 x 256 float32, or 128 x 128 with three bands)."""
     _C = extension()
     if plan.H < 2 or plan.W < 2 or not hasattr(_C, "spectral_loss_cuda_fft"):
         return False
-    need = _C.spectral_loss_cuda_fft_smem(_DTYPE_CODE[dtype], plan.H, plan.W, plan.Kc, plan.nb, True)
-    return need <= _cuda_smem_limit(torch.device(device))
+    limit = _cuda_smem_limit(torch.device(device))
+    need = [_C.spectral_loss_cuda_fft_smem(_DTYPE_CODE[dtype], plan.H, plan.W, plan.Kc, plan.nb, True, keep)
+            for keep in ((True,) if band_mean else (True, False))]  # fmt: skip
+    return min(need) <= limit
 
 
 @lru_cache(maxsize=64)
@@ -531,7 +535,7 @@ def spectral_loss_fused(
         return _cpu_fft_fused(s, t, plan, norms, weights, band_mean, adaptive, eps)
     s3 = s.detach().reshape(-1, H, W).contiguous()
     t3 = t.detach().reshape(-1, H, W).contiguous()
-    if backend == "cuda" and _cuda_fft_ok(plan, s.dtype, s.device):  # one launch, the loss written by the kernel
+    if backend == "cuda" and _cuda_fft_ok(plan, s.dtype, s.device, band_mean):  # one launch, it writes the loss
         ref = _cuda_fft_pass(t3, None, None, None, plan, band_mean) if adaptive else None
         gains = _gains(weights, norms, ref, eps, s.device)
         grad = torch.empty_like(s3)

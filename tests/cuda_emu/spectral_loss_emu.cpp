@@ -48,22 +48,25 @@ static int log2_exact(int64_t n) {
 
 template <typename T>
 static void run_fft(const void* s, const void* t, void* grad, double* energies, const double* gains, int64_t N,
-                    int64_t H, int64_t W, const int* bmap, int64_t Kc, int nb, bool band_mean, void* loss, int dtype) {
+                    int64_t H, int64_t W, const int* bmap, int64_t Kc, int nb, bool band_mean, void* loss, int dtype,
+                    bool keep_x) {
   if (loss != nullptr) std::memset(energies, 0, static_cast<size_t>(nb + 1) * sizeof(double));
-  emu::launch(spectral_loss_fft_kernel<T, T>, static_cast<unsigned>(N), kThreads,
-              static_cast<size_t>(fft_smem_bytes(dtype, H, W, Kc, nb, grad != nullptr)), static_cast<const T*>(s),
-              static_cast<const T*>(t), static_cast<T*>(grad), energies, gains, log2_exact(H), log2_exact(W), bmap,
+  const auto smem = static_cast<size_t>(fft_smem_bytes(dtype, H, W, Kc, nb, grad != nullptr, keep_x));
+  emu::launch(keep_x ? spectral_loss_fft_kernel<T, T, true> : spectral_loss_fft_kernel<T, T, false>,
+              static_cast<unsigned>(N), kThreads, smem, static_cast<const T*>(s), static_cast<const T*>(t), static_cast<T*>(grad), energies, gains, log2_exact(H), log2_exact(W), bmap,
               static_cast<int>(Kc), nb, band_mean, static_cast<T*>(loss));
 }
 
 extern "C" int sdkd_emu_spectral_loss_fft(const void* s, const void* t, void* grad, double* energies,
                                           const double* gains, int dtype, int64_t N, int64_t H, int64_t W,
-                                          const int* bmap, int64_t Kc, int nb, int band_mean, void* loss) {
+                                          const int* bmap, int64_t Kc, int nb, int band_mean, void* loss,
+                                          int keep_x) {
   if (log2_exact(H) < 1 || log2_exact(W) < 1) return 2;
+  if (band_mean != 0 && keep_x == 0) return 3;  // the host never launches that combination
   if (dtype == 0) {
-    run_fft<float>(s, t, grad, energies, gains, N, H, W, bmap, Kc, nb, band_mean != 0, loss, dtype);
+    run_fft<float>(s, t, grad, energies, gains, N, H, W, bmap, Kc, nb, band_mean != 0, loss, dtype, keep_x != 0);
   } else if (dtype == 1) {
-    run_fft<double>(s, t, grad, energies, gains, N, H, W, bmap, Kc, nb, band_mean != 0, loss, dtype);
+    run_fft<double>(s, t, grad, energies, gains, N, H, W, bmap, Kc, nb, band_mean != 0, loss, dtype, keep_x != 0);
   } else {
     return 1;
   }

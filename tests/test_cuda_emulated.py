@@ -163,6 +163,75 @@ def test_emulated_cuda_kernel_loss_written_once_all_blocks_are_in(kernel):
     torch.testing.assert_close(loss, (gains * e).sum(), rtol=1e-14, atol=0)
 
 
+class _EmulatedExtension:
+    """``sdkd._C`` as the cuda backend's Python side sees it, with the CUDA entry points run under the emulation
+    (same arguments; the stream is ignored). Shared-memory sizes come from the same C++ formulas via the emulation
+    library's header, so the Python routing (FFT kernel / box kernel / cuFFT path) is the one a GPU would take."""
+
+    def __init__(self, lib):
+        self.lib = lib
+
+    def spectral_loss_cuda(self, s, t, grad, e, gains, dtype, N, H, W, cc, sc, cr, sr, bidx, Kr, Kc, nb, bm, stream,
+                           loss=0):  # fmt: skip
+        assert self.lib.sdkd_emu_spectral_loss(s, t, grad, e, gains, dtype, N, H, W, cc, sc, cr, sr, bidx, Kr, Kc, nb,
+                                               int(bm), loss) == 0  # fmt: skip
+
+    def spectral_loss_cuda_fft(self, s, t, grad, e, gains, dtype, N, H, W, bmap, Kc, nb, bm, stream, loss=0):
+        keep_x = int(bm or self.spectral_loss_cuda_fft_smem(dtype, H, W, Kc, nb, grad != 0, True) <= 232448)
+        assert self.lib.sdkd_emu_spectral_loss_fft(s, t, grad, e, gains, dtype, N, H, W, bmap, Kc, nb, int(bm), loss,
+                                                   keep_x) == 0  # fmt: skip
+
+    def spectral_loss_cuda_smem(self, dtype, H, W, Kr, Kc, nb):
+        return self.lib.sdkd_emu_spectral_loss_smem(dtype, H, W, Kr, Kc, nb)
+
+    def spectral_loss_cuda_fft_smem(self, dtype, H, W, Kc, nb, with_grad, keep_x=True):
+        return self.lib.sdkd_emu_spectral_loss_fft_smem(dtype, H, W, Kc, nb, int(with_grad), int(keep_x))
+
+
+@pytest.fixture
+def cuda_path_on_cpu(emu_lib, monkeypatch):
+    """The cuda backend's Python path (``spectral_loss_fused(..., "cuda")``) on CPU tensors, its kernels emulated."""
+    emu_lib.sdkd_emu_spectral_loss_smem.argtypes = [INT, I64, I64, I64, I64, INT]
+    emu_lib.sdkd_emu_spectral_loss_fft_smem.argtypes = [INT, I64, I64, I64, INT, INT, INT]
+    emu_lib.sdkd_emu_spectral_loss_smem.restype = emu_lib.sdkd_emu_spectral_loss_fft_smem.restype = I64
+    monkeypatch.setattr(SL, "extension", lambda: _EmulatedExtension(emu_lib))
+    monkeypatch.setattr(SL, "_cuda_smem_limit", lambda device: 232448)  # an H100 / H200 block
+    monkeypatch.setattr(SL, "_raw_stream", lambda device: 0)
+    for cached in (SL._cuda_fft_fits, SL._cuda_box_fits):
+        cached.cache_clear()
+    yield
+    for cached in (SL._cuda_fft_fits, SL._cuda_box_fits):
+        cached.cache_clear()
+
+
+@pytest.mark.parametrize("route", ["fft_kernel", "box", "cufft"])
+@pytest.mark.parametrize("reduction,adaptive", [("mean", False), ("band_mean", False), ("mean", True)])
+@pytest.mark.parametrize("cuts", [(0.25,), (0.1, 0.2, 0.3)])
+def test_cuda_backend_python_path_under_emulation(cuda_path_on_cpu, monkeypatch, route, cuts, reduction, adaptive):
+    """Routing, argument order, the energies buffer (nb + 1 with the counter), the adaptive two-pass call and the
+    gradient's shape, end to end through the cuda backend's Python code with emulated kernels."""
+    calls = []
+    if route != "fft_kernel":
+        monkeypatch.setattr(SL, "CUDA_FFT_KERNEL", False)
+        monkeypatch.setattr(SL, "DFT_MAX_FRACTION", 1.0 if route == "box" else 0.0)
+    for name in ("_cuda_fft_pass", "_kernel_pass", "_fft_loss_grad"):
+        real = getattr(SL, name)
+        monkeypatch.setattr(SL, name, lambda *a, _r=real, _n=name, **k: calls.append(_n) or _r(*a, **k))
+    shape = (2, 3, 16, 32)
+    s = torch.randn(shape, dtype=torch.float64)
+    t = torch.randn(shape, dtype=torch.float64)
+    weights = tuple(1.0 + 0.5 * b for b in range(len(cuts) + 1))
+    loss, grad = SL.spectral_loss_fused(s, t, cuts, weights, reduction, adaptive, 1e-6, "cuda")
+    want = {"fft_kernel": "_cuda_fft_pass", "box": "_kernel_pass", "cufft": "_fft_loss_grad"}[route]
+    assert calls and set(calls) == {want}, calls
+    s_ref = s.clone().requires_grad_()
+    ref = spectral_loss_reference(s_ref, t, cuts, weights, reduction, adaptive)
+    ref.backward()
+    assert loss.shape == () and grad.shape == s.shape
+    torch.testing.assert_close(loss, ref.detach(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(grad, s_ref.grad, rtol=0, atol=1e-12 * s_ref.grad.abs().max().item())
+
+
 # ----------------------------------------------------------------------------- capped simplex / A2D
 CS_TOL = {torch.float64: 1e-12, torch.float32: 1e-5}
 

@@ -72,3 +72,12 @@ extern "C" int sdkd_emu_spectral_loss_fft(const void* s, const void* t, void* gr
   }
   return 0;
 }
+
+extern "C" int64_t sdkd_emu_spectral_loss_smem(int dtype, int64_t H, int64_t W, int64_t Kr, int64_t Kc, int nb) {
+  return smem_bytes(dtype, H, W, Kr, Kc, nb);
+}
+
+extern "C" int64_t sdkd_emu_spectral_loss_fft_smem(int dtype, int64_t H, int64_t W, int64_t Kc, int nb, int with_grad,
+                                                   int keep_x) {
+  return fft_smem_bytes(dtype, H, W, Kc, nb, with_grad != 0, keep_x != 0);
+}

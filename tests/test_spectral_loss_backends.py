@@ -303,6 +303,18 @@ def test_gpu_fused_loss_replays_in_a_cuda_graph(backend):
 
 
 @pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA or torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_gpu_inputs_off_the_current_device(backend):
+    """Tensors on cuda:1 while cuda:0 is current: the kernels run on the tensors' device."""
+    s = torch.randn(4, 3, 32, 64, device="cuda:1")
+    t = torch.randn_like(s)
+    with torch.cuda.device(0):
+        got = spectral_loss(s, t, 0.25, backend=backend)
+    torch.testing.assert_close(got.cpu(), spectral_loss_reference(s.cpu(), t.cpu()), rtol=2e-5, atol=0)
+
+
+@pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU and sdkd._C built with CUDA")
 def test_gpu_matches_cupy_fft():
     cupy = pytest.importorskip("cupy")

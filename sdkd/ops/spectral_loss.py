@@ -526,6 +526,9 @@ def spectral_loss_fused(
 
     Arguments are already validated (``normalize_args``); ``d loss / d t = -d loss / d s``.
     """
+    if s.is_cuda and s.device.index != torch.cuda.current_device():  # the kernels launch on the current device
+        with torch.cuda.device(s.device):
+            return spectral_loss_fused(s, t, cutoffs, weights, reduction, adaptive, eps, backend)
     cuts = tuple(cutoffs)
     H, W = s.shape[-2:]
     band_mean = reduction == "band_mean"

@@ -11,17 +11,23 @@
 // device code spells through a macro), and __shared__ (a function-local static:
 // shared by the block because one block runs at a time). Dynamic shared memory comes from
 // emu::dynamic_shared(), filled with 0xFF bytes (NaN as floats) so that reading it before writing
-// shows up in the results.
+// shows up in the results. A launch that runs past SDKD_EMU_TIMEOUT seconds (300) aborts the process: a
+// barrier some threads never reach deadlocks, and CI should crash rather than hang.
 #pragma once
 
 #include <algorithm>
 #include <atomic>
 #include <bit>
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
 #include <barrier>
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -69,8 +75,37 @@ inline unsigned char* dynamic_shared() {
 }
 
 // Run kernel(args...) over grid x block threads; every block in its own set of host threads, in order.
+// Aborts the process when a launch runs past `seconds` (a kernel whose threads miss a barrier deadlocks here,
+// where the GPU would hang too): a crash in the test run instead of a CI job that never ends.
+class Watchdog {
+ public:
+  explicit Watchdog(int seconds) : thread_([this, seconds] {
+      std::unique_lock<std::mutex> lock(mutex_);
+      if (!cv_.wait_for(lock, std::chrono::seconds(seconds), [this] { return done_; })) {
+        std::fprintf(stderr, "cuda_emu: a launch ran past %d s (threads stuck at a barrier?); aborting\n", seconds);
+        std::abort();
+      }
+    }) {}
+  ~Watchdog() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      done_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;  // last: starts once the members it uses exist
+};
+
 template <typename... KArgs, typename... Args>
 void launch(void (*kernel)(KArgs...), unsigned grid, unsigned block, size_t smem, Args... args) {
+  const char* limit = std::getenv("SDKD_EMU_TIMEOUT");  // seconds, default 300
+  Watchdog watchdog(limit != nullptr ? std::atoi(limit) : 300);
   gridDim = emu_dim3{grid, 1, 1};
   blockDim = emu_dim3{block, 1, 1};
   for (unsigned b = 0; b < grid; ++b) {

@@ -353,6 +353,19 @@ def _fft_loss_grad(x: torch.Tensor, maps) -> tuple[torch.Tensor, torch.Tensor]:
     return loss, grad
 
 
+def _ptr(x: torch.Tensor | None) -> int:
+    """A tensor's data pointer for the extension; 0 for an absent (optional) buffer."""
+    return 0 if x is None else x.data_ptr()
+
+
+def _energies_buffer(nb: int, device: torch.device, with_loss: bool) -> torch.Tensor:
+    """Band energies for a cuda/cpu kernel: zeroed here, or (``with_loss``, cuda) ``nb + 1`` slots that the
+    extension zeroes on the stream, the last one the kernel's block counter."""
+    if with_loss:
+        return torch.empty(nb + 1, dtype=torch.float64, device=device)
+    return torch.zeros(nb, dtype=torch.float64, device=device)
+
+
 def _kernel_pass(backend: str, s, t, grad, gains, plan: DftPlan, band_mean: bool, loss=None) -> torch.Tensor:
     """Run one backend kernel on contiguous (N, H, W) ``s`` (minus ``t`` when given); raw energies, float64.
 
@@ -366,19 +379,15 @@ def _kernel_pass(backend: str, s, t, grad, gains, plan: DftPlan, band_mean: bool
 
         return spectral_loss_triton(s, t, None, None, dft_tables(plan, s.device, torch.float32), nb, band_mean)
     _C = extension()
-    if loss is None:
-        e = torch.zeros(nb, dtype=torch.float64, device=s.device)
-    else:  # zeroed by the extension on the stream; the extra slot is the kernel's block counter
-        e = torch.empty(nb + 1, dtype=torch.float64, device=s.device)
-    ptr = lambda x: 0 if x is None else x.data_ptr()  # noqa: E731
-    args = (ptr(s), ptr(t), ptr(grad), e.data_ptr(), ptr(gains), _DTYPE_CODE[s.dtype], N, H, W)
+    e = _energies_buffer(nb, s.device, loss is not None)
+    args = (_ptr(s), _ptr(t), _ptr(grad), e.data_ptr(), _ptr(gains), _DTYPE_CODE[s.dtype], N, H, W)
     comp = torch.float64 if s.dtype == torch.float64 else torch.float32
     cc, sc, cr, sr, bidx = dft_tables(plan, s.device, comp)
     tabs = (cc.data_ptr(), sc.data_ptr(), cr.data_ptr(), sr.data_ptr(), bidx.data_ptr(), plan.Kr, plan.Kc, nb)
     if backend == "cpu":
         _C.spectral_loss_cpu(*args, *tabs, band_mean)
     else:
-        _C.spectral_loss_cuda(*args, *tabs, band_mean, _raw_stream(s.device), ptr(loss))
+        _C.spectral_loss_cuda(*args, *tabs, band_mean, _raw_stream(s.device), _ptr(loss))
     return e[:nb]
 
 
@@ -422,15 +431,10 @@ def _cuda_fft_pass(s, t, grad, gains, plan: DftPlan, band_mean: bool, loss=None)
     with ``loss`` and ``gains`` the kernel writes the loss too)."""
     N, H, W = s.shape
     nb = plan.nb
-    e = (
-        torch.zeros(nb, dtype=torch.float64, device=s.device)
-        if loss is None
-        else s.new_empty(nb + 1, dtype=torch.float64)
-    )
-    ptr = lambda x: 0 if x is None else x.data_ptr()  # noqa: E731
+    e = _energies_buffer(nb, s.device, loss is not None)
     extension().spectral_loss_cuda_fft(
-        ptr(s), ptr(t), ptr(grad), e.data_ptr(), ptr(gains), _DTYPE_CODE[s.dtype], N, H, W,
-        _device_band_map(plan, s.device).data_ptr(), plan.Kc, nb, band_mean, _raw_stream(s.device), ptr(loss),
+        _ptr(s), _ptr(t), _ptr(grad), e.data_ptr(), _ptr(gains), _DTYPE_CODE[s.dtype], N, H, W,
+        _device_band_map(plan, s.device).data_ptr(), plan.Kc, nb, band_mean, _raw_stream(s.device), _ptr(loss),
     )  # fmt: skip
     return e[:nb]
 
@@ -559,7 +563,7 @@ def spectral_loss_fused(
             tables = dft_tables(plan, s.device, torch.float32)
             loss = spectral_loss_triton(s3, t3, grad, gains, tables, plan.nb, band_mean)
             return loss.to(s.dtype), grad.view(s.shape)
-        e = _kernel_pass(backend, s3, t3, grad, gains, plan, band_mean)
+        e = _kernel_pass(backend, s3, t3, grad, gains, plan, band_mean)  # cpu box kernel: energies on the host
     else:  # the cutoff keeps most bins (or the slice is large): one rfft2 + one irfft2 beat the box transform
         acc = torch.float64 if s.dtype == torch.float64 else torch.float32
         if adaptive:
@@ -570,10 +574,8 @@ def spectral_loss_fused(
         x = s3 - t3 if s.dtype == acc else s3.to(acc) - t3.to(acc)
         loss, grad = _fft_loss_grad(x, maps)
         return loss.to(s.dtype), grad.to(s.dtype).view(s.shape)
-    if e.device.type == "cpu":  # a few floats: Python arithmetic beats three tiny tensor ops here
-        loss = torch.tensor(sum(g * x for g, x in zip(gains.tolist(), e.tolist())), dtype=s.dtype)
-    else:
-        loss = (gains * e).sum().to(s.dtype)
+    # a few floats: Python arithmetic beats three tiny tensor ops here (cuda and triton returned above)
+    loss = torch.tensor(sum(g * x for g, x in zip(gains.tolist(), e.tolist())), dtype=s.dtype)
     return loss, grad.to(s.dtype).reshape(s.shape)
 
 

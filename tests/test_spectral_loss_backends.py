@@ -13,8 +13,8 @@ import sys
 import pytest
 import torch
 
-from sdkd.ops._dispatch import BackendUnavailableError
-from sdkd.ops._ext import cuda_unavailable_reason, unavailable_reason
+from sdkd.ops._dispatch import Backend, BackendUnavailableError, Op
+from sdkd.ops._ext import cuda_unavailable_reason, triton_installed, unavailable_reason
 from sdkd.ops.spectral_loss import spectral_loss, spectral_loss_op, spectral_loss_reference
 
 SL = importlib.import_module("sdkd.ops.spectral_loss")
@@ -354,6 +354,53 @@ def test_env_override(monkeypatch):
     s = torch.randn(2, 8, 8)
     monkeypatch.setenv("SDKD_BACKEND", "reference")
     assert spectral_loss_op.select("auto", s=s, t=s, cutoffs=(0.25,)).name == "reference"
+
+
+def test_dispatch_remembers_picks_per_input_kind_but_never_a_refusal():
+
+    probes = []
+
+    def probe(name, ok):
+        return lambda s=None, **_: probes.append(name) or ([] if ok(s) else [f"{name} refuses {s.dtype}"])
+
+    op = Op(
+        "toy",
+        [
+            Backend("fast", lambda: "fast", probe("fast", lambda s: s.dtype == torch.float32)),
+            Backend("reference", lambda: "ref", probe("reference", lambda s: s.dtype != torch.int8)),
+        ],
+        auto_key=lambda s=None, **_: (s.device, s.dtype),
+    )
+    f32, f64, i8 = torch.zeros(2), torch.zeros(2, dtype=torch.float64), torch.zeros(2, dtype=torch.int8)
+    assert op.select("auto", s=f32).name == "fast" and probes == ["fast"]
+    assert op.select("auto", s=torch.ones(5)).name == "fast" and probes == ["fast"]  # same kind: no probe
+    assert op.select("auto", s=f64).name == "reference" and probes == ["fast", "fast", "reference"]
+    assert op.select("reference", s=f32).name == "reference" and probes[-1] == "reference"  # its own key
+    n = len(probes)
+    assert op.select("reference", s=torch.ones(3)).name == "reference" and len(probes) == n
+    for _ in range(2):  # a refusal is probed (and its reasons listed) every time
+        with pytest.raises(BackendUnavailableError, match="(?s)fast refuses torch.int8.*reference refuses"):
+            op.select("auto", s=i8)
+        with pytest.raises(BackendUnavailableError, match="fast refuses torch.float64"):
+            op.select("fast", s=f64)
+    assert len(probes) == n + 6
+    op.clear_picks()
+    assert op.select("auto", s=f32).name == "fast" and len(probes) == n + 7
+
+
+def test_spectral_loss_picks_follow_the_environment(monkeypatch):
+    s = torch.randn(2, 8, 8)
+    first = spectral_loss_op.select("auto", s=s, t=s, cutoffs=(0.25,)).name
+    monkeypatch.setenv("SDKD_BACKEND", "reference")
+    assert spectral_loss_op.select("auto", s=s, t=s, cutoffs=(0.25,)).name == "reference"
+    monkeypatch.delenv("SDKD_BACKEND")
+    assert spectral_loss_op.select("auto", s=s, t=s, cutoffs=(0.25,)).name == first
+    if triton_installed():  # CPU tensors go to Triton's interpreter only when asked, whatever auto remembered
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+        assert spectral_loss_op.select("triton", s=s, t=s, cutoffs=(0.25,), interpret_ok=True).name == "triton"
+        monkeypatch.delenv("TRITON_INTERPRET")
+        with pytest.raises(BackendUnavailableError, match="CPU tensors only under TRITON_INTERPRET=1"):
+            spectral_loss_op.select("triton", s=s, t=s, cutoffs=(0.25,), interpret_ok=True)
 
 
 def test_explicit_backend_that_cannot_run_lists_reasons():

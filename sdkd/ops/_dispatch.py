@@ -4,18 +4,25 @@ Each op lists its backends in priority order. A backend answers ``not_supported_
 for concrete inputs (device, dtype, shape, not built); ``backend="auto"`` takes the first
 with no reasons, an explicit backend that cannot take the inputs raises an error listing
 them. ``SDKD_BACKEND=<name>`` overrides ``auto`` for every op that has a backend of that name.
+
+An op may give ``auto_key``: a key of the inputs that fixes every backend's answer (device, dtype, sizes,
+options, the environment variables its probes read). ``select`` then remembers each successful pick per
+(requested backend, key), so a training step does not re-run the backends' probes (tens of microseconds for
+``auto``): a process's build and devices do not change. A refusal is never remembered (its error lists the
+reasons each time).
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Hashable
 
 import torch
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 ENV_VAR = "SDKD_BACKEND"
+_MAX_PICKS = 256  # (backend, input kind) answers remembered per op, then forgotten all at once
 
 
 def plain_eager(*xs: torch.Tensor) -> bool:
@@ -58,6 +65,8 @@ class Op:
 
     name: str
     backends: list[Backend]
+    auto_key: Callable[..., Hashable] | None = None
+    _picks: dict[Hashable, Backend] = field(default_factory=dict, init=False, repr=False)
 
     def backend_names(self) -> list[str]:
         return [b.name for b in self.backends]
@@ -74,6 +83,19 @@ class Op:
             env = os.environ.get(ENV_VAR, "").strip()
             if env and env != "auto" and env in self.backend_names():
                 backend = env
+        key = self.auto_key(**inputs) if self.auto_key is not None else None
+        if key is not None:
+            key = (backend, key)
+            if (hit := self._picks.get(key)) is not None:
+                return hit
+        chosen = self._select(backend, inputs)
+        if key is not None:
+            if len(self._picks) >= _MAX_PICKS:
+                self._picks.clear()
+            self._picks[key] = chosen
+        return chosen
+
+    def _select(self, backend: str, inputs: dict[str, Any]) -> Backend:
         if backend != "auto":
             chosen = self.get(backend)
             why = chosen.not_supported_reasons(**inputs)
@@ -89,6 +111,10 @@ class Op:
                 return b
             all_reasons.append(f"{b.name}: " + "; ".join(why))
         raise BackendUnavailableError(f"{self.name}: no backend can take these inputs:\n  " + "\n  ".join(all_reasons))
+
+    def clear_picks(self) -> None:
+        """Forget the remembered picks (after changing what a backend's probe sees, e.g. in tests)."""
+        self._picks.clear()
 
     def availability(self, **inputs: Any) -> dict[str, list[str]]:
         """Reasons per backend (empty list = usable) for the given (possibly empty) inputs."""

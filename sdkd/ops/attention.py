@@ -338,6 +338,13 @@ def _triton_reasons(z=None, num_heads=None, interpret_ok: bool = False, **_: obj
     return why
 
 
+def _pick_key(z=None, num_heads=None, interpret_ok: bool = False, **_: object):
+    """What the probes above read: device, dtype, width and heads, the interpreter switches."""
+    if not isinstance(z, torch.Tensor):
+        return None
+    return z.device, z.dtype, z.shape[-1], num_heads, interpret_ok, os.environ.get("TRITON_INTERPRET")
+
+
 attention_op = register_op(
     Op(
         name="attention",
@@ -347,6 +354,7 @@ attention_op = register_op(
             ),
             Backend("reference", attention_reference, _reference_reasons, "F.scaled_dot_product_attention + autograd"),
         ],
+        auto_key=_pick_key,
     )
 )
 

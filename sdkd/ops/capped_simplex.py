@@ -419,6 +419,13 @@ def _requested(backend: str) -> str:
     return backend
 
 
+def _pick_key(x: torch.Tensor | None, requested: str):
+    """What the probes above read: device, dtype, whether M fits, the interpreter switch."""
+    if x is None:
+        return None
+    return x.device, x.dtype, x.dim() >= 1 and x.shape[-1] > MAX_M, requested, os.environ.get("TRITON_INTERPRET")
+
+
 capped_simplex_op = register_op(
     Op(
         name="capped_simplex",
@@ -443,6 +450,7 @@ capped_simplex_op = register_op(
             ),
             Backend("reference", projection_forward_reference, lambda **_: [], "plain PyTorch"),
         ],
+        auto_key=lambda y=None, requested="auto", **_: _pick_key(y, requested),
     )
 )
 
@@ -467,6 +475,7 @@ a2d_weights_op = register_op(
             ),
             Backend("reference", _a2d_solve_reference, lambda **_: [], "plain PyTorch, batched"),
         ],
+        auto_key=lambda gram=None, requested="auto", **_: _pick_key(gram, requested),
     )
 )
 

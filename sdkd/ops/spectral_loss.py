@@ -722,6 +722,13 @@ def _triton_reasons(s=None, cutoffs=(), interpret_ok: bool = False, **_: object)
     return why
 
 
+def _auto_key(s=None, cutoffs=(), interpret_ok: bool = False, **_: object):
+    """What every backend's probe above reads: device, dtype, band count, the interpreter switches."""
+    if s is None:
+        return None
+    return s.device, s.dtype, len(cutoffs), interpret_ok, os.environ.get("TRITON_INTERPRET")
+
+
 # Priority: the C++/CUDA kernels first (no JIT warm-up, float64 support, CUDA also fp16/bf16), Triton
 # next on GPU, the plain-PyTorch reference last. On CPU tensors: cpu (its real-FFT kernel; other sizes
 # only when asked for), then reference.
@@ -734,6 +741,7 @@ spectral_loss_op = register_op(
             Backend("cpu", _fused_fn("cpu"), _cpu_reasons, "C++/OpenMP fused loss + gradient (sdkd._C)"),
             Backend("reference", spectral_loss_reference, _reference_reasons, "torch.fft.rfft2 + autograd"),
         ],
+        auto_key=_auto_key,
     )
 )
 

@@ -4,7 +4,9 @@ Shapes (B, T, C, H, W): (16, 10, 1, 64, 64) NSE, (32, 12, 3, 32, 64) WeatherBenc
 (4, 10, 1, 121, 240), a 1.5-degree global grid (not a power of two: the cpu backend's torch.fft path); cutoff 0.25, fp32 (plus bf16 on GPU). Group per shape; ``extra_info`` records the achieved bandwidth
 against the one-read-of-s-and-t + one-write-of-the-gradient floor. On GPU it also records the call's
 device time (profiler: the GPU work alone, without the host's per-call cost) and both as a fraction of the
-HBM bound measured by a device-to-device copy in the same run. A module fixture prints speedups at the end (-s).
+HBM bound measured by a device-to-device copy in the same run. ``test_spectral_loss_paired`` times each fast
+backend with a reference call right before every round (interleaved: robust to a shared machine's drift). A
+module fixture prints speedups at the end (-s).
 
     pytest bench/bench_spectral_loss.py --benchmark-only                  # GPU if present, else CPU
     pytest bench/bench_spectral_loss.py --benchmark-only --benchmark-json=out.json
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import statistics
+import time
 
 import pytest
 import torch
@@ -92,11 +96,61 @@ def test_spectral_loss_fwd_bwd(benchmark, monkeypatch, shape, backend, dtype):
         )
 
 
+PAIRED = ["cpu", "cuda", "triton"]
+_PAIRED: dict[tuple, tuple[float, float, float]] = {}  # (shape, dtype, backend) -> (ref, fast, median ratio)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).replace("torch.", ""))
+@pytest.mark.parametrize("backend", PAIRED)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_spectral_loss_paired(benchmark, shape, backend, dtype):
+    """The fast path timed with a reference call right before each round (pedantic's untimed setup), so both
+    see the same machine state: on a shared VM whose speed drifts by 10-20 % over a minute, the ratio of two
+    separate tests carries that drift, the ratio of interleaved calls does not."""
+    g = torch.Generator(device=DEVICE).manual_seed(0)
+    s = torch.randn(shape, device=DEVICE, generator=g).to(dtype).requires_grad_()
+    t = torch.randn(shape, device=DEVICE, generator=g).to(dtype)
+    why = _usable(backend, s)
+    if why:
+        pytest.skip(f"{backend}: " + "; ".join(why))
+    ref_times, fast_times = [], []
+
+    def run(name):
+        s.grad = None
+        spectral_loss(s, t, 0.25, backend=name, check=False).backward()
+        _sync()
+
+    def ref_then_fast_setup():
+        t0 = time.perf_counter()
+        run("reference")
+        ref_times.append(time.perf_counter() - t0)
+
+    def fast():
+        t0 = time.perf_counter()
+        run(backend)
+        fast_times.append(time.perf_counter() - t0)
+
+    run("reference"), run(backend)  # warm-up
+    benchmark.group = f"spectral_loss paired {'x'.join(map(str, shape))} {str(dtype).replace('torch.', '')}"
+    benchmark.pedantic(fast, setup=ref_then_fast_setup, rounds=ROUNDS, iterations=1)
+    ratios = [r / f for r, f in zip(ref_times, fast_times)]
+    ref, med = statistics.median(ref_times), statistics.median(fast_times)
+    benchmark.extra_info.update(
+        device=torch.cuda.get_device_name() if DEVICE.type == "cuda" else "cpu",
+        torch=torch.__version__,
+        backend=backend,
+        reference_median_s=ref,
+        speedup_of_medians=ref / med,
+        speedup_median_of_pairs=statistics.median(ratios),
+    )
+    _PAIRED[(shape, dtype, backend)] = (ref, med, statistics.median(ratios))
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _print_speedups():
     """After the module: every case's median and its speedup over the reference."""
     yield
-    if not _MEDIANS:
+    if not _MEDIANS and not _PAIRED:
         return
     lines = []
     for (shape, dtype, backend), med in sorted(_MEDIANS.items(), key=lambda kv: str(kv[0])):
@@ -111,3 +165,10 @@ def _print_speedups():
     peak = copy_bandwidth()
     head = f" (device-to-device copy: {peak / 1e9:.0f} GB/s)" if peak else ""
     print(f"\nspectral_loss fwd+bwd medians{head}:\n" + "\n".join(lines))
+    if _PAIRED:
+        print("interleaved with the reference (reference call, then the fast call, per round):")
+        for (shape, dtype, backend), (ref, med, ratio) in sorted(_PAIRED.items(), key=lambda kv: str(kv[0])):
+            print(
+                f"{'x'.join(map(str, shape)):18s} {str(dtype):15s} {backend:10s} {med * 1e3:9.3f} ms "
+                f"(reference {ref * 1e3:8.3f} ms) {ref / med:6.2f}x; median of pair ratios {ratio:6.2f}x"
+            )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 
 import pytest
 import torch
@@ -403,6 +404,17 @@ def test_spectral_loss_picks_follow_the_environment(monkeypatch):
             spectral_loss_op.select("triton", s=s, t=s, cutoffs=(0.25,), interpret_ok=True)
 
 
+def test_env_naming_no_backend_warns_once_and_means_auto(monkeypatch):
+    s = torch.randn(2, 8, 8)
+    want = spectral_loss_op.select("auto", s=s, t=s, cutoffs=(0.25,)).name
+    monkeypatch.setenv("SDKD_BACKEND", "cdua")
+    with pytest.warns(UserWarning, match="SDKD_BACKEND='cdua' names no backend of any op"):
+        assert spectral_loss_op.select("auto", s=s, t=s, cutoffs=(0.25,)).name == want
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert spectral_loss_op.select("auto", s=s, t=s, cutoffs=(0.25,)).name == want  # once per value
+
+
 def test_explicit_backend_that_cannot_run_lists_reasons():
     s = torch.randn(2, 8, 8)
     with pytest.raises(BackendUnavailableError, match="cuda"):
@@ -469,6 +481,29 @@ def test_torch_compile_no_graph_break():
     (g2,) = torch.autograd.grad(want, s2)
     torch.testing.assert_close(out, want)
     torch.testing.assert_close(g, g2)
+
+
+def test_torch_compile_full_graph_with_default_arguments():
+    """auto dispatch (its probes taken as constants) and the finiteness check (an async assert) trace too."""
+    from sdkd.losses import SpectralKD
+
+    kd = SpectralKD(alpha=2.0)
+    s = torch.randn(2, 3, 16, 12, requires_grad=True)
+    t = torch.randn(2, 3, 16, 12)
+    for f in (lambda a, b: spectral_loss(a, b, 0.25), kd):
+        torch._dynamo.reset()
+        compiled = torch.compile(f, backend="aot_eager", fullgraph=True)
+        out = compiled(s, t)
+        (g,) = torch.autograd.grad(out, s)
+        s2 = s.detach().requires_grad_()
+        want = f(s2, t)
+        (g2,) = torch.autograd.grad(want, s2)
+        torch.testing.assert_close(out, want)
+        torch.testing.assert_close(g, g2)
+        bad = t.clone()
+        bad[0, 0, 0, 0] = float("nan")
+        with pytest.raises(RuntimeError, match="the loss is not finite"):
+            compiled(s, bad)
 
 
 @pytest.mark.skipif(not HAS_CPU, reason="sdkd._C not built")

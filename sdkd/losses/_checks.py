@@ -48,8 +48,12 @@ def check_module_device(owner: str, module: torch.nn.Module, x: torch.Tensor) ->
 
 
 def check_finite_loss(owner: str, loss: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
-    """Return ``loss`` if finite; otherwise raise naming the input that holds NaN/Inf."""
-    if loss.numel() == 1 and not torch.compiler.is_compiling():
+    """Return ``loss`` if finite; otherwise raise naming the input that holds NaN/Inf (under torch.compile: an
+    asynchronous assert naming none, a device-side assert on CUDA; a host read would break the graph)."""
+    if torch.compiler.is_compiling():
+        torch._assert_async(torch.isfinite(loss).all(), f"{owner}: the loss is not finite (NaN/Inf inputs?)")
+        return loss
+    if loss.numel() == 1:
         if math.isfinite(loss.item()):  # one read instead of three tensor ops (a scalar loss, every step)
             return loss
     elif bool(torch.isfinite(loss).all()):

@@ -14,7 +14,9 @@ reasons each time).
 
 from __future__ import annotations
 
+import functools
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
 
@@ -33,6 +35,14 @@ def plain_eager(*xs: torch.Tensor) -> bool:
         and not torch.compiler.is_compiling()
         and _get_current_dispatch_mode() is None
     )
+
+
+@functools.cache
+def _warn_unknown_env(value: str) -> None:
+    """Warn once per value when SDKD_BACKEND names no backend of any op (a typo would silently mean auto)."""
+    known = sorted({b.name for op in _REGISTRY.values() for b in op.backends})
+    if value not in known:
+        warnings.warn(f"{ENV_VAR}={value!r} names no backend of any op ({', '.join(known)}); using auto", stacklevel=4)
 
 
 class BackendUnavailableError(NotImplementedError):
@@ -81,8 +91,11 @@ class Op:
         """Pick the backend for these inputs (see module docstring)."""
         if backend == "auto":
             env = os.environ.get(ENV_VAR, "").strip()
-            if env and env != "auto" and env in self.backend_names():
-                backend = env
+            if env and env != "auto":
+                if env in self.backend_names():
+                    backend = env
+                else:
+                    _warn_unknown_env(env)
         key = self.auto_key(**inputs) if self.auto_key is not None else None
         if key is not None:
             key = (backend, key)

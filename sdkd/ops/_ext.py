@@ -11,6 +11,8 @@ import functools
 import os
 from types import ModuleType
 
+import torch
+
 try:
     from sdkd import _C  # type: ignore[attr-defined]
 
@@ -20,9 +22,16 @@ except ImportError as exc:  # not built (SDKD_NO_EXT=1, no compiler) or built fo
     _IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
 
 
-@functools.cache
+# The probes below answer for the process (the build, the installed packages, the devices): torch.compile
+# takes their results as constants instead of tracing into the extension (a pybind call breaks a full graph).
+@torch.compiler.assume_constant_result
 def triton_installed() -> bool:
-    """Whether ``import triton`` can work (cached: the module search costs ~0.1 ms, the dispatchers ask per call)."""
+    """Whether ``import triton`` can work."""
+    return _triton_found()
+
+
+@functools.cache
+def _triton_found() -> bool:  # cached: the module search costs ~0.1 ms, the dispatchers ask per call
     import importlib.util
 
     return importlib.util.find_spec("triton") is not None
@@ -33,6 +42,7 @@ def extension() -> ModuleType | None:
     return _C
 
 
+@torch.compiler.assume_constant_result
 def unavailable_reason(symbol: str | None = None) -> str | None:
     """Why ``sdkd._C`` (or ``sdkd._C.<symbol>``) cannot be used, or None when it can."""
     if _C is None:
@@ -57,6 +67,7 @@ def cuda_status() -> tuple[int, int, str]:
     return int(count), int(code), str(name)
 
 
+@torch.compiler.assume_constant_result
 def cuda_unavailable_reason() -> str | None:
     """Why the extension's CUDA kernels cannot run here, or None when they can."""
     why = unavailable_reason("has_cuda")

@@ -101,8 +101,15 @@ def normalize_args(
 
 
 def check_finite(value: torch.Tensor, s: torch.Tensor, t: torch.Tensor) -> None:
-    """Raise if the loss is not finite, naming the input that caused it."""
-    if value.numel() == 1 and not torch.compiler.is_compiling():
+    """Raise if the loss is not finite, naming the input that caused it.
+
+    Under torch.compile an asynchronous assert instead (a host read would break the graph): it names no
+    input, and on CUDA it is a device-side assert.
+    """
+    if torch.compiler.is_compiling():
+        torch._assert_async(torch.isfinite(value).all(), "spectral_loss: the loss is not finite (NaN/Inf inputs?)")
+        return
+    if value.numel() == 1:
         if math.isfinite(value.item()):  # one read: ~1 us on CPU, where three tensor ops cost ~20-50 us
             return
     elif bool(torch.isfinite(value).all()):

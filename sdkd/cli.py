@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 # name -> (module, or ``module:attribute``, defining ``configure(parser)`` and ``run(args) -> int``; help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -28,39 +28,74 @@ def _target(spec: str):
     return getattr(module, attr) if attr else module
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _build(only: Iterable[str] | None = None) -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     from sdkd import __version__
 
     parser = argparse.ArgumentParser(prog="sdkd", description="Spectral-decoupled knowledge distillation.")
     parser.add_argument("--version", action="version", version=f"sdkd {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = {}
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module_name)
-        _target(module_name).configure(p)
-    return parser
+        if only is None or name in only:
+            _target(module_name).configure(p)
+        subparsers[name] = p
+    return parser, subparsers
+
+
+def build_parser(only: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """The ``sdkd`` parser. ``only`` names the subcommands whose options are added (default: all); each
+    one imports its module, so ``main`` adds only the one being run and ``sdkd --help`` imports none."""
+    return _build(only)[0]
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv``: its first word that is not an option (top-level options take no value)."""
+    word = next((a for a in argv if not a.startswith("-")), None)
+    return word if word in COMMANDS else None
+
+
+def _parse_command(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """Parse a subcommand's arguments with options and positionals in any order (``train a.b=1 --device cpu
+    c.d=2``); a subcommand with subcommands of its own (``sdkd data``) cannot be, and is parsed as usual."""
+    try:
+        return parser.parse_intermixed_args(argv)
+    except TypeError:  # argparse refuses intermixed parsing of nested subcommands before parsing anything
+        return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "command", None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = _command_of(argv)
+    parser, subparsers = _build([command] if command else [])
+    if command is None:  # --help, --version, no command, or an unknown one (argparse says so)
+        parser.parse_args(argv)
         parser.print_help()
         return 0
+    i = argv.index(command)
+    parser.parse_args(argv[:i])  # top-level options before the command (--help, --version) act as usual
+    args = _parse_command(subparsers[command], argv[i + 1 :])  # errors show the subcommand's usage
+    args.command = command
     return int(_target(args._module).run(args) or 0)
 
 
 def console_main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``sdkd`` command: bad input ends with one clear line, not a traceback
-    (``SDKD_DEBUG=1`` shows the traceback)."""
+    """Entry point of the ``sdkd`` command: bad input or a missing optional package ends with one clear
+    line, not a traceback (``SDKD_DEBUG=1`` shows the traceback)."""
     import os
 
     try:
         return main(argv)
-    except (ValueError, TypeError, KeyError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, TypeError, KeyError, FileNotFoundError, RuntimeError, ImportError) as exc:
         if os.environ.get("SDKD_DEBUG") == "1":
             raise
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        if isinstance(exc, ImportError):
+            from sdkd._optional import import_error_message
+
+            msg = import_error_message(exc)
+        else:
+            msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"sdkd: error: {msg}", file=sys.stderr)
         return 2
 

@@ -523,7 +523,9 @@ def run_reproduce(
             for p in write_figures(rows, preds, y, student, roles, out):
                 log(f"wrote {p}")
         except ImportError as exc:
-            log(f"figures skipped: {exc}")
+            from sdkd._optional import import_error_message
+
+            log(f"figures skipped: {import_error_message(exc)}")
     log(f"done in {time.perf_counter() - t0:.0f} s; results in {out}")
     return rows
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -130,6 +134,72 @@ def test_interrupted_generation_leaves_nothing_reusable(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         cache.cached_array(stem, {"v": 2}, (4, 3), np.float32, Filler(fail=True))
     assert not stem.with_suffix(".json").exists() and _leftovers(tmp_path) == []
+
+
+_WRITER = """
+import sys, time
+import numpy as np
+from sdkd.data import cache
+
+def fill(out):
+    out[:] = 7.0
+    out.flush()
+    print("filling", flush=True)
+    time.sleep(120)
+
+cache.cached_array(sys.argv[1], {"v": 1}, (64, 32), np.float32, fill)
+"""
+
+
+def _start_writer(stem):
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(stem)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "filling"
+    return proc
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
+def test_temp_left_by_sigterm_is_removed_by_a_later_run_but_never_a_live_writers(tmp_path):
+    stem = tmp_path / "entry"
+    writer = _start_writer(stem)
+    try:
+        live = _leftovers(tmp_path)
+        assert len(live) == 1 and str(writer.pid) in live[0]
+        # A concurrent run (another DDP rank) must not take the live writer's file away.
+        assert cache.remove_stale_temps(stem.with_suffix(".npy")) == []
+        other = _start_writer(stem)
+        other.terminate()
+        other.wait(timeout=60)
+        assert live[0] in _leftovers(tmp_path)
+    finally:
+        writer.terminate()  # SIGTERM: the writer dies without running its cleanup
+        writer.wait(timeout=60)
+    assert len(_leftovers(tmp_path)) == 2  # the bug's starting point: hidden temporaries left behind
+    fill = Filler()
+    arr, _, reused = cache.cached_array(stem, {"v": 1}, (4, 3), np.float32, fill)
+    assert (fill.calls, reused) == (1, False) and _leftovers(tmp_path) == []
+    assert arr[0].tolist() == [1.0] * 3 and arr[1:].min() == 2.0
+
+
+def test_remove_stale_temps_only_removes_dead_local_writers(tmp_path):
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True).stdout)
+    host = cache._HOST
+    names = {
+        f".x.npy.tmp-{host}-{dead}-ab_c1": True,  # this host, writer gone
+        f".x.npy.tmp-{host}-{os.getpid()}-ab_c2": False,  # this host, writer alive (this process)
+        f".x.npy.tmp-otherhost-{dead}-ab_c3": False,  # another host sharing the folder: cannot tell
+        f".y.npy.tmp-{host}-{dead}-ab_c4": False,  # another entry
+        ".x.npy.tmp-legacy01": False,  # old naming, recent: maybe still being written
+        ".x.npy.tmp-legacy02": True,  # old naming, untouched for two days
+    }
+    for name in names:
+        (tmp_path / name).write_bytes(b"partial")
+    old = time.time() - 2 * 86400
+    os.utime(tmp_path / ".x.npy.tmp-legacy02", (old, old))
+    if os.name == "nt":  # liveness cannot be probed there: pid-named temporaries are kept
+        names[f".x.npy.tmp-{host}-{dead}-ab_c1"] = False
+    removed = cache.remove_stale_temps(tmp_path / "x.npy")
+    assert sorted(p.name for p in removed) == sorted(n for n, stale in names.items() if stale)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(n for n, stale in names.items() if not stale)
 
 
 # ----------------------------------------------------------------------------------------------- NS load_or_generate

@@ -119,3 +119,18 @@ def test_export_bad_arguments(ckpt, tmp_path):
         main(["export", "--checkpoint", str(ckpt), "--format", "tflite", "--out", str(tmp_path / "m")])
     with pytest.raises(FileNotFoundError, match="exported model not found"):
         ExportedModel(tmp_path / "absent.onnx")
+
+
+@pytest.mark.parametrize("missing", ["onnx", "onnxscript"])
+def test_onnx_export_without_onnx_is_one_line_naming_the_extra(ckpt, tmp_path, monkeypatch, capsys, missing):
+    import sys
+
+    from sdkd.cli import console_main
+
+    monkeypatch.setitem(sys.modules, missing, None)  # as if not installed
+    argv = ["export", "--checkpoint", str(ckpt), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]
+    assert console_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sdkd: error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert missing in err and "pip install 'sdkd[export]'" in err
+    assert not (tmp_path / "m.onnx").exists()

@@ -237,3 +237,21 @@ def test_import_is_lazy():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize(
+    "fmt, missing", [("h5", ["h5py"]), ("nc", ["xarray"]), ("nc", ["netCDF4", "h5netcdf"])], ids=str
+)
+def test_missing_reader_package_is_named_not_the_file(tmp_path, monkeypatch, fmt, missing):
+    for module in ["h5py"] if fmt == "h5" else ["xarray"]:
+        pytest.importorskip(module)
+    path = _write(tmp_path / f"good{SUFFIX[fmt]}", _series(), fmt)  # a valid file
+    for module in missing:
+        monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    with pytest.raises(ImportError) as exc:
+        ArrayDataset(path, variable="field", input_frames=2, output_frames=2)
+    msg = str(exc.value)
+    assert "pip install 'sdkd[data]'" in msg and "good" in msg
+    assert "truncated" not in msg and "not a" not in msg
+    if len(missing) == 1:
+        assert isinstance(exc.value, ModuleNotFoundError) and f"optional package {missing[0]!r}" in msg

@@ -119,3 +119,19 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
         NavierStokesDataset(bad.transpose(0, 3, 1, 2), "test", input_frames=5, output_frames=5)
     with pytest.raises(TypeError, match="source must be"):
         NavierStokesDataset(42)
+
+
+@pytest.mark.parametrize("missing", ["h5py", "scipy"])
+def test_missing_mat_reader_is_named_not_the_file(tmp_path, monkeypatch, missing):
+    import sys
+
+    pytest.importorskip("scipy")
+    path = _save_v5(tmp_path / "ns.mat", _fno_u())  # a valid file
+    monkeypatch.setitem(sys.modules, missing, None)  # as if not installed
+    if missing == "scipy":
+        monkeypatch.setitem(sys.modules, "scipy.io", None)
+    with pytest.raises(ModuleNotFoundError) as exc:
+        NavierStokesDataset(path, "test", input_frames=5, output_frames=5)
+    msg = str(exc.value)
+    assert f"optional package {missing!r} is not installed: pip install 'sdkd[data]'" in msg and "ns.mat" in msg
+    assert "truncated" not in msg

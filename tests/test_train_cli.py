@@ -1,6 +1,7 @@
 """End to end through the CLI: train a teacher and a student, distill, evaluate (tiny data)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -88,3 +89,108 @@ def test_cli_rejects_unknown_keys_and_bad_model_cfg(series, tmp_path):
         build_config([], ["train.epoch=3"])
     with pytest.raises(ConfigError, match="model.cfg"):
         main(["train", *_args(series, tmp_path, "unet", epochs=1), "model.cfg.nonsense=1"])
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.fixture
+def no_data(monkeypatch):
+    """Any data loading or generation fails the test: the checks under test must come before it."""
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("data was loaded or generated before the config was checked")
+
+    monkeypatch.setattr("sdkd.train.run.build_datasets", forbidden)
+    monkeypatch.setattr("sdkd.data.navier_stokes.load_or_generate", forbidden)
+
+
+def test_free_form_typos_fail_before_any_data(no_data):
+    distill = ["distill", "--config", str(CONFIGS / "nse" / "distill.yaml")]
+    with pytest.raises(ConfigError, match=r"^distill.kd: .*unexpected keyword argument 'alpah'$"):
+        main([*distill, "distill.kd.alpah=2"])
+    with pytest.raises(ConfigError, match=r"^model.cfg: model 'unet' has no config key\(s\) \['widht'\]"):
+        main(["train", "--config", str(CONFIGS / "nse" / "baseline.yaml"), "model.cfg.widht=[8, 16]"])
+    with pytest.raises(ConfigError, match=r"^model.cfg: model 'st_alternet' has no config key\(s\) \['hidT'\]"):
+        main(["train", "--config", str(CONFIGS / "nse" / "teacher.yaml"), "model.cfg.hidT=64"])
+
+
+def test_run_stage_checks_config_and_teachers_before_any_data(no_data, tmp_path):
+    from sdkd.train import CheckpointError
+    from sdkd.train.run import run_stage
+
+    cfg = build_config([], [f"out_dir={tmp_path}"])
+    cfg["model"]["cfg"] = {"widht": 3}  # a config built by hand, not through build_config
+    with pytest.raises(ConfigError, match="widht"):
+        run_stage(cfg, device="cpu")
+    cfg = build_config([], [f"out_dir={tmp_path}", "stage=distill", f"distill.teachers=[{tmp_path / 'nope.pt'}]"])
+    with pytest.raises(CheckpointError, match="nope.pt.*does not exist"):
+        run_stage(cfg, device="cpu")
+
+
+class _FakeRun:
+    """Stands in for run_stage: records what the CLI asked for and returns a finished fit."""
+
+    def __init__(self, monkeypatch):
+        self.calls = []
+        monkeypatch.setattr("sdkd.train.run.run_stage", self)
+
+    def __call__(self, cfg, resume=False, device=None):
+        from sdkd.train import FitResult
+
+        self.calls.append((cfg, device))
+        return FitResult(best_val=0.25, best_epoch=2, epochs_run=3, stopped_early=False, best_path=Path("o/best.pt"))
+
+
+def test_overrides_before_and_after_options(monkeypatch, capsys):
+    fake = _FakeRun(monkeypatch)
+    baseline = str(CONFIGS / "nse" / "baseline.yaml")
+    argv = ["train", "--config", baseline, "train.epochs=1", "--device", "cpu", "data.preset=small", "--resume"]
+    assert main(argv) == 0
+    ((cfg, device),) = fake.calls
+    assert (cfg["train"]["epochs"], cfg["data"]["preset"], device) == (1, "small", "cpu")
+    assert "best val MSE 0.25 at epoch 3; checkpoint o/best.pt" in capsys.readouterr().out
+
+
+def test_bad_arguments_show_the_subcommand_usage(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "train.epochs=1", "--bogus"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2
+    assert err.startswith("usage: sdkd train ") and "unrecognized arguments: --bogus" in err
+
+
+@pytest.mark.parametrize("rank", ["0", "1", "3"])
+def test_summary_line_on_rank_zero_only(monkeypatch, capsys, rank):
+    _FakeRun(monkeypatch)
+    monkeypatch.setenv("RANK", rank)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert main(["train", "--config", str(CONFIGS / "nse" / "baseline.yaml")]) == 0
+    assert ("best val MSE" in capsys.readouterr().out) == (rank == "0")
+
+
+@pytest.fixture(scope="module")
+def student_ckpt(series, tmp_path_factory):
+    out = tmp_path_factory.mktemp("student")
+    assert main(["train", *_args(series, out, "unet", epochs=1)]) == 0
+    return out / "best.pt"
+
+
+def test_eval_results_json_stores_params_as_int(student_ckpt, tmp_path):
+    out = tmp_path / "eval"
+    assert main(["eval", "--checkpoint", str(student_ckpt), "--name", "s", "--out", str(out)]) == 0
+    params = json.loads((out / "results.json").read_text())["s"]["params"]
+    model, _ = load_model(student_ckpt)
+    assert type(params) is int and params == sum(p.numel() for p in model.parameters())
+
+
+def test_eval_figures_without_matplotlib_names_the_extra(student_ckpt, tmp_path, monkeypatch, capsys):
+    import sys
+
+    from sdkd.cli import console_main
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails as if not installed
+    argv = ["eval", "--checkpoint", str(student_ckpt), "--out", str(tmp_path / "e"), "--figures"]
+    assert console_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == "sdkd: error: the optional package 'matplotlib' is not installed: pip install 'sdkd[plot]'\n"

@@ -47,10 +47,10 @@ def _trainer(tmp, cfg=CFG, seed=0):
 def test_config_defaults_files_and_overrides(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("model:\n  name: resnet\ntrain:\n  epochs: 3\n")
-    cfg = build_config([f], ["train.lr=3e-4", "data.batch_size=4", "model.cfg.width=8"])
+    cfg = build_config([f], ["train.lr=3e-4", "data.batch_size=4", "model.cfg.widths=[8, 16]"])
     assert cfg["model"]["name"] == "resnet" and cfg["train"]["epochs"] == 3
     assert cfg["train"]["lr"] == pytest.approx(3e-4) and cfg["data"]["batch_size"] == 4
-    assert cfg["model"]["cfg"] == {"width": 8} and cfg["seed"] == 42
+    assert cfg["model"]["cfg"] == {"widths": [8, 16]} and cfg["seed"] == 42
 
 
 @pytest.mark.parametrize("override", ["train.lrr=1", "nosection.x=1", "train=3"])

@@ -1,7 +1,8 @@
 """File readers shared by the loaders: array files, netCDF engine choice, FNO ``.mat``.
 
 Heavy optional dependencies (scipy, h5py, xarray) are imported inside the functions, so
-importing ``sdkd.data`` stays cheap. Every failure is re-raised naming the file.
+importing ``sdkd.data`` stays cheap. Every failure is re-raised naming the file; a missing reader
+package raises ``ImportError`` naming the extra that installs it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,14 @@ def netcdf_engine() -> str:
         if importlib.util.find_spec(module) is not None:
             return engine
     raise ImportError("reading netCDF needs xarray with netCDF4 or h5netcdf: pip install 'sdkd[data]'")
+
+
+def _missing_reader(exc: ImportError, path: Path, where: str) -> ImportError:
+    """A reader package that is not installed (or broken) is named with its extra; the file is not blamed."""
+    from sdkd._optional import import_error_message
+
+    cls = ModuleNotFoundError if isinstance(exc, ModuleNotFoundError) else ImportError
+    return cls(f"{where}: cannot read {path}: {import_error_message(exc)}", name=exc.name)
 
 
 def _pick(names: list[str], variable: str | None, path: Path, where: str, kind: str) -> str:
@@ -114,6 +123,8 @@ def open_array(path: str | Path, variable: str | None, where: str) -> ArraySourc
         return ArraySource(shape, dtype, read_nc, p)
     except (KeyError, TypeError, FileNotFoundError):
         raise
+    except ImportError as e:
+        raise _missing_reader(e, p, where) from e
     except ValueError as e:
         if str(e).startswith(where):
             raise
@@ -145,5 +156,7 @@ def read_mat(path: str | Path, variable: str, where: str) -> np.ndarray:
         return data[variable]
     except KeyError:
         raise
+    except ImportError as e:
+        raise _missing_reader(e, p, where) from e
     except Exception as e:  # any reader failure becomes a clear error naming the file
         raise ValueError(f"{where}: cannot read {p} (truncated or not a MATLAB file): {type(e).__name__}: {e}") from e

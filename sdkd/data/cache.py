@@ -5,6 +5,10 @@ a uniquely named temporary file in the same folder and are published with ``os.r
 Windows), data first and metadata last, so a crash leaves either the old complete pair, or data without matching
 metadata — never metadata describing a half-written file. An entry is reused only if its metadata matches what the
 caller asks for (``match`` keys) **and** the ``.npy`` header and file size agree with that metadata.
+
+A temporary file's name holds the writer's host and process id. A writer killed without cleaning up (SIGTERM,
+SIGKILL, power loss) leaves it behind; later uses of the entry remove it once that process is gone, never while it
+runs (another DDP rank may be writing the same entry).
 """
 
 from __future__ import annotations
@@ -13,7 +17,10 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Union
@@ -24,6 +31,7 @@ __all__ = [
     "default_root",
     "params_key",
     "atomic_path",
+    "remove_stale_temps",
     "write_json_atomic",
     "read_json",
     "npy_is_complete",
@@ -32,6 +40,9 @@ __all__ = [
 ]
 
 PathLike = Union[str, os.PathLike]
+
+_HOST = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname()) or "host"  # no "-": it separates the name's fields
+_LEGACY_TEMP_AGE_S = 24 * 3600  # temporaries named without host and pid (older sdkd) count as stale after this
 
 
 def default_root() -> Path:
@@ -53,15 +64,66 @@ def params_key(params: Mapping[str, Any], length: int = 16) -> str:
     return hashlib.sha256(_canonical(dict(params)).encode()).hexdigest()[:length]
 
 
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}.tmp-"
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (True when that cannot be told)."""
+    if os.name == "nt":  # os.kill would terminate the process there
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists but belongs to another user
+        return True
+    return True
+
+
+def remove_stale_temps(path: PathLike) -> list[Path]:
+    """Remove the temporary files of ``path`` whose writer is gone; returns the removed paths.
+
+    A temporary written by this sdkd is named ``.<name>.tmp-<host>-<pid>-<random>``: it is stale when ``<host>`` is
+    this host and process ``<pid>`` no longer exists. Temporaries of live writers and of other hosts sharing the
+    folder are kept. Ones from older sdkd versions (``.<name>.tmp-<random>``) are removed after a day untouched.
+    """
+    path = Path(path)
+    prefix, mine = _temp_prefix(path), f"{_temp_prefix(path)}{_HOST}-"
+    try:
+        names = [n for n in os.listdir(path.parent) if n.startswith(prefix)]
+    except OSError:  # no folder yet
+        return []
+    removed = []
+    for name in names:
+        tmp = path.parent / name
+        rest = name[len(prefix) :]
+        if name.startswith(mine):
+            pid = name[len(mine) :].split("-", 1)[0]
+            stale = pid.isdigit() and not _process_alive(int(pid))
+        else:
+            try:
+                stale = "-" not in rest and time.time() - tmp.stat().st_mtime > _LEGACY_TEMP_AGE_S
+            except OSError:
+                stale = False
+        if stale:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on normal exit it replaces ``path`` atomically, on error it is removed.
 
-    The temporary name starts with ``.`` and contains ``.tmp-``, so it never collides with a published entry.
+    The temporary name starts with ``.`` and contains ``.tmp-``, so it never collides with a published entry; it
+    holds this host and process id, so stale ones (their writer killed) are removed here and by ``cached_array``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f"{_temp_prefix(path)}{_HOST}-{os.getpid()}-", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o644)  # mkstemp makes it private; a cache entry is an ordinary file
@@ -142,6 +204,8 @@ def cached_array(
     shape = tuple(int(s) for s in shape)
     dtype = np.dtype(dtype)
     expected = {**dict(match), "shape": list(shape), "dtype": dtype.str}
+    for p in (data_path, meta_path):  # leftovers of killed writers, also when the entry is reused
+        remove_stale_temps(p)
     if not force and metadata_matches(read_json(meta_path), expected) and npy_is_complete(data_path, shape, dtype):
         return np.load(data_path, mmap_mode="r"), data_path, True
 

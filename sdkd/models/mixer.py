@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._common import check_input, crop_to, pad_to_multiple
-from .registry import register_model
+from .registry import init_keys, register_model
 
 
 def default_patch_size(hw: tuple[int, int], max_tokens: int = 256) -> int:
@@ -111,6 +111,6 @@ class MLPMixer(nn.Module):
         return y, {k: self._as_map(v) for k, v in feats.items()}
 
 
-@register_model("mixer")
+@register_model("mixer", config_keys=init_keys(MLPMixer))
 def build_mixer(in_shape: tuple[int, int, int, int], out_frames: int, **cfg) -> MLPMixer:
     return MLPMixer(in_shape, out_frames, **cfg)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._common import check_input, crop_to, pad_to_multiple
-from .registry import register_model
+from .registry import init_keys, register_model
 from .unet import _check_widths, conv_norm_act, make_act, make_norm
 
 
@@ -113,6 +113,6 @@ class ResNet(nn.Module):
         return (y, feats) if return_features else y
 
 
-@register_model("resnet")
+@register_model("resnet", config_keys=init_keys(ResNet))
 def build_resnet(in_shape: tuple[int, int, int, int], out_frames: int, **cfg) -> ResNet:
     return ResNet(in_shape, out_frames, **cfg)

@@ -295,7 +295,7 @@ class SimVP(LatentForecaster):
         return {"in_shape": list(self.in_shape), "out_frames": self.out_frames, **cfg}
 
 
-@register_model("simvp")
+@register_model("simvp", config_keys=[f.name for f in fields(SimVPConfig)])
 def build_simvp(in_shape: tuple[int, int, int, int], out_frames: int | None = None, **cfg) -> SimVP:
     """Registry builder: the default SimVP for ``in_shape``; ``translator="gsta"|"incep"`` and any
     other ``cfg`` override config fields."""

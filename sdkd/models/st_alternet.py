@@ -204,7 +204,7 @@ class STAlterNet(LatentForecaster):
         return {"in_shape": list(self.in_shape), "out_frames": self.out_frames, **asdict(self.config)}
 
 
-@register_model("st_alternet")
+@register_model("st_alternet", config_keys=[f.name for f in fields(STAlterNetConfig)])
 def build_st_alternet(in_shape: tuple[int, int, int, int], out_frames: int | None = None, **cfg) -> STAlterNet:
     """Registry builder: the default ST-AlterNet for ``in_shape``; ``cfg`` overrides config fields."""
     return STAlterNet(in_shape, out_frames, **cfg)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ._common import check_input, crop_to, pad_to_multiple
-from .registry import register_model
+from .registry import init_keys, register_model
 
 _ACTS = {"silu": nn.SiLU, "gelu": nn.GELU, "relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(0.1)}
 
@@ -122,6 +122,6 @@ class UNet(nn.Module):
         return (y, feats) if return_features else y
 
 
-@register_model("unet")
+@register_model("unet", config_keys=init_keys(UNet))
 def build_unet(in_shape: tuple[int, int, int, int], out_frames: int, **cfg) -> UNet:
     return UNet(in_shape, out_frames, **cfg)

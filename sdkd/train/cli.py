@@ -26,11 +26,13 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace, stage: str = "train") -> int:
+    from .distributed import is_main_process
     from .run import run_stage
 
     cfg = build_config(args.config, [f"stage={stage}", *args.overrides, *getattr(args, "extra", [])])
     res = run_stage(cfg, resume=args.resume, device=args.device)
-    print(f"best val MSE {res.best_val:.5g} at epoch {res.best_epoch + 1}; checkpoint {res.best_path}")
+    if is_main_process():  # under torchrun, one summary line, not one per rank
+        print(f"best val MSE {res.best_val:.5g} at epoch {res.best_epoch + 1}; checkpoint {res.best_path}")
     return 0
 
 
@@ -51,7 +53,7 @@ def configure_eval(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", action="append", required=True, help="checkpoint(s) to evaluate")
     parser.add_argument("--name", action="append", default=[], help="row name per checkpoint (default: file path)")
     parser.add_argument("--out", default=None, help="folder for results.md/.json and figures")
-    parser.add_argument("--figures", action="store_true", help="write figures (needs matplotlib)")
+    parser.add_argument("--figures", action="store_true", help="write figures (needs matplotlib: sdkd[plot])")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("overrides", nargs="*", help="data.* overrides (default: the first checkpoint's data config)")
 

@@ -1,9 +1,9 @@
 """Experiment configuration: nested plain dicts from YAML, checked against a schema of defaults.
 
 A config has the sections of ``DEFAULTS``. Unknown keys are errors (a typo must not be
-silently ignored); ``model`` and ``model_cfg``-style free-form sections are passed on to the
-model builder, which rejects unknown arguments itself. Command-line overrides are
-``section.key=value`` strings whose values are parsed as YAML scalars.
+silently ignored); the free-form sections (``FREE_FORM``) are checked up front against what
+their consumers accept (the model builder's config keys, the KD loss's arguments). Command-line
+overrides are ``section.key=value`` strings whose values are parsed as YAML scalars.
 """
 
 from __future__ import annotations
@@ -139,7 +139,8 @@ def build_config(files: Iterable[str | Path] = (), overrides: Iterable[str] = ()
 
 
 def validate(cfg: Mapping) -> None:
-    """Value checks that do not need the data or models."""
+    """Value checks that do not need the data or models' weights; the free-form sections are checked by
+    their consumers' rules (``run.check_free_form``) so that a typo fails before any data is generated."""
     if cfg["stage"] not in ("train", "distill"):
         raise ConfigError(f"stage must be 'train' or 'distill', got {cfg['stage']!r}")
     t = cfg["train"]
@@ -154,8 +155,13 @@ def validate(cfg: Mapping) -> None:
     d = cfg["distill"]
     if d["strategy"] not in ("single", "aver", "a2d", "camkd"):
         raise ConfigError(f"distill.strategy must be single, aver, a2d or camkd, got {d['strategy']!r}")
+    if not isinstance(d["teachers"], (list, tuple)):
+        raise ConfigError(f"distill.teachers must be a list of checkpoint paths, got {d['teachers']!r}")
     if cfg["stage"] == "distill" and not d["teachers"]:
         raise ConfigError("stage 'distill' needs distill.teachers (checkpoint paths)")
+    from .run import check_free_form
+
+    check_free_form(cfg)
 
 
 def save_config(cfg: Mapping, path: str | Path) -> None:

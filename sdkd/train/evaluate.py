@@ -70,7 +70,7 @@ def evaluate(
         "mse_phys": sums["sse_phys"] / n_pix,
     }
     s = summary(model, tuple(dataset.in_shape), batch_size=1, latency=latency, device=device)
-    row["params"] = float(s.params)
+    row["params"] = int(s.params)  # a count: results.json stores 483898, not 483898.0
     row["latency_ms"] = float(s.latency_ms) if s.latency_ms is not None else float("nan")
     return row
 

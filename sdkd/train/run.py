@@ -117,6 +117,8 @@ def build_kd_loss(kd_cfg: Mapping[str, Any]) -> nn.Module:
     """The prediction KD loss named by ``distill.kd`` (``type: spectral``, ``mse`` or ``none``)."""
     from sdkd.losses import SpectralKD
 
+    if not isinstance(kd_cfg, Mapping):
+        raise ConfigError(f"distill.kd must be a mapping (type: spectral, cutoffs: ..., ...), got {kd_cfg!r}")
     cfg = dict(kd_cfg)
     kind = cfg.pop("type", "spectral")
     if kind == "mse":
@@ -129,6 +131,33 @@ def build_kd_loss(kd_cfg: Mapping[str, Any]) -> nn.Module:
         except TypeError as exc:
             raise ConfigError(f"distill.kd: {exc}") from None
     raise ConfigError(f"distill.kd.type must be 'spectral', 'mse' or 'none', got {kind!r}")
+
+
+def check_free_form(cfg: Mapping[str, Any]) -> None:
+    """Check the free-form sections before any data is generated or a model trained, so that a typo ends in
+    one clear line at once: ``model`` (its name and ``cfg`` keys, without building it) and, for a distill
+    stage, ``distill.kd`` (by building the loss, which is cheap; other stages do not use it)."""
+    from sdkd.models import check_model_config
+
+    name, model_cfg = cfg["model"]["name"], cfg["model"].get("cfg") or {}
+    if not isinstance(model_cfg, Mapping):
+        raise ConfigError(f"model.cfg must be a mapping of model arguments, got {model_cfg!r}")
+    try:
+        check_model_config(str(name), model_cfg)
+    except TypeError as exc:
+        raise ConfigError(f"model.cfg: {exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"model.name: {exc}") from None
+    if cfg["stage"] == "distill":
+        build_kd_loss(cfg["distill"]["kd"])
+
+
+def _check_teachers_exist(cfg: Mapping[str, Any]) -> None:
+    """A distill stage's teacher checkpoints must exist before its data is generated."""
+    if cfg["stage"] == "distill":
+        for path in cfg["distill"]["teachers"]:
+            if not Path(path).is_file():
+                raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
 
 
 def _feature_pairs(d: Mapping[str, Any], num_teachers: int) -> list[dict[str, str]]:
@@ -230,6 +259,8 @@ def run_stage(
 ) -> FitResult:
     """Train (``cfg["stage"] == "train"``) or distill a model as configured; writes
     ``best.pt``/``last.pt``/metrics into ``cfg["out_dir"]``."""
+    check_free_form(cfg)  # typos fail here, not after data generation
+    _check_teachers_exist(cfg)
     info: DistInfo = init_distributed(device)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type == "cuda" and info.enabled:

@@ -5,8 +5,9 @@ Shapes (B, T, C, H, W): (16, 10, 1, 64, 64) NSE, (32, 12, 3, 32, 64) WeatherBenc
 against the one-read-of-s-and-t + one-write-of-the-gradient floor. On GPU it also records the call's
 device time (profiler: the GPU work alone, without the host's per-call cost) and both as a fraction of the
 HBM bound measured by a device-to-device copy in the same run. ``test_spectral_loss_paired`` times each fast
-backend with a reference call right before every round (interleaved: robust to a shared machine's drift). A
-module fixture prints speedups at the end (-s).
+backend with a reference call before every round and the caches flushed before each call (interleaved and
+cold: robust to a shared machine's drift, and what a training step sees). A module fixture prints speedups
+at the end (-s).
 
     pytest bench/bench_spectral_loss.py --benchmark-only                  # GPU if present, else CPU
     pytest bench/bench_spectral_loss.py --benchmark-only --benchmark-json=out.json
@@ -97,6 +98,17 @@ def test_spectral_loss_fwd_bwd(benchmark, monkeypatch, shape, backend, dtype):
 
 
 PAIRED = ["cpu", "cuda", "triton"]
+_FLUSH: list[torch.Tensor] = []
+
+
+def _flush_caches() -> None:
+    """Write a buffer larger than the last-level cache (CPU L3 / GPU L2), evicting every input."""
+    if not _FLUSH:
+        _FLUSH.append(torch.zeros(64 * 2**20 // 4 if DEVICE.type == "cpu" else 256 * 2**20 // 4, device=DEVICE))
+    _FLUSH[0].add_(1.0)
+    _sync()
+
+
 _PAIRED: dict[tuple, tuple[float, float, float]] = {}  # (shape, dtype, backend) -> (ref, fast, median ratio)
 
 
@@ -104,9 +116,12 @@ _PAIRED: dict[tuple, tuple[float, float, float]] = {}  # (shape, dtype, backend)
 @pytest.mark.parametrize("backend", PAIRED)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_spectral_loss_paired(benchmark, shape, backend, dtype):
-    """The fast path timed with a reference call right before each round (pedantic's untimed setup), so both
-    see the same machine state: on a shared VM whose speed drifts by 10-20 % over a minute, the ratio of two
-    separate tests carries that drift, the ratio of interleaved calls does not."""
+    """Cold caches, interleaved: each round flushes the caches, times a reference call, flushes again and times
+    the fast call (pedantic's untimed setup does the first three), so both see the same machine state and
+    neither finds its inputs cached by the other. On a shared VM whose speed drifts by 10-20 % over a minute
+    the ratio of two separate tests carries that drift; interleaving without the flushes is biased instead
+    (the reference's temporaries evict s and t before the fast call, the fast call leaves them cached for the
+    reference). A training step runs the model between loss calls, so cold is also the realistic case."""
     g = torch.Generator(device=DEVICE).manual_seed(0)
     s = torch.randn(shape, device=DEVICE, generator=g).to(dtype).requires_grad_()
     t = torch.randn(shape, device=DEVICE, generator=g).to(dtype)
@@ -121,9 +136,11 @@ def test_spectral_loss_paired(benchmark, shape, backend, dtype):
         _sync()
 
     def ref_then_fast_setup():
+        _flush_caches()
         t0 = time.perf_counter()
         run("reference")
         ref_times.append(time.perf_counter() - t0)
+        _flush_caches()
 
     def fast():
         t0 = time.perf_counter()
@@ -166,7 +183,7 @@ def _print_speedups():
     head = f" (device-to-device copy: {peak / 1e9:.0f} GB/s)" if peak else ""
     print(f"\nspectral_loss fwd+bwd medians{head}:\n" + "\n".join(lines))
     if _PAIRED:
-        print("interleaved with the reference (reference call, then the fast call, per round):")
+        print("interleaved with the reference, cold caches (flush, reference call, flush, fast call, per round):")
         for (shape, dtype, backend), (ref, med, ratio) in sorted(_PAIRED.items(), key=lambda kv: str(kv[0])):
             print(
                 f"{'x'.join(map(str, shape)):18s} {str(dtype):15s} {backend:10s} {med * 1e3:9.3f} ms "

@@ -71,7 +71,7 @@ def test_config_missing_file_and_bad_values(tmp_path):
 # ---------------------------------------------------------------- checkpoints
 def test_checkpoint_roundtrip_is_weights_only(tmp_path):
     p = save_checkpoint(tmp_path / "a.pt", {"model": {"w": torch.ones(2)}, "config": {"x": [1, "a"]}})
-    assert not list(tmp_path.glob("*.tmp"))
+    assert [f.name for f in tmp_path.iterdir()] == ["a.pt"]  # no temp file left
     data = torch.load(p, weights_only=True)
     assert data["format"] == "sdkd-checkpoint" and torch.equal(data["model"]["w"], torch.ones(2))
     assert load_checkpoint(p)["config"] == {"x": [1, "a"]}
@@ -80,6 +80,22 @@ def test_checkpoint_roundtrip_is_weights_only(tmp_path):
 class _Evil:
     def __reduce__(self):
         return (os.system, ("echo pwned",))
+
+
+def test_checkpoint_write_removes_a_killed_writers_temp_but_not_a_live_ones(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from sdkd.data import cache
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True).stdout)
+    stale = tmp_path / f".a.pt.tmp-{cache._HOST}-{dead}-abc"
+    live = tmp_path / f".a.pt.tmp-{cache._HOST}-{os.getpid()}-def"  # this process: alive
+    stale.write_bytes(b"half a checkpoint")
+    live.write_bytes(b"being written")
+    save_checkpoint(tmp_path / "a.pt", {"model": {"w": torch.ones(2)}})
+    assert sorted(f.name for f in tmp_path.iterdir()) == sorted(["a.pt", live.name])
 
 
 def test_checkpoint_with_pickled_object_is_refused(tmp_path):

@@ -6,15 +6,15 @@ dicts — so ``torch.load(weights_only=True)`` opens it; RNG states are stored a
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from sdkd.data.cache import atomic_path
 
 FORMAT = "sdkd-checkpoint"
 VERSION = 1
@@ -54,21 +54,12 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` (plus format tag) to ``path`` atomically: temp file, fsync, rename."""
+    """Write ``payload`` (plus format tag) to ``path`` atomically: temp file, fsync, rename (the data cache's
+    ``atomic_path``, which also removes temps that a killed writer left behind)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = {"format": FORMAT, "version": VERSION, **payload}
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(data, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(data, tmp)
     return path
 
 

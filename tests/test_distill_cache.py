@@ -102,6 +102,24 @@ def test_disk_cache_is_reused_only_when_metadata_matches(tmp_path):
     assert t.calls > calls
 
 
+def test_disk_build_removes_a_killed_builds_folder_but_not_a_live_ones(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from sdkd.data import cache as data_cache
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True).stdout)
+    stale = tmp_path / f".c.tmp-{data_cache._HOST}-{dead}-0badc0de"  # a build killed by SIGTERM
+    live = tmp_path / f".c.tmp-{data_cache._HOST}-{os.getpid()}-600dc0de"  # a build still running
+    for d in (stale, live):
+        d.mkdir()
+        (d / "t0_0.npy").write_bytes(b"x" * 1000)
+    cache = TeacherCache.build(TinyNet(), Pairs(), path=tmp_path / "c", max_memory_bytes=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["c", live.name])
+    assert cache.location == str(tmp_path / "c")
+
+
 def test_fingerprint_covers_buffers():
     t = nn.Sequential(nn.Conv2d(2, 2, 1), nn.BatchNorm2d(2))  # has a 0-dim int64 buffer
     a = fingerprint([t])

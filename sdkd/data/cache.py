@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import socket
 import tempfile
 import time
@@ -32,6 +33,7 @@ __all__ = [
     "params_key",
     "atomic_path",
     "remove_stale_temps",
+    "temp_prefix",
     "write_json_atomic",
     "read_json",
     "npy_is_complete",
@@ -68,6 +70,13 @@ def _temp_prefix(path: Path) -> str:
     return f".{path.name}.tmp-"
 
 
+def temp_prefix(path: PathLike) -> str:
+    """Name prefix of this process's temporaries of ``path`` (``.<name>.tmp-<host>-<pid>-``): a writer that
+    builds a temporary file or folder next to ``path`` names it so, and ``remove_stale_temps`` can tell whether
+    its writer is gone."""
+    return f"{_temp_prefix(Path(path))}{_HOST}-{os.getpid()}-"
+
+
 def _process_alive(pid: int) -> bool:
     """Whether process ``pid`` exists on this host (True when that cannot be told)."""
     if os.name == "nt":  # os.kill would terminate the process there
@@ -82,7 +91,7 @@ def _process_alive(pid: int) -> bool:
 
 
 def remove_stale_temps(path: PathLike) -> list[Path]:
-    """Remove the temporary files of ``path`` whose writer is gone; returns the removed paths.
+    """Remove the temporary files (or folders) of ``path`` whose writer is gone; returns the removed paths.
 
     A temporary written by this sdkd is named ``.<name>.tmp-<host>-<pid>-<random>``: it is stale when ``<host>`` is
     this host and process ``<pid>`` no longer exists. Temporaries of live writers and of other hosts sharing the
@@ -108,7 +117,10 @@ def remove_stale_temps(path: PathLike) -> list[Path]:
                 stale = False
         if stale:
             with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+                if tmp.is_dir() and not tmp.is_symlink():  # a folder being built (the teacher cache's)
+                    shutil.rmtree(tmp)
+                else:
+                    tmp.unlink()
                 removed.append(tmp)
     return removed
 
@@ -123,7 +135,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(prefix=f"{_temp_prefix(path)}{_HOST}-{os.getpid()}-", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o644)  # mkstemp makes it private; a cache entry is an ordinary file

@@ -31,6 +31,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from sdkd.data.cache import remove_stale_temps, temp_prefix
+
 CACHE_VERSION = 1
 META_FILE = "meta.json"
 PRED = "pred"
@@ -265,7 +267,9 @@ class TeacherCache:
                     arrays = [{k: torch.empty((n, *v.shape[1:]), dtype=v.dtype) for k, v in o.items()} for o in outs]
                 else:
                     final = Path(path) if path is not None else Path(tempfile.mkdtemp(prefix="sdkd-teacher-cache-"))
-                    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+                    final.parent.mkdir(parents=True, exist_ok=True)
+                    remove_stale_temps(final)  # folders of a killed earlier build (GBs of memory maps)
+                    tmp = final.parent / f"{temp_prefix(final)}{uuid.uuid4().hex[:8]}"
                     tmp.mkdir(parents=True)
                     location = str(final)
                     arrays = [

@@ -169,6 +169,17 @@ def test_summary_line_on_rank_zero_only(monkeypatch, capsys, rank):
     assert ("best val MSE" in capsys.readouterr().out) == (rank == "0")
 
 
+def test_bare_train_says_it_trains_the_defaults(monkeypatch, capsys, tmp_path):
+    fake = _FakeRun(monkeypatch)
+    assert main(["train", f"out_dir={tmp_path}"]) == 0
+    err = capsys.readouterr().err
+    cfg = fake.calls[0][0]
+    assert f"no --config: the built-in defaults (model {cfg['model']['name']}" in err
+    assert f"{cfg['train']['epochs']} epochs) into {tmp_path}" in err
+    main(["train", "--config", str(CONFIGS / "nse" / "baseline.yaml")])
+    assert "no --config" not in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def student_ckpt(series, tmp_path_factory):
     out = tmp_path_factory.mktemp("student")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from .config import build_config
@@ -30,6 +31,14 @@ def run_train(args: argparse.Namespace, stage: str = "train") -> int:
     from .run import run_stage
 
     cfg = build_config(args.config, [f"stage={stage}", *args.overrides, *getattr(args, "extra", [])])
+    if not args.config and is_main_process():  # say what a bare command is about to train
+        d = cfg["data"]
+        print(
+            f"sdkd {stage}: no --config: the built-in defaults (model {cfg['model']['name']}, data {d['name']}"
+            f"{'/' + str(d['preset']) if d['name'] == 'ns' else ''}, {cfg['train']['epochs']} epochs) into "
+            f"{cfg['out_dir']}; configs/ holds the paper's settings",
+            file=sys.stderr,
+        )
     res = run_stage(cfg, resume=args.resume, device=args.device)
     if is_main_process():  # under torchrun, one summary line, not one per rank
         print(f"best val MSE {res.best_val:.5g} at epoch {res.best_epoch + 1}; checkpoint {res.best_path}")

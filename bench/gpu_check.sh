@@ -17,7 +17,7 @@ OUT=${OUT:-bench/results}
 TESTS=${TESTS:-tests}
 BENCHES=${BENCHES:-"spectral_loss capped_simplex attention e2e"}
 TEST_TIMEOUT=${TEST_TIMEOUT:-240}
-BENCH_TIMEOUT=${BENCH_TIMEOUT:-60}  # per bench group; attention gets 100 s
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-60}  # per bench group; attention gets 100 s, spectral_loss 90 s
 mkdir -p "$OUT"
 LOG="$OUT/gpu_check.log"
 : >"$LOG"
@@ -72,6 +72,7 @@ for b in $BENCHES; do
   case $b in
     e2e) files=(bench/bench_kd_step.py bench/bench_forecast.py) ;;
     attention) files=(bench/bench_attention.py); limit=$(( BENCH_TIMEOUT + 40 )) ;;
+    spectral_loss) files=(bench/bench_spectral_loss.py); limit=$(( BENCH_TIMEOUT + 30 )) ;;  # + forced and paired cases
     *) files=("bench/bench_${b}.py") ;;
   esac
   log "bench $b: ${files[*]}"

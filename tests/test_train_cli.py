@@ -171,13 +171,15 @@ def test_summary_line_on_rank_zero_only(monkeypatch, capsys, rank):
 
 def test_bare_train_says_it_trains_the_defaults(monkeypatch, capsys, tmp_path):
     fake = _FakeRun(monkeypatch)
-    assert main(["train", f"out_dir={tmp_path}"]) == 0
+    monkeypatch.chdir(tmp_path)
+    assert main(["train"]) == 0
     err = capsys.readouterr().err
     cfg = fake.calls[0][0]
     assert f"no --config: the built-in defaults (model {cfg['model']['name']}" in err
-    assert f"{cfg['train']['epochs']} epochs) into {tmp_path}" in err
-    main(["train", "--config", str(CONFIGS / "nse" / "baseline.yaml")])
-    assert "no --config" not in capsys.readouterr().err
+    assert f"{cfg['train']['epochs']} epochs) into {cfg['out_dir']}" in err
+    for argv in (["train", "--config", str(CONFIGS / "nse" / "baseline.yaml")], ["train", "train.epochs=1"]):
+        main(argv)  # a config or overrides: the user chose, nothing to say
+        assert "no --config" not in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ def run_train(args: argparse.Namespace, stage: str = "train") -> int:
     from .run import run_stage
 
     cfg = build_config(args.config, [f"stage={stage}", *args.overrides, *getattr(args, "extra", [])])
-    if not args.config and is_main_process():  # say what a bare command is about to train
+    if not args.config and not args.overrides and is_main_process():  # a bare command: say what it trains
         d = cfg["data"]
         print(
             f"sdkd {stage}: no --config: the built-in defaults (model {cfg['model']['name']}, data {d['name']}"

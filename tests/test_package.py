@@ -47,6 +47,26 @@ def test_help_does_not_import_the_command_modules():
     assert "usage: sdkd" in r.stdout and "distill" in r.stdout and "reproduce" in r.stdout
 
 
+@pytest.mark.parametrize("command", ["train", "distill", "eval"])
+def test_training_commands_help_does_not_import_torch(command):
+    code = (
+        f"import sys\nfrom sdkd.cli import main\ntry:\n    main([{command!r}, '--help'])\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert f"usage: sdkd {command}" in r.stdout
+
+
+def test_train_package_names_load_on_use():
+    import sdkd.train as T
+    from sdkd.train.loop import Trainer
+
+    assert T.Trainer is Trainer and {"FitResult", "build_config", "save_checkpoint"} <= set(dir(T))
+    with pytest.raises(AttributeError, match="no attribute 'Trainr'"):
+        T.Trainr  # noqa: B018
+
+
 def test_import_error_messages_name_the_extra():
     from sdkd._optional import import_error_message
 

@@ -180,14 +180,13 @@ def test_temp_left_by_sigterm_is_removed_by_a_later_run_but_never_a_live_writers
     assert arr[0].tolist() == [1.0] * 3 and arr[1:].min() == 2.0
 
 
-def test_remove_stale_temps_only_removes_dead_local_writers(tmp_path):
-    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True).stdout)
+def test_remove_stale_temps_only_removes_dead_local_writers(tmp_path, dead_pid):
     host = cache._HOST
     names = {
-        f".x.npy.tmp-{host}-{dead}-ab_c1": True,  # this host, writer gone
+        f".x.npy.tmp-{host}-{dead_pid}-ab_c1": True,  # this host, writer gone
         f".x.npy.tmp-{host}-{os.getpid()}-ab_c2": False,  # this host, writer alive (this process)
-        f".x.npy.tmp-otherhost-{dead}-ab_c3": False,  # another host sharing the folder: cannot tell
-        f".y.npy.tmp-{host}-{dead}-ab_c4": False,  # another entry
+        f".x.npy.tmp-otherhost-{dead_pid}-ab_c3": False,  # another host sharing the folder: cannot tell
+        f".y.npy.tmp-{host}-{dead_pid}-ab_c4": False,  # another entry
         ".x.npy.tmp-legacy01": False,  # old naming, recent: maybe still being written
         ".x.npy.tmp-legacy02": True,  # old naming, untouched for two days
     }
@@ -196,7 +195,7 @@ def test_remove_stale_temps_only_removes_dead_local_writers(tmp_path):
     old = time.time() - 2 * 86400
     os.utime(tmp_path / ".x.npy.tmp-legacy02", (old, old))
     if os.name == "nt":  # liveness cannot be probed there: pid-named temporaries are kept
-        names[f".x.npy.tmp-{host}-{dead}-ab_c1"] = False
+        names[f".x.npy.tmp-{host}-{dead_pid}-ab_c1"] = False
     removed = cache.remove_stale_temps(tmp_path / "x.npy")
     assert sorted(p.name for p in removed) == sorted(n for n, stale in names.items() if stale)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(n for n, stale in names.items() if not stale)

@@ -102,15 +102,12 @@ def test_disk_cache_is_reused_only_when_metadata_matches(tmp_path):
     assert t.calls > calls
 
 
-def test_disk_build_removes_a_killed_builds_folder_but_not_a_live_ones(tmp_path):
+def test_disk_build_removes_a_killed_builds_folder_but_not_a_live_ones(tmp_path, dead_pid):
     import os
-    import subprocess
-    import sys
 
     from sdkd.data import cache as data_cache
 
-    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True).stdout)
-    stale = tmp_path / f".c.tmp-{data_cache._HOST}-{dead}-0badc0de"  # a build killed by SIGTERM
+    stale = tmp_path / f".c.tmp-{data_cache._HOST}-{dead_pid}-0badc0de"  # a build killed by SIGTERM
     live = tmp_path / f".c.tmp-{data_cache._HOST}-{os.getpid()}-600dc0de"  # a build still running
     for d in (stale, live):
         d.mkdir()

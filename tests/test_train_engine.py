@@ -82,15 +82,12 @@ class _Evil:
         return (os.system, ("echo pwned",))
 
 
-def test_checkpoint_write_removes_a_killed_writers_temp_but_not_a_live_ones(tmp_path):
+def test_checkpoint_write_removes_a_killed_writers_temp_but_not_a_live_ones(tmp_path, dead_pid):
     import os
-    import subprocess
-    import sys
 
     from sdkd.data import cache
 
-    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True).stdout)
-    stale = tmp_path / f".a.pt.tmp-{cache._HOST}-{dead}-abc"
+    stale = tmp_path / f".a.pt.tmp-{cache._HOST}-{dead_pid}-abc"
     live = tmp_path / f".a.pt.tmp-{cache._HOST}-{os.getpid()}-def"  # this process: alive
     stale.write_bytes(b"half a checkpoint")
     live.write_bytes(b"being written")

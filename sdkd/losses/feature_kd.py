@@ -7,7 +7,7 @@ adapted loss per pair from example shapes, and returns the weighted sum of the p
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Union
 
 import torch
@@ -19,8 +19,9 @@ from .adapters import FeatureAdapter
 from .feature import AdaptedFeatureLoss, FeatureMSE
 from .spectral import SpectralKD
 
-FEATURE_LOSSES = ("mse", "ab", "spectral")
 Pairs = Union[Mapping[str, str], Sequence[tuple[str, str]]]
+#: ``builder(student_shape, teacher_shape, adapter_kwargs, **loss_kwargs) -> nn.Module``
+FeatureLossBuilder = Callable[..., nn.Module]
 
 
 def _lookup(features: Mapping[str, object], name: str, side: str) -> object:
@@ -31,22 +32,38 @@ def _lookup(features: Mapping[str, object], name: str, side: str) -> object:
     return features[name]
 
 
+def _mse(student_shape, teacher_shape, adapter_kwargs: Mapping, **loss_kwargs) -> nn.Module:
+    if loss_kwargs:
+        raise ValueError(f"FeatureKD: loss='mse' takes no loss options, got {sorted(loss_kwargs)}")
+    return FeatureMSE.from_shapes(student_shape, teacher_shape, **adapter_kwargs)
+
+
+def _ab(student_shape, teacher_shape, adapter_kwargs: Mapping, **loss_kwargs) -> nn.Module:
+    return ABLoss.from_shapes(student_shape, teacher_shape, **loss_kwargs, **adapter_kwargs)
+
+
+def _spectral(student_shape, teacher_shape, adapter_kwargs: Mapping, **loss_kwargs) -> nn.Module:
+    criterion = SpectralKD(**loss_kwargs)
+    t = tuple(teacher_shape.shape if isinstance(teacher_shape, torch.Tensor) else teacher_shape)
+    if len(t) >= 2:  # the adapted student takes the teacher's grid: every band must hold a bin of it
+        criterion.check_grid(int(t[-2]), int(t[-1]))
+    return AdaptedFeatureLoss(FeatureAdapter.from_shapes(student_shape, teacher_shape, **adapter_kwargs), criterion)
+
+
+#: The feature losses by name: the one registry behind ``FeatureKD(loss=...)``, ``build_feature_loss`` and the
+#: ``distill.feature_loss`` config key (its choices are this mapping's keys). Add a loss here and it is usable
+#: everywhere.
+FEATURE_LOSSES: dict[str, FeatureLossBuilder] = {"mse": _mse, "ab": _ab, "spectral": _spectral}
+
+
 def build_feature_loss(
     loss: str, student_shape, teacher_shape, adapter_kwargs: Mapping | None = None, **loss_kwargs
 ) -> nn.Module:
-    """One adapted loss of kind ``loss`` (``"mse"``, ``"ab"`` or ``"spectral"``) for the given example shapes."""
-    adapter_kwargs = dict(adapter_kwargs or {})
-    if loss == "mse":
-        if loss_kwargs:
-            raise ValueError(f"FeatureKD: loss='mse' takes no loss options, got {sorted(loss_kwargs)}")
-        return FeatureMSE.from_shapes(student_shape, teacher_shape, **adapter_kwargs)
-    if loss == "ab":
-        return ABLoss.from_shapes(student_shape, teacher_shape, **loss_kwargs, **adapter_kwargs)
-    if loss == "spectral":
-        return AdaptedFeatureLoss(
-            FeatureAdapter.from_shapes(student_shape, teacher_shape, **adapter_kwargs), SpectralKD(**loss_kwargs)
-        )
-    raise ValueError(f"FeatureKD: loss must be one of {FEATURE_LOSSES}, got {loss!r}")
+    """One adapted loss of kind ``loss`` (a key of ``FEATURE_LOSSES``: ``"mse"``, ``"ab"`` or ``"spectral"``)
+    for the given example shapes."""
+    if loss not in FEATURE_LOSSES:
+        raise ValueError(f"FeatureKD: loss must be one of {sorted(FEATURE_LOSSES)}, got {loss!r}")
+    return FEATURE_LOSSES[loss](student_shape, teacher_shape, dict(adapter_kwargs or {}), **loss_kwargs)
 
 
 class FeatureKD(nn.Module):
@@ -80,7 +97,7 @@ class FeatureKD(nn.Module):
         if not self.pairs:
             raise ValueError("FeatureKD: pairs is empty; give at least one {student_name: teacher_name}")
         if loss not in FEATURE_LOSSES:
-            raise ValueError(f"FeatureKD: loss must be one of {FEATURE_LOSSES}, got {loss!r}")
+            raise ValueError(f"FeatureKD: loss must be one of {sorted(FEATURE_LOSSES)}, got {loss!r}")
         self.loss_type = loss
         self.weights = self._weights(weights)
         self.losses = nn.ModuleList(

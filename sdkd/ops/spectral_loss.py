@@ -18,6 +18,7 @@ import torch
 
 from ._dispatch import ENV_VAR, Backend, Op, plain_eager, register_op
 from ._ext import cuda_unavailable_reason, extension, triton_installed, unavailable_reason
+from .spectral_cutoffs import as_cutoffs, check_bands
 
 REDUCTIONS = ("mean", "band_mean")
 
@@ -81,13 +82,8 @@ def normalize_args(
         raise ValueError("spectral_loss: inputs are empty")
     if reduction not in REDUCTIONS:
         raise ValueError(f"spectral_loss: reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    cuts = (float(cutoffs),) if isinstance(cutoffs, (int, float)) else tuple(float(c) for c in cutoffs)
-    if len(cuts) == 0:
-        raise ValueError("spectral_loss: need at least one cutoff")
-    if any(not math.isfinite(c) or c < 0 for c in cuts):
-        raise ValueError(f"spectral_loss: cutoffs must be finite and >= 0, got {cuts}")
-    if any(b <= a for a, b in zip(cuts, cuts[1:])):
-        raise ValueError(f"spectral_loss: cutoffs must be strictly increasing, got {cuts}")
+    cuts = as_cutoffs(cutoffs, "spectral_loss")
+    check_bands(s.shape[-2], s.shape[-1], cuts, "spectral_loss")  # every band holds a bin of this grid
     nb = len(cuts) + 1
     if weights is None:
         w = (1.0,) * nb

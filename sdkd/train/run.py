@@ -174,13 +174,13 @@ def _feature_pairs(d: Mapping[str, Any], num_teachers: int) -> list[dict[str, st
 
 
 def _feature_losses(kind: str, pairs: list[dict[str, str]], student: nn.Module, teachers: list, sample: Any, device):
-    """One adapter loss (``mse``: FeatureMSE, ``ab``: ABLoss) per teacher and pair, sized from one sample."""
+    """One adapted loss of kind ``kind`` (a key of ``sdkd.losses.feature_kd.FEATURE_LOSSES``) per teacher and
+    pair, sized from one sample."""
     from sdkd.distill.cache import run_teacher
-    from sdkd.losses import ABLoss, FeatureMSE
+    from sdkd.losses.feature_kd import FEATURE_LOSSES, build_feature_loss
 
-    if kind not in ("mse", "ab"):
-        raise ConfigError(f"distill.feature_loss must be 'mse' or 'ab', got {kind!r}")
-    make = FeatureMSE.from_shapes if kind == "mse" else ABLoss.from_shapes
+    if kind not in FEATURE_LOSSES:
+        raise ConfigError(f"distill.feature_loss must be one of {sorted(FEATURE_LOSSES)}, got {kind!r}")
     x = sample[0].unsqueeze(0).to(device)
     with torch.no_grad():
         _, sfeats = student.to(device)(x, return_features=True)
@@ -190,7 +190,7 @@ def _feature_losses(kind: str, pairs: list[dict[str, str]], student: nn.Module, 
         missing = [s for s in row if s not in sfeats]
         if missing:
             raise ConfigError(f"distill.features: the student has no feature(s) {missing}; available: {sorted(sfeats)}")
-        table.append({s: make(sfeats[s].shape, tfeats[t].shape).to(device) for s, t in row.items()})
+        table.append({s: build_feature_loss(kind, sfeats[s].shape, tfeats[t].shape).to(device) for s, t in row.items()})
     return table
 
 

@@ -8,7 +8,8 @@ normalisation and the full config, as plain data.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,37 +27,87 @@ SPLITS = ("train", "val", "test")
 
 
 # ----------------------------------------------------------------------------- data
-def build_datasets(data_cfg: Mapping[str, Any], seed: int = 42, progress: bool = True) -> dict[str, Any]:
-    """``{"train", "val", "test"}`` datasets for ``data_cfg`` (see ``configs/`` for the keys)."""
+Splitter = Callable[[str], Any]  # split name -> dataset
+
+
+def _ns(data_cfg: Mapping[str, Any], t_in: int, t_out: int, progress: bool) -> Splitter:
+    from sdkd import data as D
+    from sdkd.data.navier_stokes import load_or_generate
+
+    path = data_cfg.get("path")
+    array, _ = load_or_generate(preset=data_cfg.get("preset") or "small", root=path, progress=progress)
+    return lambda split: D.NavierStokesDataset(array, split, t_in, t_out, data_cfg.get("splits"))
+
+
+def _ns_mat(data_cfg: Mapping[str, Any], t_in: int, t_out: int, progress: bool) -> Splitter:
     from sdkd import data as D
 
-    name = data_cfg["name"]
-    t_in, t_out = int(data_cfg["input_frames"]), int(data_cfg["output_frames"])
-    splits = data_cfg.get("splits")
-    path = data_cfg.get("path")
-    if name == "ns":
-        from sdkd.data.navier_stokes import load_or_generate
+    path = _need(data_cfg.get("path"), "ns_mat")
+    return lambda split: D.NavierStokesDataset(path, split, t_in, t_out, data_cfg.get("splits"))
 
-        array, _ = load_or_generate(preset=data_cfg.get("preset") or "small", root=path, progress=progress)
-        make = lambda split: D.NavierStokesDataset(array, split, t_in, t_out, splits)  # noqa: E731
-    elif name == "ns_mat":
-        make = lambda split: D.NavierStokesDataset(_need(path, name), split, t_in, t_out, splits)  # noqa: E731
-    elif name == "weatherbench":
-        variables = tuple(data_cfg.get("variables") or ("t2m",))
-        make = lambda split: D.WeatherBenchDataset(  # noqa: E731
-            _need(path, name), variables, split, input_frames=t_in, output_frames=t_out
-        )
-    elif name == "taxibj":
-        make = lambda split: D.TaxiBJDataset(_need(path, name), split, t_in, t_out)  # noqa: E731
-    elif name == "array":
-        kw = {"splits": splits} if splits is not None else {}
-        variables = data_cfg.get("variables")
-        variable = variables[0] if isinstance(variables, (list, tuple)) else variables
-        make = lambda split: D.ArrayDataset(  # noqa: E731
-            _need(path, name), variable=variable, input_frames=t_in, output_frames=t_out, split=split, **kw
-        )
-    else:
-        raise ConfigError(f"data.name must be ns, ns_mat, weatherbench, taxibj or array, got {name!r}")
+
+def _weatherbench(data_cfg: Mapping[str, Any], t_in: int, t_out: int, progress: bool) -> Splitter:
+    from sdkd import data as D
+
+    path = _need(data_cfg.get("path"), "weatherbench")
+    variables = tuple(data_cfg.get("variables") or ("t2m",))
+    return lambda split: D.WeatherBenchDataset(path, variables, split, input_frames=t_in, output_frames=t_out)
+
+
+def _taxibj(data_cfg: Mapping[str, Any], t_in: int, t_out: int, progress: bool) -> Splitter:
+    from sdkd import data as D
+
+    path = _need(data_cfg.get("path"), "taxibj")
+    return lambda split: D.TaxiBJDataset(path, split, t_in, t_out)
+
+
+def _array(data_cfg: Mapping[str, Any], t_in: int, t_out: int, progress: bool) -> Splitter:
+    from sdkd import data as D
+
+    path = _need(data_cfg.get("path"), "array")
+    splits = data_cfg.get("splits")
+    kw = {"splits": splits} if splits is not None else {}
+    variables = data_cfg.get("variables")
+    variable = variables[0] if isinstance(variables, (list, tuple)) else variables
+    return lambda split: D.ArrayDataset(
+        path, variable=variable, input_frames=t_in, output_frames=t_out, split=split, **kw
+    )
+
+
+def _ns_presets() -> list[str]:
+    from sdkd.data.navier_stokes import PRESETS
+
+    return list(PRESETS)
+
+
+@dataclass(frozen=True)
+class DatasetKind:
+    """How ``data.name`` makes its splits: ``make(data_cfg, t_in, t_out, progress) -> (split -> dataset)``;
+    ``presets`` lists the names ``data.preset`` may take (None: the kind has no presets); ``needs_path``: whether
+    ``data.path`` is required."""
+
+    make: Callable[[Mapping[str, Any], int, int, bool], Splitter]
+    presets: Callable[[], Iterable[str]] | None = None
+    needs_path: bool = True
+
+
+#: The dataset kinds by ``data.name``: the one registry behind ``build_datasets`` and the config schema.
+DATASETS: Mapping[str, DatasetKind] = {
+    "ns": DatasetKind(_ns, presets=_ns_presets, needs_path=False),
+    "ns_mat": DatasetKind(_ns_mat),
+    "weatherbench": DatasetKind(_weatherbench),
+    "taxibj": DatasetKind(_taxibj),
+    "array": DatasetKind(_array),
+}
+
+
+def build_datasets(data_cfg: Mapping[str, Any], seed: int = 42, progress: bool = True) -> dict[str, Any]:
+    """``{"train", "val", "test"}`` datasets for ``data_cfg`` (see ``configs/`` for the keys)."""
+    name = data_cfg["name"]
+    if name not in DATASETS:
+        raise ConfigError(f"data.name must be one of {', '.join(sorted(DATASETS))}, got {name!r}")
+    t_in, t_out = int(data_cfg["input_frames"]), int(data_cfg["output_frames"])
+    make = DATASETS[name].make(data_cfg, t_in, t_out, progress)
     return {split: make(split) for split in SPLITS}
 
 
@@ -128,7 +179,7 @@ def build_kd_loss(kd_cfg: Mapping[str, Any]) -> nn.Module:
     if kind == "spectral":
         try:
             return SpectralKD(**cfg)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise ConfigError(f"distill.kd: {exc}") from None
     raise ConfigError(f"distill.kd.type must be 'spectral', 'mse' or 'none', got {kind!r}")
 
@@ -136,7 +187,8 @@ def build_kd_loss(kd_cfg: Mapping[str, Any]) -> nn.Module:
 def check_free_form(cfg: Mapping[str, Any]) -> None:
     """Check the free-form sections before any data is generated or a model trained, so that a typo ends in
     one clear line at once: ``model`` (its name and ``cfg`` keys, without building it) and, for a distill
-    stage, ``distill.kd`` (by building the loss, which is cheap; other stages do not use it)."""
+    stage, ``distill.kd`` (by building the loss, which is cheap; other stages do not use it), the strategy
+    against the number of teachers and the ``distill.features`` mappings."""
     from sdkd.models import check_model_config
 
     name, model_cfg = cfg["model"]["name"], cfg["model"].get("cfg") or {}
@@ -149,7 +201,33 @@ def check_free_form(cfg: Mapping[str, Any]) -> None:
     except ValueError as exc:
         raise ConfigError(f"model.name: {exc}") from None
     if cfg["stage"] == "distill":
-        build_kd_loss(cfg["distill"]["kd"])
+        d = cfg["distill"]
+        build_kd_loss(d["kd"])
+        if not d["teachers"]:  # validate() says that the stage needs them
+            return
+        from sdkd.distill.strategies import check_strategy
+
+        try:
+            check_strategy(d["strategy"], len(d["teachers"]), float(d["C"]), d["grad_space"])
+        except ValueError as exc:
+            raise ConfigError(f"distill: {exc}") from None
+        if d["per_sample"] and d["grad_space"] != "output":
+            raise ConfigError(
+                "distill.per_sample=true needs distill.grad_space=output (per-sample parameter "
+                "gradients are not supported)"
+            )
+        _feature_pairs(d, len(d["teachers"]))
+
+
+def _check_kd_grid(kd_cfg: Mapping[str, Any], data: Mapping[str, Any]) -> None:
+    """The prediction KD loss's bands against the data's grid, once it is known (before teachers are run)."""
+    kd = build_kd_loss(kd_cfg)
+    if hasattr(kd, "check_grid"):
+        H, W = (int(v) for v in data["train"].in_shape[-2:])
+        try:
+            kd.check_grid(H, W)
+        except ValueError as exc:
+            raise ConfigError(f"distill.kd: {exc}") from None
 
 
 def _check_teachers_exist(cfg: Mapping[str, Any]) -> None:
@@ -198,6 +276,7 @@ def _distill_parts(cfg: Mapping, data: Mapping[str, Any], student: nn.Module, de
     from sdkd.distill import Distiller, IndexedDataset, TeacherCache
 
     d = cfg["distill"]
+    _check_kd_grid(d["kd"], data)
     teachers = []
     for path in d["teachers"]:
         teacher, ck = load_model(path, device)
@@ -259,7 +338,9 @@ def run_stage(
 ) -> FitResult:
     """Train (``cfg["stage"] == "train"``) or distill a model as configured; writes
     ``best.pt``/``last.pt``/metrics into ``cfg["out_dir"]``."""
-    check_free_form(cfg)  # typos fail here, not after data generation
+    from .config import validate
+
+    cfg = validate(cfg)  # values and typos fail here, not after data generation
     _check_teachers_exist(cfg)
     info: DistInfo = init_distributed(device)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -309,7 +309,7 @@ def evaluate_stages(
     x1 = test[0][0].unsqueeze(0).to(device)
     for stage, path in paths.items():
         model, _ = load_model(path, device)
-        row = evaluate(model, test, device=device, data_range=R, latency=False)
+        row = evaluate(model, test, device=device, data_range=R, latency=False, name=stage)
         row["latency_ms"] = measure_latency(model, x1, runs=latency_runs, warmup=3)
         row["val_mse"], row["train_s"], row["epochs"] = _stage_stats(Path(path).parent)
         rows[stage] = row

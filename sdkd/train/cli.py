@@ -77,7 +77,7 @@ def run_eval(args: argparse.Namespace) -> int:
     test = build_datasets(cfg["data"], cfg["seed"])["test"]
     names = args.name + [str(p) for p in args.checkpoint[len(args.name) :]]
     R = target_range(test)
-    rows = {n: evaluate(m, test, device=args.device, data_range=R) for n, (m, _) in zip(names, models)}
+    rows = {n: evaluate(m, test, device=args.device, data_range=R, name=n) for n, (m, _) in zip(names, models)}
     table = format_table(rows)
     print(table)
     if args.out:

@@ -8,6 +8,7 @@ range of the normalised test targets) so rows are comparable; band errors split 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,6 +19,8 @@ from torch.utils.data import DataLoader
 from sdkd import metrics as M
 
 COLUMNS = ("mse", "mae", "psnr", "ssim", "low_err", "high_err", "mse_phys", "params", "latency_ms")
+# columns that are finite for every finite prediction (psnr is inf for a perfect one; ssim is nan on tiny grids)
+ERROR_METRICS = ("mse", "mae", "low_err", "high_err", "mse_phys")
 
 
 def target_range(dataset: Any, batch_size: int = 64) -> float:
@@ -37,10 +40,16 @@ def evaluate(
     data_range: float | None = None,
     cutoff: float = 0.25,
     latency: bool = True,
+    name: str | None = None,
 ) -> dict[str, float]:
-    """Metrics of ``model`` over ``dataset`` (normalised ``(x, y)`` windows with ``denormalize``)."""
+    """Metrics of ``model`` over ``dataset`` (normalised ``(x, y)`` windows with ``denormalize``).
+
+    Raises ``ValueError`` (naming ``name``, default the model's class) when a prediction or an error metric is not
+    finite, so that no table or results file ever holds NaN/inf from a broken model.
+    """
     from sdkd.models import summary
 
+    name = name or type(model).__name__
     model = model.to(device).eval()
     R = data_range if data_range is not None else target_range(dataset)
     sums = dict.fromkeys(("sse", "sae", "sse_phys", "psnr", "ssim", "low", "high"), 0.0)
@@ -49,6 +58,7 @@ def evaluate(
     for x, y in DataLoader(dataset, batch_size):
         x, y = x.to(device), y.to(device)
         p = model(x).float()
+        _check_predictions(p, name, n_pix // max(1, y[0].numel()))
         sums["sse"] += (p - y).square().sum().item()
         sums["sae"] += (p - y).abs().sum().item()
         sums["sse_phys"] += (dataset.denormalize(p.cpu()) - dataset.denormalize(y.cpu())).square().sum().item()
@@ -69,10 +79,28 @@ def evaluate(
         "high_err": sums["high"] / n_pix,
         "mse_phys": sums["sse_phys"] / n_pix,
     }
+    overflowed = [k for k in ERROR_METRICS if not math.isfinite(row[k])]
+    if overflowed:
+        raise ValueError(
+            f"evaluate: {name}'s {', '.join(overflowed)} on the test split overflowed (not finite) although every "
+            "prediction is finite: its errors are too large for float32 squares; the model has diverged"
+        )
     s = summary(model, tuple(dataset.in_shape), batch_size=1, latency=latency, device=device)
     row["params"] = int(s.params)  # a count: results.json stores 483898, not 483898.0
     row["latency_ms"] = float(s.latency_ms) if s.latency_ms is not None else float("nan")
     return row
+
+
+def _check_predictions(p: torch.Tensor, name: str, first: int) -> None:
+    """Raise if a batch of test predictions (the first window is number ``first``) holds NaN or inf."""
+    bad = ~torch.isfinite(p)
+    if bool(bad.any()):
+        window = first + int(bad.reshape(len(p), -1).any(1).nonzero()[0, 0])
+        raise ValueError(
+            f"evaluate: {name} predicts {int(bad.sum())} non-finite values (NaN or inf) on the test split (first in "
+            f"window {window}) although the test inputs are finite (diverged or corrupted weights, or test data far "
+            "outside the training range); no metrics are written"
+        )
 
 
 def format_table(rows: Mapping[str, Mapping[str, float]], columns: Sequence[str] = COLUMNS) -> str:

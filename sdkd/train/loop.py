@@ -255,6 +255,11 @@ class Trainer:
             t0 = time.perf_counter()
             row = {"epoch": epoch + 1, **self._train_epoch(epoch)}
             row["val_mse"] = self.validate()
+            if not math.isfinite(row["val_mse"]):  # read once per epoch anyway; NaN would never be "best"
+                raise FloatingPointError(
+                    f"validation MSE is {row['val_mse']} at epoch {epoch + 1} although the training loss is finite: "
+                    "the model predicts NaN/inf on the validation split; nothing of this epoch is written"
+                )
             row["lr"] = self.optimizer.param_groups[0]["lr"]
             row["seconds"] = time.perf_counter() - t0
             improved = row["val_mse"] < best_val

@@ -83,7 +83,6 @@ def normalize_args(
     if reduction not in REDUCTIONS:
         raise ValueError(f"spectral_loss: reduction must be one of {REDUCTIONS}, got {reduction!r}")
     cuts = as_cutoffs(cutoffs, "spectral_loss")
-    check_bands(s.shape[-2], s.shape[-1], cuts, "spectral_loss")  # every band holds a bin of this grid
     nb = len(cuts) + 1
     if weights is None:
         w = (1.0,) * nb
@@ -169,7 +168,8 @@ def spectral_loss_reference(
     eps: float = 1e-6,
 ) -> torch.Tensor:
     """Plain-PyTorch SpectralKD loss; autograd gives the gradient. Returns a 0-dim tensor
-    in the input dtype (accumulated in fp32, or fp64 for fp64 inputs)."""
+    in the input dtype (accumulated in fp32, or fp64 for fp64 inputs). As the definition it also takes
+    cutoffs that leave a band of this grid empty (the band adds 0); ``spectral_loss`` refuses them."""
     cuts, w = normalize_args(s, t, cutoffs, weights, reduction)
     loss = band_terms_reference(s, t, cuts, w, reduction, adaptive, eps).sum()
     return loss.to(s.dtype)
@@ -762,14 +762,16 @@ def spectral_loss(
 ) -> torch.Tensor:
     """SpectralKD loss between student ``s`` and teacher ``t`` of shape ``(..., H, W)``.
 
-    ``cutoffs``: increasing radial cutoffs (cycles/sample) splitting the rfft2 half-plane into
-    ``len(cutoffs)+1`` bands; ``weights``: one per band (default all 1, where ``mean`` equals
+    ``cutoffs``: increasing radial cutoffs (cycles/sample, in ``[0, sqrt(0.5))``) splitting the rfft2
+    half-plane into ``len(cutoffs)+1`` bands, each holding at least one bin of the ``H x W`` grid (else
+    ``ValueError``: an empty band would silently turn the loss into a re-weighted MSE); ``weights``: one per band (default all 1, where ``mean`` equals
     ``mse_loss(s, t)``); ``reduction``: ``"mean"`` or ``"band_mean"``; ``adaptive``: divide each
     band's error by the teacher's (detached) energy in it plus ``eps``. ``backend``: ``"auto"``
     (or ``SDKD_BACKEND``), ``"cpu"``, ``"cuda"``, ``"triton"`` or ``"reference"``. ``check``: raise
     on non-finite results, naming the offending input.
     """
     cuts, w = normalize_args(s, t, cutoffs, weights, reduction)
+    check_bands(s.shape[-2], s.shape[-1], cuts, "spectral_loss")  # every band holds a bin of this grid
     requested = backend if backend != "auto" else (os.environ.get(ENV_VAR, "").strip() or "auto")
     impl = spectral_loss_op.select(
         backend,
@@ -799,5 +801,6 @@ def spectral_band_terms(
 ) -> torch.Tensor:
     """Detached per-band terms (their sum is the loss), for logging."""
     cuts, w = normalize_args(s, t, cutoffs, weights, reduction)
+    check_bands(s.shape[-2], s.shape[-1], cuts, "spectral_loss")  # every band holds a bin of this grid
     with torch.no_grad():
         return band_terms_reference(s.detach(), t.detach(), cuts, w, reduction, adaptive, eps)

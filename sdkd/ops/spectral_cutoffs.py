@@ -38,6 +38,12 @@ def as_cutoffs(cutoffs: object, owner: str = "spectral_loss") -> tuple[float, ..
 
     A cutoff of 0 is allowed: its low band is the mean (the DC bin) alone.
     """
+    if type(cutoffs) is tuple and all(type(c) is float for c in cutoffs):  # SpectralKD's own: every step
+        return _checked_floats(cutoffs, owner)
+    return _checked_floats(_as_floats(cutoffs, owner), owner)
+
+
+def _as_floats(cutoffs: object, owner: str) -> tuple[float, ...]:
     if isinstance(cutoffs, (str, bytes)):
         raise TypeError(f"{owner}: cutoffs must be numbers (cycles per sample, e.g. 0.25), got the string {cutoffs!r}")
     if hasattr(cutoffs, "tolist") and not isinstance(cutoffs, numbers.Real):  # a tensor or an array
@@ -48,6 +54,11 @@ def as_cutoffs(cutoffs: object, owner: str = "spectral_loss") -> tuple[float, ..
         cuts = tuple(_one_cutoff(c, owner) for c in cutoffs)
     else:
         raise TypeError(f"{owner}: cutoffs must be a number or a sequence of numbers, got {type(cutoffs).__name__}")
+    return cuts
+
+
+@lru_cache(maxsize=256)
+def _checked_floats(cuts: tuple[float, ...], owner: str) -> tuple[float, ...]:
     if not cuts:
         raise ValueError(f"{owner}: cutoffs must hold at least one value")
     if any(not math.isfinite(c) or c < 0 or c >= MAX_RADIUS for c in cuts):

@@ -141,6 +141,41 @@ def test_cpu_fft_kernel_parity(shape, cuts, dtype, monkeypatch):
 
 
 @pytest.mark.skipif(not HAS_CPU, reason="sdkd._C not built")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "shape",
+    [
+        (1, 2, 32, 480),  # the paper's RBC grid: rows 480 = 4*4*2*3*5
+        (1, 1, 121, 240),  # a 2.5-degree climate grid: columns 121 = 11*11
+        (2, 3, 24),  # H = 3, W = 24 = 8*3 (radix 3 both ways, partly filled row groups)
+        (1, 1, 35, 56),  # 35 = 5*7, 56 = 8*7 (radix 7; W % 16 != 0)
+        (1, 1, 13, 104),  # 13 and 104 = 8*13 (radix 13)
+        (1, 1, 17, 136),  # 17 and 136 = 8*17: both Bluestein
+        (1, 1, 9, 8),  # 9 = 3*3, one vector per row
+    ],
+)
+@pytest.mark.parametrize("cuts", CUTOFFS)
+def test_cpu_fft_kernel_mixed_radix_parity(shape, cuts, dtype, monkeypatch):
+    """The real-FFT kernel at sizes that are not powers of two: mixed-radix passes (2, 3, 4, 5, 7, 11, 13) and
+    Bluestein's algorithm for larger prime factors, forward and backward against the reference."""
+    H, W = shape[-2:]
+    assert SL._cpu_fft_ok(H, W)
+    calls = []
+    real = SL._cpu_fft_fused
+    monkeypatch.setattr(SL, "_cpu_fft_fused", lambda *a, **k: calls.append(1) or real(*a, **k))
+    _compare(shape, cuts, "mean", False, "cpu", dtype)
+    assert calls
+
+
+@pytest.mark.skipif(not HAS_CPU, reason="sdkd._C not built")
+@pytest.mark.parametrize("reduction,adaptive", MODES)
+@pytest.mark.parametrize("shape", [(1, 2, 24, 40), (1, 1, 17, 136)])
+def test_cpu_fft_kernel_mixed_radix_modes(shape, reduction, adaptive):
+    """Every reduction and weighting through the mixed-radix and Bluestein transforms (W = 40: W % 16 != 0)."""
+    _compare(shape, (0.1, 0.3), reduction, adaptive, "cpu", torch.float64)
+
+
+@pytest.mark.skipif(not HAS_CPU, reason="sdkd._C not built")
 @pytest.mark.parametrize("reduction,adaptive", MODES)
 @pytest.mark.parametrize("shape", [(2, 2, 32, 64), (1, 3, 64, 64)])
 @pytest.mark.parametrize("cuts", [(0.25,), (0.1, 0.2515), (0.1, 0.2, 0.3)])

@@ -1,4 +1,4 @@
-// Fused SpectralKD loss on the CPU for any H and any W that is a multiple of 8: band energies and the gradient from
+// Fused SpectralKD loss on the CPU for any H and any W >= 8: band energies and the gradient from
 // real FFTs computed here, in one pass per (H, W) slice (OpenMP over slices).
 //
 // Why not the truncated-DFT box of spectral_loss.cpp: at 64x64 the box needs ~9x the arithmetic of an FFT.
@@ -547,7 +547,7 @@ struct Work {
   Buf<VT> yr, yi, zr, zi;            // H per column block: masked / gain-weighted column spectra
   std::vector<double> e;             // nb
   Work(const Shared<T>& sh) {
-    const int64_t n = std::max(sh.H, sh.W);
+    const int64_t n = std::max(sh.H, (sh.W + L - 1) / L * L);  // rows are handled L columns at a time
     re.resize(n), im.resize(n), re2.resize(n), im2.resize(n), nre.resize(n), nim.resize(n);
     ire.resize(n), iim.resize(n);
     cr.resize(sh.H * sh.KP), ci.resize(sh.H * sh.KP);
@@ -736,6 +736,29 @@ static inline __attribute__((always_inline)) typename Vec<T>::type load_x(const 
   return tp != nullptr ? loadv(sp + off) - loadv(tp + off) : loadv(sp + off);
 }
 
+// The first cnt < L lanes of a vector at p (the rest zero), and their store: a row's last columns when W % L != 0.
+template <typename T>
+static inline __attribute__((always_inline)) typename Vec<T>::type load_part(const T* p, int64_t cnt) {
+  typename Vec<T>::type v = {};
+  std::memcpy(&v, p, size_t(cnt) * sizeof(T));
+  return v;
+}
+template <typename T>
+static inline __attribute__((always_inline)) void store_part(T* p, const typename Vec<T>::type& v, int64_t cnt) {
+  std::memcpy(p, &v, size_t(cnt) * sizeof(T));
+}
+template <typename T>
+static inline __attribute__((always_inline)) typename Vec<T>::type load_x_part(const T* sp, const T* tp,
+                                                                               int64_t off, int64_t cnt) {
+  return tp != nullptr ? load_part(sp + off, cnt) - load_part(tp + off, cnt) : load_part(sp + off, cnt);
+}
+// x at row offset off, columns [w, w + L) of a row of width W (zero past the row's end).
+template <typename T>
+static inline __attribute__((always_inline)) typename Vec<T>::type load_x_row(const T* sp, const T* tp, int64_t off,
+                                                                              int64_t w, int64_t W) {
+  return w + L <= W ? load_x(sp, tp, off) : load_x_part(sp, tp, off, W - w);
+}
+
 // Steps 3b and 4 of a slice, per group of 2L rows: inverse row transforms of the column outputs give x_low (and,
 // with more than two bands, the gradient's low part u); the residual z = x - x_low gives the last band's energy,
 // and the gradient 2 V(c_last x + (c_0 - c_last) x_low) (or 2 V(c_last x + u)) is written at once, so neither
@@ -747,7 +770,8 @@ static inline __attribute__((always_inline)) void finish_rows(const Shared<T>& s
   const int64_t H = sh.H, W = sh.W, HW = H * W;
   const T s2 = T(1) / T(HW);  // unnormalised forward and inverse transforms
   const bool even_w = W % 2 == 0;
-  const bool stream = !BM && GRAD && can_stream(gp);  // the gradient is not read back: bypass the caches
+  // the gradient is not read back: bypass the caches (whole aligned vectors: every row starts aligned)
+  const bool stream = !BM && GRAD && W % L == 0 && can_stream(gp);
   VT sg;
   for (int l = 0; l < L; ++l) sg[l] = (l & 1) ? T(-1) : T(1);
   const VT two = VT{} + T(2);
@@ -782,7 +806,20 @@ static inline __attribute__((always_inline)) void finish_rows(const Shared<T>& s
           const int i = 2 * l + odd;
           if (h0 + i >= H) continue;
           for (int hf = 0; hf < halves; ++hf) {
-            const int64_t off = (h0 + i) * W + w0 + hf * L;
+            const int64_t off = (h0 + i) * W + w0 + hf * L, cnt = W - (w0 + hf * L);
+            if (cnt < L) {  // the row's last columns (W % L != 0; then halves == 1): lanes past W set to zero
+              VT xl = lo[hf][odd][l], u = TWO ? up[hf][odd][l] : VT{};
+              for (int j = int(cnt); j < L; ++j) xl[j] = T(0), u[j] = T(0);
+              const VT x = load_x_part(sp, tp, off, cnt);
+              const VT z = x - xl;
+              zz += z * z;
+              if (BM) rs[i] += z, as[i] += z * sg;
+              if (!GRAD) continue;
+              const VT y = sh.cl * x + (TWO ? u : sh.c01 * xl);
+              if (BM) ry[i] += y, ay[i] += y * sg;
+              store_part(gp + off, BM ? y : y * two, cnt);
+              continue;
+            }
             const VT x = load_x(sp, tp, off), xl = lo[hf][odd][l];
             const VT z = x - xl;
             zz += z * z;
@@ -809,13 +846,19 @@ static inline __attribute__((always_inline)) void finish_rows(const Shared<T>& s
       const T rsum = hsum(ry[i]) / T(W), asum = even_w ? hsum(ay[i]) / T(W) : T(0);
       const VT corr = rsum + asum * sg;
       T* g = gp + (h0 + i) * W;
-      for (int64_t w0 = 0; w0 < W; w0 += L) storev(g + w0, loadv(g + w0) + corr);
+      for (int64_t w0 = 0; w0 < W; w0 += L) {
+        if (w0 + L <= W)
+          storev(g + w0, loadv(g + w0) + corr);
+        else
+          store_part(g + w0, load_part(g + w0, W - w0) + corr, W - w0);
+      }
     }
   }
   k.e[sh.nb - 1] += BM ? 0.5 * (ez + erow / double(W)) : ez;
 }
 
-// One (H, W) slice: energies into k.e, gradient into gp when given. W >= L. ns, nt: the next slice's inputs.
+// One (H, W) slice: energies into k.e, gradient into gp when given. W >= L (any W: a row's last L columns may
+// be partial). ns, nt: the next slice's inputs.
 template <typename T>
 static inline __attribute__((always_inline)) void slice_impl(const Shared<T>& sh, Work<T>& k, const T* sp,
                                                              const T* tp, T* gp, const T* ns, const T* nt) {
@@ -835,8 +878,8 @@ static inline __attribute__((always_inline)) void slice_impl(const Shared<T>& sh
       for (int l = 0; l < L; ++l) {
         const int64_t ha = h0 + 2 * l, hb = ha + 1;
         a[l] = VT{}, b[l] = VT{};
-        if (ha < H) a[l] = load_x(sp, tp, ha * W + w0);
-        if (hb < H) b[l] = load_x(sp, tp, hb * W + w0);
+        if (ha < H) a[l] = load_x_row(sp, tp, ha * W + w0, w0, W);
+        if (hb < H) b[l] = load_x_row(sp, tp, hb * W + w0, w0, W);
       }
       if (ns != nullptr && (w0 * sizeof(T)) % 64 == 0)  // the same lines of the next slice, a slice ahead
         for (int64_t h = h0; h < std::min(H, h0 + 2 * L); ++h) {
@@ -995,9 +1038,8 @@ void run(uintptr_t s_, uintptr_t t_, uintptr_t grad_, uintptr_t energies, uintpt
 void spectral_loss_cpu_fft(uintptr_t s, uintptr_t t, uintptr_t grad, uintptr_t energies, uintptr_t gains, int dtype,
                            int64_t N, int64_t H, int64_t W, uintptr_t bmap, int64_t Kc, int nb, bool band_mean,
                            uintptr_t loss) {
-  if (N < 1 || H < 1 || W < L || W % L != 0 || H > (1 << 20) || W > (1 << 20) || Kc < 1 || Kc > W / 2 + 1 ||
-      nb < 2)
-    throw std::invalid_argument("spectral_loss_cpu_fft: bad sizes (H >= 1, W a multiple of 8)");
+  if (N < 1 || H < 1 || W < L || H > (1 << 20) || W > (1 << 20) || Kc < 1 || Kc > W / 2 + 1 || nb < 2)
+    throw std::invalid_argument("spectral_loss_cpu_fft: bad sizes (H >= 1, W >= 8)");
   if (s == 0 || (energies == 0 && loss == 0) || bmap == 0 || ((grad != 0 || loss != 0) && gains == 0))
     throw std::invalid_argument("spectral_loss_cpu_fft: null pointer");
   const int32_t* bm = reinterpret_cast<const int32_t*>(bmap);
@@ -1014,8 +1056,8 @@ void spectral_loss_cpu_fft(uintptr_t s, uintptr_t t, uintptr_t grad, uintptr_t e
 
 void register_spectral_loss_fft(py::module_& m) {
   m.def("spectral_loss_cpu_fft", &spectral_loss_cpu_fft,
-        "Fused SpectralKD energies (+ gradient when grad != 0) on CPU through real FFTs, for any H and W a multiple "
-        "of 8 (mixed-radix or Bluestein transforms where not a power of two). "
+        "Fused SpectralKD energies (+ gradient when grad != 0) on CPU through real FFTs, for any H and W >= 8 "
+        "(mixed-radix or Bluestein transforms where not a power of two). "
         "Pointers are contiguous buffers: s, t (t = 0: x = s), grad (0: energies only), energies (float64[nb], out; "
         "0: none), gains (float64[nb]); bmap int32 (H x Kc): band of every bin with kx < Kc (every bin with kx >= Kc "
         "is in the last band); loss (0-dim, input dtype, out; 0: none): sum_b gains[b] energies[b]. "

@@ -21,6 +21,7 @@ import sdkd
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import ConfigError
 from .distributed import DistInfo, init_distributed
+from .loggers import build_loggers
 from .loop import FitResult, Trainer
 
 SPLITS = ("train", "val", "test")
@@ -379,6 +380,7 @@ def run_stage(
         dist_info=info,
         num_workers=int(cfg["data"].get("num_workers", 0)),
         log=log,
+        loggers=build_loggers(cfg["train"].get("loggers") or (), cfg["out_dir"]) if info.is_main else (),
         **({"loss_fn": loss_fn} if loss_fn is not None else {}),
     )
     if distiller is not None:

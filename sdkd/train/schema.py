@@ -150,6 +150,19 @@ class Names:
 
 
 @dataclass(frozen=True)
+class NameList:
+    """A list of names, each one of those a registry holds (an empty list: none)."""
+
+    choices: Callable[[], Iterable[str]]
+
+    def __call__(self, key: str, value: Any) -> Any:
+        names = sorted(self.choices())
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) and v in names for v in value):
+            return list(value)
+        raise _bad(key, value, f"a list of names from {', '.join(names)} (or [])")
+
+
+@dataclass(frozen=True)
 class Splits:
     """``null`` or a split spec, checked by the loaders' own rule (``sdkd.data.resolve_splits``) for its form;
     whether the counts fit the data is checked once the data is known."""
@@ -183,6 +196,12 @@ def _schedulers() -> Iterable[str]:
     from .loop import SCHEDULERS
 
     return SCHEDULERS
+
+
+def _loggers() -> Iterable[str]:
+    from .loggers import LOGGERS
+
+    return LOGGERS
 
 
 def _strategies() -> Iterable[str]:
@@ -232,6 +251,7 @@ SCHEMA: Mapping[str, Rule] = {
     "train.progress": Flag(),
     "train.max_steps_per_epoch": Integer(1, none="every batch of the epoch"),
     "train.deterministic": Flag(),
+    "train.loggers": NameList(_loggers),
     "distill.strategy": OneOf(_strategies),
     "distill.lam": Number(0.0),
     "distill.feature_loss": OneOf(_feature_losses),

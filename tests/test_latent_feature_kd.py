@@ -232,6 +232,19 @@ def test_cached_and_live_branch_taps_agree():
         )
 
 
+def test_feature_kd_from_models_with_branch_taps():
+    student, t1, _ = _tiny_pair()
+    x = torch.randn(2, 4, 1, 16, 16)
+    kd = FeatureKD.from_models(student, t1, x, {"enc": TAPS}, loss="spectral", alpha=2.0)
+    assert isinstance(kd.losses[0], BranchSpectralKD) and kd.losses[0].criterion.weights == (2.0, 1.0)
+    _, sf = student(x, return_features=True)
+    with torch.no_grad():
+        _, tf = t1(x, return_features=True)
+    parts = kd.components(sf, tf)
+    assert list(parts) == ["enc->low:block0.low+high:block0.high"]
+    torch.testing.assert_close(kd(sf, tf).detach(), parts["enc->low:block0.low+high:block0.high"])
+
+
 # ----------------------------------------------------------------------------- configs
 def test_config_feature_loss_and_options_are_checked_up_front():
     base = {"feature_loss": "spectral", "feature_cfg": {"alpha": 2.0, "cutoffs": 0.2}}

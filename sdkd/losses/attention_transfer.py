@@ -101,13 +101,13 @@ class AttentionTransfer(nn.Module):
             raise ValueError(f"{owner}: batch sizes differ, {student.shape[0]} vs {teacher.shape[0]}")
         frames = student.shape[1] if student.dim() == 5 else 1
         s, t = (x.flatten(0, 1) if x.dim() == 5 else x for x in (student, teacher))
-        dtype = torch.promote_types(s.dtype, t.dtype)
+        dtype = torch.promote_types(torch.promote_types(s.dtype, t.dtype), torch.float32)  # bf16 maps lose digits
         qs = attention_map(s.to(dtype), self.p, size=tuple(t.shape[-2:]))
         qt = attention_map(t.to(dtype), self.p)
         per_map = (qs - qt).square().sum(1)
         if self.reduction == "mean":
             per_map = per_map / qt.shape[1]
-        return per_map.reshape(student.shape[0], frames).mean(1)
+        return per_map.reshape(student.shape[0], frames).mean(1).to(torch.promote_types(student.dtype, teacher.dtype))
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         """Scalar loss: the per-sample losses averaged over the batch (no host read: NaN inputs give a

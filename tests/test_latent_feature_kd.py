@@ -133,9 +133,9 @@ def test_branch_taps_are_checked():
 
 def _tiny_pair():
     torch.manual_seed(0)
-    student = build_model("resnet", (4, 1, 16, 16), 4, widths=[4, 6], depths=[1, 1], strides=[1, 1])
-    t1 = build_model("st_alternet", (4, 1, 16, 16), 4, hid_S=4, hid_T=8, N_S=2, N_T=1, num_heads=2).eval()
-    t2 = build_model("simvp", (4, 1, 16, 16), 4, hid_S=4, hid_T=8, N_S=2, N_T=1).eval()
+    student = build_model("resnet", (4, 1, 8, 8), 4, widths=[4, 6], depths=[1, 1], strides=[1, 1])
+    t1 = build_model("st_alternet", (4, 1, 8, 8), 4, hid_S=4, hid_T=8, N_S=2, N_T=1, num_heads=2).eval()
+    t2 = build_model("simvp", (4, 1, 8, 8), 4, hid_S=4, hid_T=8, N_S=2, N_T=1).eval()
     return student, t1, t2
 
 
@@ -155,7 +155,7 @@ def _losses(student, teachers, pairs, kind, x, **options):
 @pytest.mark.parametrize("strategy", ["single", "aver", "a2d", "camkd"])
 def test_distiller_latent_spectral_with_branch_taps(strategy):
     student, t1, t2 = _tiny_pair()
-    x, y = torch.randn(4, 4, 1, 16, 16), torch.randn(4, 4, 1, 16, 16)
+    x, y = torch.randn(4, 4, 1, 8, 8), torch.randn(4, 4, 1, 8, 8)
     teachers = [t1] if strategy == "single" else [t1, t2]
     pairs = [{"enc": TAPS}, {"enc": "block0"}][: len(teachers)]
     _, sf = student(x, return_features=True)
@@ -189,7 +189,7 @@ def test_distiller_latent_spectral_with_branch_taps(strategy):
 def test_camkd_with_adapted_features_of_other_shapes():
     # CA-MKD asks every feature loss per sample; adapted losses compare tensors of different shapes
     student, t1, t2 = _tiny_pair()
-    x, y = torch.randn(3, 4, 1, 16, 16), torch.randn(3, 4, 1, 16, 16)
+    x, y = torch.randn(3, 4, 1, 8, 8), torch.randn(3, 4, 1, 8, 8)
     for kind in ("mse", "at", "spectral"):
         pairs = [{"enc": "block0"}, {"enc": "block0"}]
         table = _losses(student, [t1, t2], pairs, kind, x)
@@ -210,7 +210,7 @@ def test_camkd_with_adapted_features_of_other_shapes():
 
 def test_cached_and_live_branch_taps_agree():
     student, t1, _ = _tiny_pair()
-    xs, ys = torch.randn(6, 4, 1, 16, 16), torch.randn(6, 4, 1, 16, 16)
+    xs, ys = torch.randn(6, 4, 1, 8, 8), torch.randn(6, 4, 1, 8, 8)
     data = list(zip(xs, ys))
     pairs = {"enc": TAPS}
     table = _losses(student, [t1], [pairs], "spectral", xs[:2])
@@ -234,7 +234,7 @@ def test_cached_and_live_branch_taps_agree():
 
 def test_feature_kd_from_models_with_branch_taps():
     student, t1, _ = _tiny_pair()
-    x = torch.randn(2, 4, 1, 16, 16)
+    x = torch.randn(2, 4, 1, 8, 8)
     kd = FeatureKD.from_models(student, t1, x, {"enc": TAPS}, loss="spectral", alpha=2.0)
     assert isinstance(kd.losses[0], BranchSpectralKD) and kd.losses[0].criterion.weights == (2.0, 1.0)
     _, sf = student(x, return_features=True)

@@ -1,10 +1,12 @@
 """``sdkd reproduce``: the paper's experiments (section 4) as one resumable command.
 
 For one dataset it trains the two teachers (T1 ST-AlterNet, T2 SimVP), a student alone (the
-baseline) and the student distilled with single-teacher SpectralKD, AVER-MKD, A2D/AEKD (with
-output MSE, feature AB and SpectralKD losses) and CA-MKD, then writes a table like the paper's
-Tables 3-6 (``results.md``/``.csv``/``.json``) and figures like Figures 2-4 (spectral error,
-improvement per method, inference speed). ``--ablation`` adds single-teacher SpectralKD variants
+baseline) and the student distilled with single-teacher SpectralKD (on the outputs, and in the
+latent space with each band from its own T1 branch), attention transfer, AVER-MKD, A2D/AEKD (with
+output MSE, feature AB, SpectralKD and latent SpectralKD losses) and CA-MKD, then writes a table
+like the paper's Tables 3-6 (``results.md``/``.csv``/``.json``) and figures like Figures 2-4
+(spectral error; Figure 2's claims: T1's latent spectrum against -5/3 and every row's band errors;
+improvement per method; inference speed). ``--ablation`` adds single-teacher SpectralKD variants
 (cutoff, alpha, reduction, weighting vs plain output MSE) as extra rows.
 
 Every stage lives in ``<out>/<stage>/``; a finished stage whose stored config equals the new one

@@ -112,6 +112,29 @@ def test_rerun_reuses_finished_stages(smoke):
         assert rows[s]["mse"] == pytest.approx(before[s]["mse"], rel=1e-6)
 
 
+def test_a_stage_stored_before_a_new_config_key_is_reused(smoke, tmp_path):
+    # a finished stage written before distill.feature_cfg existed keeps its weights on a rerun
+    import shutil
+
+    from sdkd.train.checkpoint import save_checkpoint
+    from sdkd.train.demo import run_or_reuse
+
+    out, _ = smoke
+    stage = tmp_path / "spectralkd"
+    shutil.copytree(out / "spectralkd", stage)
+    ck = load_checkpoint(stage / "last.pt")
+    cfg = build_config(base={**ck["config"], "out_dir": str(stage)})
+    del ck["config"]["distill"]["feature_cfg"]
+    ck["config"]["out_dir"] = str(stage)
+    save_checkpoint(stage / "last.pt", ck)
+    before = (stage / "last.pt").stat().st_mtime
+    datasets = build_datasets(cfg["data"])
+    assert run_or_reuse(cfg, datasets, "cpu", lambda _m: None) == stage / "best.pt"
+    assert (stage / "last.pt").stat().st_mtime == before and "feature_cfg" not in load_checkpoint(stage / "last.pt")[
+        "config"
+    ]["distill"]
+
+
 def test_ablation_adds_single_teacher_spectralkd_variants(tmp_path):
     main_cfgs = stage_configs("ns", "smoke", tmp_path)
     cfgs = stage_configs("ns", "smoke", tmp_path, ablation=True)

@@ -52,6 +52,7 @@ DEFAULTS: dict[str, Any] = {
         "progress": True,
         "max_steps_per_epoch": None,
         "deterministic": True,
+        "loggers": [],  # extra metric sinks besides metrics.csv/jsonl: tensorboard (sdkd.train.loggers.LOGGERS)
     },
     "distill": {
         "teachers": [],  # checkpoint paths

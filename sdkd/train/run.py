@@ -20,6 +20,7 @@ import sdkd
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import ConfigError
 from .distributed import DistInfo, init_distributed
+from .loggers import LOGGERS, build_loggers
 from .loop import FitResult, Trainer
 
 SPLITS = ("train", "val", "test")
@@ -151,6 +152,9 @@ def check_free_form(cfg: Mapping[str, Any]) -> None:
     if cfg["stage"] == "distill":
         build_kd_loss(cfg["distill"]["kd"])
         check_feature_loss(cfg["distill"])
+    loggers = cfg["train"].get("loggers") or []
+    if isinstance(loggers, str) or not all(name in LOGGERS for name in loggers):
+        raise ConfigError(f"train.loggers must be a list of {sorted(LOGGERS)}, got {loggers!r}")
 
 
 def check_feature_loss(d: Mapping[str, Any]) -> None:
@@ -334,6 +338,7 @@ def run_stage(
         dist_info=info,
         num_workers=int(cfg["data"].get("num_workers", 0)),
         log=log,
+        loggers=build_loggers(cfg["train"].get("loggers") or (), cfg["out_dir"]) if info.is_main else (),
         **({"loss_fn": loss_fn} if loss_fn is not None else {}),
     )
     if distiller is not None:

@@ -70,7 +70,7 @@ BAD = [
     ("out_dir=''", "a non-empty string"),
     ("model.name=vit", "one of mixer, resnet, simvp, st_alternet, unet"),
     ("stage=eval", "one of distill, train"),
-    ("distill.feature_loss=bogus", "one of ab, mse, spectral"),
+    ("distill.feature_loss=bogus", "one of ab, at, mse, spectral"),
     ("distill.strategy=best", "one of a2d, aver, camkd, single"),
     ("distill.grad_space=input", "one of output, params"),
     ("distill.lam=-1", "a finite number >= 0"),
@@ -200,15 +200,15 @@ def test_trainer_checks_its_train_section():
 
 
 def test_choices_come_from_the_registries(monkeypatch, no_data):
-    """A loss, preset, strategy or model added to its registry is valid in configs without touching the schema."""
+    """A loss or preset added to its registry is valid in configs without touching the schema."""
     from sdkd.data import navier_stokes
     from sdkd.losses import feature_kd
 
-    monkeypatch.setitem(feature_kd.FEATURE_LOSSES, "at", feature_kd.FEATURE_LOSSES["mse"])
+    monkeypatch.setitem(feature_kd.FEATURE_LOSSES, "hint", feature_kd.FEATURE_LOSSES["mse"])
     monkeypatch.setitem(navier_stokes.PRESETS, "mini", dict(navier_stokes.PRESETS["tiny"]))
-    cfg = build_config([], ["distill.feature_loss=at", "data.preset=mini"])
-    assert (cfg["distill"]["feature_loss"], cfg["data"]["preset"]) == ("at", "mini")
-    with pytest.raises(ConfigError, match="one of ab, at, mse, spectral"):
+    cfg = build_config([], ["distill.feature_loss=hint", "data.preset=mini"])
+    assert (cfg["distill"]["feature_loss"], cfg["data"]["preset"]) == ("hint", "mini")
+    with pytest.raises(ConfigError, match="one of ab, at, hint, mse, spectral"):
         build_config([], ["distill.feature_loss=bogus"])
 
 

@@ -187,6 +187,11 @@ def test_feature_kd_spectral_rejects_cutoffs_that_empty_a_band():
         FeatureKD({"mid": "latent"}, sf, tf, loss="spectral", cutoffs=0.8)
     with pytest.raises(TypeError, match=r"cutoffs must be numbers .*\(a bool\)"):
         FeatureKD({"mid": "latent"}, sf, tf, loss="spectral", cutoffs=True)
+    from sdkd.losses.feature_kd import build_feature_loss
+
+    taps = {b: (2, 32, 4, 4) for b in ("band0", "band1", "band2")}  # each band from its own branch: same grid rule
+    with pytest.raises(ValueError, match=r"cutoffs \(0.26, 0.3\) leave band 1 .* on a 4x4 grid"):
+        build_feature_loss("spectral", (2, 8, 8, 8), taps, cutoffs=(0.26, 0.3))
 
 
 def test_feature_kd_missing_names_are_clear_errors():

@@ -32,6 +32,7 @@ packages = [
     "sdkd.losses",
     "sdkd.distill",
     "sdkd.ops",
+    "sdkd.ops.spectral_loss",
     "sdkd.train",
     "sdkd.kernels",
     "sdkd.configs",

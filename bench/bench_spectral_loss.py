@@ -27,6 +27,7 @@ from _device_time import copy_bandwidth, device_time_per_call
 from sdkd.ops.spectral_loss import spectral_loss, spectral_loss_op
 
 SL = importlib.import_module("sdkd.ops.spectral_loss")
+PLAN = importlib.import_module("sdkd.ops.spectral_loss.plan")
 
 SHAPES = [(16, 10, 1, 64, 64), (32, 12, 3, 32, 64), (8, 10, 2, 128, 128), (4, 10, 1, 121, 240)]
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -65,8 +66,8 @@ def test_spectral_loss_fwd_bwd(benchmark, monkeypatch, shape, backend, dtype):
     if why:
         pytest.skip(f"{backend}: " + "; ".join(why))
     if force:
-        monkeypatch.setattr(SL, "CUDA_FFT_KERNEL", False)
-        monkeypatch.setattr(SL, "GPU_BOX_MAX_SLICE_MACS", float("inf") if force == "box" else 0.0)
+        monkeypatch.setattr(PLAN, "CUDA_FFT_KERNEL", False)
+        monkeypatch.setattr(PLAN, "GPU_BOX_MAX_SLICE_MACS", float("inf") if force == "box" else 0.0)
 
     def step():
         s.grad = None

@@ -19,6 +19,9 @@ from sdkd.ops._ext import cuda_unavailable_reason, triton_installed, unavailable
 from sdkd.ops.spectral_loss import spectral_loss, spectral_loss_op, spectral_loss_reference
 
 SL = importlib.import_module("sdkd.ops.spectral_loss")
+PLAN = importlib.import_module("sdkd.ops.spectral_loss.plan")
+NATIVE = importlib.import_module("sdkd.ops.spectral_loss.native")
+FFT_PATH = importlib.import_module("sdkd.ops.spectral_loss.fft_path")
 sys.modules.setdefault("sdkd.ops.spectral_loss", SL)
 
 HAS_CPU = unavailable_reason("spectral_loss_cpu") is None
@@ -37,13 +40,13 @@ def path(request, monkeypatch):
     """GPU backends: force the box-DFT kernel (fraction 1) or the torch.fft / cuFFT path, or leave the defaults
     (for cuda at power-of-two sizes: its FFT kernel, CUDA_FFT_KERNEL)."""
     if request.param != "fft_kernel":
-        monkeypatch.setattr(SL, "CUDA_FFT_KERNEL", False)
+        monkeypatch.setattr(PLAN, "CUDA_FFT_KERNEL", False)
     if request.param == "box":
-        monkeypatch.setattr(SL, "DFT_MAX_FRACTION", 1.0)
-        monkeypatch.setattr(SL, "CPU_BOX_MAX_COST", float("inf"))
-        monkeypatch.setattr(SL, "GPU_BOX_MAX_SLICE_MACS", float("inf"))
+        monkeypatch.setattr(PLAN, "DFT_MAX_FRACTION", 1.0)
+        monkeypatch.setattr(PLAN, "CPU_BOX_MAX_COST", float("inf"))
+        monkeypatch.setattr(PLAN, "GPU_BOX_MAX_SLICE_MACS", float("inf"))
     elif request.param == "fft":
-        monkeypatch.setattr(SL, "DFT_MAX_FRACTION", 0.0)
+        monkeypatch.setattr(PLAN, "DFT_MAX_FRACTION", 0.0)
     return request.param
 
 
@@ -51,9 +54,9 @@ def path(request, monkeypatch):
 def cpu_path(request, monkeypatch):
     """cpu backend: force its box-DFT kernel or the torch.fft path, or leave its real-FFT kernel (powers of two)."""
     if request.param != "fft_kernel":
-        monkeypatch.setattr(SL, "CPU_FFT_KERNEL", False)
-        monkeypatch.setattr(SL, "DFT_MAX_FRACTION", 1.0 if request.param == "box" else 0.0)
-        monkeypatch.setattr(SL, "CPU_BOX_MAX_COST", float("inf"))
+        monkeypatch.setattr(PLAN, "CPU_FFT_KERNEL", False)
+        monkeypatch.setattr(PLAN, "DFT_MAX_FRACTION", 1.0 if request.param == "box" else 0.0)
+        monkeypatch.setattr(PLAN, "CPU_BOX_MAX_COST", float("inf"))
     return request.param
 
 
@@ -119,9 +122,9 @@ def test_ulp_floor_is_the_subnormal_spacing_of_16_bit_dtypes_only():
 @pytest.mark.parametrize("shape", [(1, 1, 7, 9), (3, 5, 31, 64), (2, 2, 3, 32, 64), (2, 1, 64, 64), (2, 8, 5)])
 @pytest.mark.parametrize("cuts", CUTOFFS)
 def test_cpu_parity(shape, cuts, dtype, monkeypatch):
-    monkeypatch.setattr(SL, "CPU_FFT_KERNEL", False)  # the box kernel, also at power-of-two sizes
-    monkeypatch.setattr(SL, "DFT_MAX_FRACTION", 1.0)
-    monkeypatch.setattr(SL, "CPU_BOX_MAX_COST", float("inf"))
+    monkeypatch.setattr(PLAN, "CPU_FFT_KERNEL", False)  # the box kernel, also at power-of-two sizes
+    monkeypatch.setattr(PLAN, "DFT_MAX_FRACTION", 1.0)
+    monkeypatch.setattr(PLAN, "CPU_BOX_MAX_COST", float("inf"))
     _compare(shape, cuts, "mean", False, "cpu", dtype)
 
 
@@ -132,10 +135,10 @@ def test_cpu_parity(shape, cuts, dtype, monkeypatch):
 def test_cpu_fft_kernel_parity(shape, cuts, dtype, monkeypatch):
     """The real-FFT kernel: one row (H=1), H < 16 (partly filled row groups), W = 8 (one vector), tall/wide."""
     H, W = shape[-2:]
-    assert SL._cpu_fft_ok(H, W)
+    assert PLAN._cpu_fft_ok(H, W)
     calls = []
-    real = SL._cpu_fft_fused
-    monkeypatch.setattr(SL, "_cpu_fft_fused", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = NATIVE._cpu_fft_fused
+    monkeypatch.setattr(NATIVE, "_cpu_fft_fused", lambda *a, **k: calls.append(1) or real(*a, **k))
     _compare(shape, cuts, "mean", False, "cpu", dtype)
     assert calls  # the kernel ran (not the box kernel or the torch.fft fallback)
 
@@ -191,7 +194,7 @@ def test_cpu_high_band_is_residual_energy():
 @pytest.mark.parametrize("shape", [(1, 1, 7, 9), (1, 2, 31, 64), (1, 1, 3, 32, 64), (2, 16, 16)])
 @pytest.mark.parametrize("cuts", CUTOFFS)
 def test_triton_parity(shape, cuts, monkeypatch):
-    monkeypatch.setattr(SL, "DFT_MAX_FRACTION", 1.0)
+    monkeypatch.setattr(PLAN, "DFT_MAX_FRACTION", 1.0)
     device = "cuda" if GPU else "cpu"
     _compare(shape, cuts, "mean", False, "triton", torch.float32, device)
 
@@ -200,7 +203,7 @@ def test_triton_parity(shape, cuts, monkeypatch):
 @pytest.mark.parametrize("reduction,adaptive", MODES)
 @pytest.mark.parametrize("cuts", [(0.25,), (0.1, 0.2, 0.3)])
 def test_triton_modes(cuts, reduction, adaptive, monkeypatch):
-    monkeypatch.setattr(SL, "DFT_MAX_FRACTION", 1.0)
+    monkeypatch.setattr(PLAN, "DFT_MAX_FRACTION", 1.0)
     device = "cuda" if GPU else "cpu"
     _compare((2, 12, 10), cuts, reduction, adaptive, "triton", torch.float32, device)
     _compare((1, 1, 7, 9), cuts, reduction, adaptive, "triton", torch.float32, device, transpose=True)
@@ -240,7 +243,7 @@ def test_gpu_modes(cuts, reduction, adaptive, backend, path):
     _compare((4, 3, 31, 64), cuts, reduction, adaptive, backend, torch.float32, "cuda", transpose=True)
 
 
-_KERNEL_PASS, _CUDA_FFT_PASS = SL._kernel_pass, SL._cuda_fft_pass
+_KERNEL_PASS, _CUDA_FFT_PASS = NATIVE._kernel_pass, NATIVE._cuda_fft_pass
 
 
 @pytest.mark.gpu
@@ -252,10 +255,12 @@ def test_cuda_kernel_loss_over_many_blocks_and_repeated_calls(dtype, kernel, mon
     several calls in a row (the counter restarts each call), against the reference."""
     calls = []
     if kernel == "box":
-        monkeypatch.setattr(SL, "CUDA_FFT_KERNEL", False)
-        monkeypatch.setattr(SL, "DFT_MAX_FRACTION", 1.0)
-        monkeypatch.setattr(SL, "GPU_BOX_MAX_SLICE_MACS", float("inf"))
-        monkeypatch.setattr(SL, "_kernel_pass", lambda *a, **k: calls.append(k.get("loss")) or _KERNEL_PASS(*a, **k))
+        monkeypatch.setattr(PLAN, "CUDA_FFT_KERNEL", False)
+        monkeypatch.setattr(PLAN, "DFT_MAX_FRACTION", 1.0)
+        monkeypatch.setattr(PLAN, "GPU_BOX_MAX_SLICE_MACS", float("inf"))
+        monkeypatch.setattr(
+            NATIVE, "_kernel_pass", lambda *a, **k: calls.append(k.get("loss")) or _KERNEL_PASS(*a, **k)
+        )
     else:
         monkeypatch.setattr(
             SL, "_cuda_fft_pass", lambda *a, **k: calls.append(k.get("loss")) or _CUDA_FFT_PASS(*a, **k)
@@ -341,14 +346,14 @@ def test_auto_on_cpu_picks_the_cpu_backend_at_every_size(monkeypatch):
     assert pick(odd.double(), requested="auto") == "cpu"
     assert pick(odd.half(), requested="auto") == "reference"  # float32 / float64 only
     calls = []
-    monkeypatch.setattr(SL, "_fft_loss_grad", lambda *a: calls.append(a) or _FFT_LOSS_GRAD(*a))
+    monkeypatch.setattr(FFT_PATH, "_fft_loss_grad", lambda *a: calls.append(a) or _FFT_LOSS_GRAD(*a))
     big = torch.randn(2, 3, 63, 65)  # box cost 25 > CPU_BOX_MAX_COST: the torch.fft path
     loss = spectral_loss(big, torch.zeros_like(big), 0.25)
     assert len(calls) == 1
     torch.testing.assert_close(loss, big.square().mean(), rtol=1e-5, atol=0)
 
 
-_FFT_LOSS_GRAD = SL._fft_loss_grad
+_FFT_LOSS_GRAD = FFT_PATH._fft_loss_grad
 
 
 def test_env_override(monkeypatch):

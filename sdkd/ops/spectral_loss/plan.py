@@ -1,0 +1,219 @@
+"""The fused backends' plan: the DFT box holding the low bands, its tables, the per-band gains, and which internal
+path (real-FFT kernel, box kernel, torch.fft maps) a backend takes for a call.
+
+The cpu, cuda and triton backends compute the loss and its gradient in one pass (the gradient is saved in forward
+and only scaled in backward, Liger-Kernel's loss pattern). Bands below the last come from a truncated DFT over a
+box of rows x columns that holds the largest cutoff's disk (REFERENCES.md 8.6); the last band is the energy of
+the spatial residual after removing them. With per-band gains c_b (weight / normaliser, / teacher energy when
+adaptive) the loss is sum_b c_b E_b and the gradient 2 V(sum_b c_b P_b x); see csrc/cpu/spectral_loss.cpp. When
+the box holds most of the spectrum the same backends take the FFT path (``fft_path``) instead.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from .. import _ext
+from .definition import band_bin_counts, band_index
+
+#: box bins / half-spectrum bins above which the fused backends use torch.fft instead of the box DFT
+DFT_MAX_FRACTION = 0.3
+#: cpu backend, sizes its real-FFT kernel does not take: the box kernel while Kc * (1 + Kr / W) (its multiply-adds
+#: per element / 4) stays below this, the torch.fft path beyond. Measured on 2 cores (fwd+bwd over the reference,
+#: box / FFT path): 63x65 cost 12.9: 1.9x / 1.6x, 25: 1.0x / 1.4x; 96x96 cost 12: 1.6x / 1.5x, 19.5: 1.3x / 1.5x;
+#: 181x360 cost 20: 2.6x / 1.8x, 41: 1.3x / 1.6x. The FFT path is 1.4-1.8x at every size measured.
+CPU_BOX_MAX_COST = 16.0
+#: cpu backend: its real-FFT kernel (csrc/cpu/spectral_loss_fft.cpp) for power-of-two H and W >= 8, any cutoff;
+#: ~5x the reference in bench/bench_spectral_loss.py (2 cores). False: the box kernel / torch.fft path as for
+#: other sizes.
+CPU_FFT_KERNEL = True
+#: cuda/triton backends: the box kernel only while one slice costs at most this many multiply-adds
+#: (``box_macs``; one CUDA block per slice), cuFFT (the FFT path) beyond. H200, bench/results/README.md (run 2):
+#: box kernel 4.8x / 2.7x the reference at 64x64 (0.57 M per slice) / 32x64 (0.21 M), 0.39x at 128x128 (4.4 M,
+#: compute-bound), where the FFT path is 1.5x; the threshold sits between the measured points.
+GPU_BOX_MAX_SLICE_MACS = 1.5e6
+#: cuda backend: its FFT-based kernel (csrc/cuda/spectral_loss_fft_kernel.cuh: radix-2 FFTs in shared memory,
+#: O(n log n) per line against the box DFT's O(n Kc)) for power-of-two H, W >= 2 whenever one block's shared
+#: memory fits; other sizes take the box kernel or the cuFFT path. Checked against the reference under the CPU
+#: emulation of CUDA (tests/test_cuda_emulated.py); its GPU speed is not measured yet (bench_spectral_loss.py
+#: times it next to the forced box kernel and cuFFT path). False: box kernel / cuFFT path at every size.
+CUDA_FFT_KERNEL = True
+#: bands the cuda and triton kernels handle (band energies live in registers/shared memory)
+MAX_KERNEL_BANDS = 8
+
+
+@dataclass(frozen=True)
+class DftPlan:
+    """Box of rfft2 bins that holds every band but the last: ``rows`` (ky indices) x ``kx < Kc``."""
+
+    H: int
+    W: int
+    cutoffs: tuple[float, ...]
+    rows: tuple[int, ...]
+    Kc: int
+
+    @property
+    def Kr(self) -> int:
+        return len(self.rows)
+
+    @property
+    def nb(self) -> int:
+        return len(self.cutoffs) + 1
+
+    @property
+    def fraction(self) -> float:
+        return self.Kr * self.Kc / (self.H * (self.W // 2 + 1))
+
+
+@lru_cache(maxsize=128)
+def dft_plan(H: int, W: int, cutoffs: tuple[float, ...]) -> DftPlan:
+    """The smallest row/column box holding the disk ``r <= cutoffs[-1]`` (checked against ``band_index``)."""
+    cmax = cutoffs[-1] * (1 + 1e-9)
+    kc = min(int(math.floor(cmax * W)), W // 2)  # largest kx with kx / W <= cutoff (to band_index's tolerance)
+    kr = int(math.floor(cmax * H))
+    rows = tuple(range(H)) if 2 * kr + 1 >= H else tuple(range(kr + 1)) + tuple(range(H - kr, H))
+    idx = band_index(H, W, cutoffs).clone()
+    last = len(cutoffs)
+    idx[list(rows), : kc + 1] = last
+    if bool((idx != last).any()):  # pragma: no cover - guards the box arithmetic above
+        raise AssertionError(f"spectral_loss: DFT box misses low-band bins for H={H}, W={W}, cutoffs={cutoffs}")
+    return DftPlan(H, W, cutoffs, rows, kc + 1)
+
+
+_TABLES: dict[tuple, tuple[torch.Tensor, ...]] = {}
+
+
+def dft_tables(plan: DftPlan, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """``(cc, sc, cr, sr, bidx)``: cos/sin tables ``(Kc, W)`` and ``(Kr, H)`` in ``dtype``, band of each box bin
+    ``(Kr, Kc)`` int32 (from ``band_index``). Cached per plan, device and dtype."""
+    key = (plan, str(device), dtype)
+    hit = _TABLES.get(key)
+    if hit is not None:
+        return hit
+    H, W = plan.H, plan.W
+    j = torch.arange(plan.Kc, dtype=torch.int64)
+    ky = torch.tensor(plan.rows, dtype=torch.int64)
+    ang_c = (2 * math.pi / W) * ((j[:, None] * torch.arange(W)[None, :]) % W).to(torch.float64)
+    ang_r = (2 * math.pi / H) * ((ky[:, None] * torch.arange(H)[None, :]) % H).to(torch.float64)
+    bidx = band_index(H, W, plan.cutoffs)[ky][:, : plan.Kc].to(torch.int32)
+    out = tuple(
+        x.to(device=device, dtype=dtype).contiguous() for x in (ang_c.cos(), ang_c.sin(), ang_r.cos(), ang_r.sin())
+    ) + (bidx.to(device).contiguous(),)
+    if len(_TABLES) > 256:
+        _TABLES.clear()
+    _TABLES[key] = out
+    return out
+
+
+@lru_cache(maxsize=256)
+def _band_norms(H: int, W: int, cuts: tuple[float, ...], numel: int, reduction: str) -> tuple[float, ...]:
+    """Divisor of each band's energy: numel ("mean") or bins x leading size ("band_mean"); 0 marks an
+    empty band, whose term is exactly 0 (its residual energy is rounding noise, not signal)."""
+    counts = band_bin_counts(H, W, cuts).tolist()
+    n_lead = numel // (H * W)
+    return tuple((float(numel) if reduction == "mean" else float(c) * n_lead) if c > 0 else 0.0 for c in counts)
+
+
+@lru_cache(maxsize=256)
+def _fixed_gains(weights: tuple[float, ...], norms: tuple[float, ...], device: str, dtype: torch.dtype) -> torch.Tensor:
+    return torch.tensor(
+        [w / max(n, 1.0) if n > 0 else 0.0 for w, n in zip(weights, norms)], dtype=torch.float64, device=device
+    ).to(dtype)
+
+
+def _gains(weights, norms, ref: torch.Tensor | None, eps: float, device, dtype=torch.float64) -> torch.Tensor:
+    """Per-band gains ``c_b`` (computed in float64, returned in ``dtype`` on ``device``): loss = sum_b c_b E_b
+    for raw energies E_b.
+
+    Without ``ref`` (fixed weighting) they depend on the call's constants only: cached per device and dtype,
+    so a training step pays no host-to-device copy or cast for them.
+    """
+    if ref is None:
+        return _fixed_gains(tuple(weights), tuple(norms), str(device), dtype)
+    w = torch.tensor(weights, dtype=torch.float64, device=device)
+    nrm = torch.tensor(norms, dtype=torch.float64, device=device)
+    inv = torch.where(nrm > 0, 1.0 / nrm.clamp_min(1.0), torch.zeros_like(nrm))
+    c = w * inv
+    if ref is not None:  # adaptive: divide by the teacher's (detached) normalised band energy + eps
+        c = c / (ref.to(torch.float64) * inv + eps)
+    return c.to(dtype)
+
+
+_DTYPE_CODE = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
+
+
+def _cuda_fft_ok(plan: DftPlan, dtype: torch.dtype, device: torch.device, band_mean: bool) -> bool:
+    """Whether the cuda backend's FFT kernel takes this call: powers of two and the block fits (CUDA_FFT_KERNEL)."""
+    return CUDA_FFT_KERNEL and _is_pow2(plan.H) and _is_pow2(plan.W) and _cuda_fft_fits(plan, dtype, device, band_mean)
+
+
+@lru_cache(maxsize=256)
+def _cuda_fft_fits(plan: DftPlan, dtype: torch.dtype, device: torch.device, band_mean: bool) -> bool:
+    """The block's shared memory fits the device: with x kept in it, or ("mean" only) the variant reading x again
+    (e.g. 128 x 256 float32, or 128 x 128 with three bands)."""
+    _C = _ext.extension()
+    if plan.H < 2 or plan.W < 2 or not hasattr(_C, "spectral_loss_cuda_fft"):
+        return False
+    limit = _cuda_smem_limit(torch.device(device))
+    need = [_C.spectral_loss_cuda_fft_smem(_DTYPE_CODE[dtype], plan.H, plan.W, plan.Kc, plan.nb, True, keep)
+            for keep in ((True,) if band_mean else (True, False))]  # fmt: skip
+    return min(need) <= limit
+
+
+def _is_pow2(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+def _cpu_fft_ok(H: int, W: int) -> bool:
+    """Whether the cpu backend's own real-FFT kernel takes (H, W): powers of two, W >= 8 (one 8-lane vector)."""
+    return CPU_FFT_KERNEL and _cpu_fft_size_ok(H, W)
+
+
+@lru_cache(maxsize=256)
+def _cpu_fft_size_ok(H: int, W: int) -> bool:
+    return _is_pow2(H) and _is_pow2(W) and W >= 8 and hasattr(_ext.extension(), "spectral_loss_cpu_fft")
+
+
+@lru_cache(maxsize=128)
+def band_map(plan: DftPlan) -> torch.Tensor:
+    """Band of every bin with ``kx < Kc``, ``(H, Kc)`` int32 contiguous (CPU): the FFT kernel's mask."""
+    return band_index(plan.H, plan.W, plan.cutoffs)[:, : plan.Kc].to(torch.int32).contiguous()
+
+
+def box_macs(plan: DftPlan) -> int:
+    """Multiply-adds of the box kernel per slice: forward and inverse, rows (H W Kc, two real outputs) and
+    columns (Kr Kc H, complex)."""
+    return 2 * (2 * plan.H * plan.W * plan.Kc + 4 * plan.Kr * plan.Kc * plan.H)
+
+
+@lru_cache(maxsize=16)
+def _cuda_smem_limit(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).shared_memory_per_block_optin
+
+
+def _kernel_fits(backend: str, plan: DftPlan, dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether the box kernel takes this plan (else the backend uses the FFT path)."""
+    if plan.fraction > DFT_MAX_FRACTION:
+        return False
+    if backend == "cpu":
+        return plan.Kc * (1 + plan.Kr / plan.W) <= CPU_BOX_MAX_COST
+    if backend in ("cuda", "triton") and box_macs(plan) > GPU_BOX_MAX_SLICE_MACS:
+        return False  # cuFFT is cheaper than the box DFT for slices this large (see GPU_BOX_MAX_SLICE_MACS)
+    if backend == "triton":  # slice size and the compiled kernel's shared memory vs the device's (cached)
+        from sdkd.kernels.spectral_loss import kernel_fits
+
+        return kernel_fits(plan.H, plan.W, plan.Kr, plan.Kc, plan.nb, dtype, device)
+    if backend == "cuda":
+        return _cuda_box_fits(plan, dtype, device)
+    return True
+
+
+@lru_cache(maxsize=256)
+def _cuda_box_fits(plan: DftPlan, dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether one CUDA block's shared memory for this plan fits the device's (cached: asked on every call)."""
+    need = _ext.extension().spectral_loss_cuda_smem(_DTYPE_CODE[dtype], plan.H, plan.W, plan.Kr, plan.Kc, plan.nb)
+    return need <= _cuda_smem_limit(torch.device(device))

@@ -19,6 +19,7 @@ import importlib
 import os
 import statistics
 import time
+from dataclasses import replace
 
 import pytest
 import torch
@@ -66,8 +67,12 @@ def test_spectral_loss_fwd_bwd(benchmark, monkeypatch, shape, backend, dtype):
     if why:
         pytest.skip(f"{backend}: " + "; ".join(why))
     if force:
-        monkeypatch.setattr(PLAN, "CUDA_FFT_KERNEL", False)
-        monkeypatch.setattr(PLAN, "GPU_BOX_MAX_SLICE_MACS", float("inf") if force == "box" else 0.0)
+        monkeypatch.setattr(PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, cuda_fft_kernel=False))
+        monkeypatch.setattr(
+            PLAN,
+            "STATIC_ORDER",
+            replace(PLAN.STATIC_ORDER, gpu_box_max_slice_macs=float("inf") if force == "box" else 0.0),
+        )
 
     def step():
         s.grad = None

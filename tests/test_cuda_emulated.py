@@ -14,6 +14,7 @@ import importlib
 import os
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -216,8 +217,10 @@ def test_cuda_backend_python_path_under_emulation(cuda_path_on_cpu, monkeypatch,
     gradient's shape, end to end through the cuda backend's Python code with emulated kernels."""
     calls = []
     if route != "fft_kernel":
-        monkeypatch.setattr(PLAN, "CUDA_FFT_KERNEL", False)
-        monkeypatch.setattr(PLAN, "DFT_MAX_FRACTION", 1.0 if route == "box" else 0.0)
+        monkeypatch.setattr(PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, cuda_fft_kernel=False))
+        monkeypatch.setattr(
+            PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, dft_max_fraction=1.0 if route == "box" else 0.0)
+        )
     for module, name in ((NATIVE, "_cuda_fft_pass"), (NATIVE, "_kernel_pass"), (FFT_PATH, "_fft_loss_grad")):
         real = getattr(module, name)
         monkeypatch.setattr(module, name, lambda *a, _r=real, _n=name, **k: calls.append(_n) or _r(*a, **k))

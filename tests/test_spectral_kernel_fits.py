@@ -9,6 +9,7 @@ CPU the compile and the device limit are stubbed with the numbers an H200 gave (
 from __future__ import annotations
 
 import importlib
+from dataclasses import replace
 
 import pytest
 import torch
@@ -35,8 +36,12 @@ def fake_gpu(monkeypatch):
     monkeypatch.setattr(KS, "kernel_shared_memory", shared)
     monkeypatch.setattr(KS, "max_shared_memory", lambda device: H200_LIMIT)
     monkeypatch.setattr(KS, "_FITS", {})
-    monkeypatch.setattr(PLAN, "DFT_MAX_FRACTION", 1.0)  # the box path for any cutoff (as the GPU tests force it)
-    monkeypatch.setattr(PLAN, "GPU_BOX_MAX_SLICE_MACS", float("inf"))  # and for any slice size
+    monkeypatch.setattr(
+        PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, dft_max_fraction=1.0)
+    )  # the box path for any cutoff (as the GPU tests force it)
+    monkeypatch.setattr(
+        PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, gpu_box_max_slice_macs=float("inf"))
+    )  # and for any slice size
     return compiles
 
 
@@ -65,7 +70,7 @@ def test_interpreter_and_cpu_tensors_skip_the_check(monkeypatch):
 
 def test_op_falls_back_to_fft_when_the_kernel_does_not_fit(monkeypatch):
     """The triton backend with the box kernel refused gives the reference's loss and gradient."""
-    monkeypatch.setattr(PLAN, "DFT_MAX_FRACTION", 1.0)
+    monkeypatch.setattr(PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, dft_max_fraction=1.0))
     monkeypatch.setattr(KS, "kernel_fits", lambda *a: False)
     monkeypatch.setattr(KS, "spectral_loss_triton", lambda *a: pytest.fail("box kernel launched"))
     s = torch.randn(2, 12, 10, requires_grad=True)
@@ -84,6 +89,6 @@ def test_gpu_backends_leave_large_slices_to_cufft():
     box kernel, 128x128 goes to the FFT path (measured crossover, GPU_BOX_MAX_SLICE_MACS)."""
     small, wide, big = PLAN.dft_plan(64, 64, (0.25,)), PLAN.dft_plan(32, 64, (0.25,)), PLAN.dft_plan(128, 128, (0.25,))
     assert PLAN.box_macs(small) == 2 * (2 * 64 * 64 * 17 + 4 * 33 * 17 * 64)
-    assert PLAN.box_macs(wide) < PLAN.box_macs(small) <= PLAN.GPU_BOX_MAX_SLICE_MACS < PLAN.box_macs(big)
+    assert PLAN.box_macs(wide) < PLAN.box_macs(small) <= PLAN.STATIC_ORDER.gpu_box_max_slice_macs < PLAN.box_macs(big)
     for backend in ("cuda", "triton"):  # decided before any device query, so this runs without a GPU
         assert not PLAN._kernel_fits(backend, big, torch.float32, CUDA0)

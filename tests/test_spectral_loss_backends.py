@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 import warnings
+from dataclasses import replace
 
 import pytest
 import torch
@@ -40,13 +41,13 @@ def path(request, monkeypatch):
     """GPU backends: force the box-DFT kernel (fraction 1) or the torch.fft / cuFFT path, or leave the defaults
     (for cuda at power-of-two sizes: its FFT kernel, CUDA_FFT_KERNEL)."""
     if request.param != "fft_kernel":
-        monkeypatch.setattr(PLAN, "CUDA_FFT_KERNEL", False)
+        monkeypatch.setattr(PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, cuda_fft_kernel=False))
     if request.param == "box":
-        monkeypatch.setattr(PLAN, "DFT_MAX_FRACTION", 1.0)
-        monkeypatch.setattr(PLAN, "CPU_BOX_MAX_COST", float("inf"))
-        monkeypatch.setattr(PLAN, "GPU_BOX_MAX_SLICE_MACS", float("inf"))
+        monkeypatch.setattr(PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, dft_max_fraction=1.0))
+        monkeypatch.setattr(PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, cpu_box_max_cost=float("inf")))
+        monkeypatch.setattr(PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, gpu_box_max_slice_macs=float("inf")))
     elif request.param == "fft":
-        monkeypatch.setattr(PLAN, "DFT_MAX_FRACTION", 0.0)
+        monkeypatch.setattr(PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, dft_max_fraction=0.0))
     return request.param
 
 
@@ -54,9 +55,11 @@ def path(request, monkeypatch):
 def cpu_path(request, monkeypatch):
     """cpu backend: force its box-DFT kernel or the torch.fft path, or leave its real-FFT kernel (powers of two)."""
     if request.param != "fft_kernel":
-        monkeypatch.setattr(PLAN, "CPU_FFT_KERNEL", False)
-        monkeypatch.setattr(PLAN, "DFT_MAX_FRACTION", 1.0 if request.param == "box" else 0.0)
-        monkeypatch.setattr(PLAN, "CPU_BOX_MAX_COST", float("inf"))
+        monkeypatch.setattr(PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, cpu_fft_kernel=False))
+        monkeypatch.setattr(
+            PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, dft_max_fraction=1.0 if request.param == "box" else 0.0)
+        )
+        monkeypatch.setattr(PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, cpu_box_max_cost=float("inf")))
     return request.param
 
 
@@ -122,9 +125,11 @@ def test_ulp_floor_is_the_subnormal_spacing_of_16_bit_dtypes_only():
 @pytest.mark.parametrize("shape", [(1, 1, 7, 9), (3, 5, 31, 64), (2, 2, 3, 32, 64), (2, 1, 64, 64), (2, 8, 5)])
 @pytest.mark.parametrize("cuts", CUTOFFS)
 def test_cpu_parity(shape, cuts, dtype, monkeypatch):
-    monkeypatch.setattr(PLAN, "CPU_FFT_KERNEL", False)  # the box kernel, also at power-of-two sizes
-    monkeypatch.setattr(PLAN, "DFT_MAX_FRACTION", 1.0)
-    monkeypatch.setattr(PLAN, "CPU_BOX_MAX_COST", float("inf"))
+    monkeypatch.setattr(
+        PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, cpu_fft_kernel=False)
+    )  # the box kernel, also at power-of-two sizes
+    monkeypatch.setattr(PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, dft_max_fraction=1.0))
+    monkeypatch.setattr(PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, cpu_box_max_cost=float("inf")))
     _compare(shape, cuts, "mean", False, "cpu", dtype)
 
 
@@ -194,7 +199,7 @@ def test_cpu_high_band_is_residual_energy():
 @pytest.mark.parametrize("shape", [(1, 1, 7, 9), (1, 2, 31, 64), (1, 1, 3, 32, 64), (2, 16, 16)])
 @pytest.mark.parametrize("cuts", CUTOFFS)
 def test_triton_parity(shape, cuts, monkeypatch):
-    monkeypatch.setattr(PLAN, "DFT_MAX_FRACTION", 1.0)
+    monkeypatch.setattr(PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, dft_max_fraction=1.0))
     device = "cuda" if GPU else "cpu"
     _compare(shape, cuts, "mean", False, "triton", torch.float32, device)
 
@@ -203,7 +208,7 @@ def test_triton_parity(shape, cuts, monkeypatch):
 @pytest.mark.parametrize("reduction,adaptive", MODES)
 @pytest.mark.parametrize("cuts", [(0.25,), (0.1, 0.2, 0.3)])
 def test_triton_modes(cuts, reduction, adaptive, monkeypatch):
-    monkeypatch.setattr(PLAN, "DFT_MAX_FRACTION", 1.0)
+    monkeypatch.setattr(PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, dft_max_fraction=1.0))
     device = "cuda" if GPU else "cpu"
     _compare((2, 12, 10), cuts, reduction, adaptive, "triton", torch.float32, device)
     _compare((1, 1, 7, 9), cuts, reduction, adaptive, "triton", torch.float32, device, transpose=True)
@@ -255,9 +260,9 @@ def test_cuda_kernel_loss_over_many_blocks_and_repeated_calls(dtype, kernel, mon
     several calls in a row (the counter restarts each call), against the reference."""
     calls = []
     if kernel == "box":
-        monkeypatch.setattr(PLAN, "CUDA_FFT_KERNEL", False)
-        monkeypatch.setattr(PLAN, "DFT_MAX_FRACTION", 1.0)
-        monkeypatch.setattr(PLAN, "GPU_BOX_MAX_SLICE_MACS", float("inf"))
+        monkeypatch.setattr(PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, cuda_fft_kernel=False))
+        monkeypatch.setattr(PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, dft_max_fraction=1.0))
+        monkeypatch.setattr(PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, gpu_box_max_slice_macs=float("inf")))
         monkeypatch.setattr(
             NATIVE, "_kernel_pass", lambda *a, **k: calls.append(k.get("loss")) or _KERNEL_PASS(*a, **k)
         )

@@ -26,7 +26,9 @@ def spectral_loss_fused(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Loss (0-dim, input dtype) and d loss / d s (shape and dtype of ``s``) from one fused backend.
 
-    Arguments are already validated (``normalize_args``); ``d loss / d t = -d loss / d s``.
+    Arguments are already validated (``normalize_args``); ``d loss / d t = -d loss / d s``. ``backend`` is
+    ``"cpu"``, ``"cuda"`` or ``"triton"``, optionally with an internal path (``"cpu:box"``, one of
+    ``plan.runnable_paths``); without one the static order (``plan.static_path``) chooses.
     """
     if s.is_cuda and s.device.index != torch.cuda.current_device():  # the kernels launch on the current device
         with torch.cuda.device(s.device):
@@ -36,18 +38,23 @@ def spectral_loss_fused(
     band_mean = reduction == "band_mean"
     norms = _band_norms(H, W, cuts, s.numel(), reduction)
     plan = dft_plan(H, W, cuts)
-    if backend == "cpu" and _plan._cpu_fft_ok(H, W):
+    backend, _, path = backend.partition(":")
+    if not path:
+        path = _plan.static_path(backend, plan, s.dtype, s.device, band_mean)
+    elif path not in _plan.runnable_paths(backend, plan, s.dtype, s.device, band_mean):
+        raise ValueError(f"spectral_loss: backend {backend!r} has no path {path!r} for this call")
+    if backend == "cpu" and path == "fft_kernel":
         return native._cpu_fft_fused(s, t, plan, norms, weights, band_mean, adaptive, eps)
     s3 = s.detach().reshape(-1, H, W).contiguous()
     t3 = t.detach().reshape(-1, H, W).contiguous()
-    if backend == "cuda" and _plan._cuda_fft_ok(plan, s.dtype, s.device, band_mean):  # one launch, it writes the loss
+    if backend == "cuda" and path == "fft_kernel":  # one launch, it writes the loss
         ref = native._cuda_fft_pass(t3, None, None, None, plan, band_mean) if adaptive else None
         gains = _gains(weights, norms, ref, eps, s.device)
         grad = torch.empty_like(s3)
         loss = s.new_empty(())
         native._cuda_fft_pass(s3, t3, grad, gains, plan, band_mean, loss=loss)
         return loss, grad.view(s.shape)
-    if _plan._kernel_fits(backend, plan, s.dtype, s.device):
+    if path == "box":
         ref = native._kernel_pass(backend, t3, None, None, None, plan, band_mean) if adaptive else None
         gains = _gains(weights, norms, ref, eps, s.device, torch.float32 if backend == "triton" else torch.float64)
         grad = torch.empty_like(s3)
@@ -156,12 +163,13 @@ class _SpectralLossEager(torch.autograd.Function):
 
 
 def _fused_fn(backend: str):
-    def fn(s, t, cutoffs, weights, reduction="mean", adaptive=False, eps=1e-6):
+    def fn(s, t, cutoffs, weights, reduction="mean", adaptive=False, eps=1e-6, path=None):
+        backend_path = backend if path is None else f"{backend}:{path}"
         if plain_eager(s, t):
             return _SpectralLossEager.apply(
-                s, t, tuple(cutoffs), tuple(weights), reduction, adaptive, float(eps), backend
+                s, t, tuple(cutoffs), tuple(weights), reduction, adaptive, float(eps), backend_path
             )
-        return spectral_loss_fwd(s, t, list(cutoffs), list(weights), reduction, adaptive, float(eps), backend)[0]
+        return spectral_loss_fwd(s, t, list(cutoffs), list(weights), reduction, adaptive, float(eps), backend_path)[0]
 
     fn.__name__ = f"spectral_loss_{backend}"
     return fn

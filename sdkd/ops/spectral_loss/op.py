@@ -8,11 +8,11 @@ from collections.abc import Sequence
 
 import torch
 
-from .._dispatch import ENV_VAR, Backend, Op, register_op
+from .._dispatch import Backend, Op, Tuning, backend_name, register_op, requested_backend
 from .._ext import cuda_unavailable_reason, triton_installed, unavailable_reason
 from .definition import band_terms_reference, check_finite, normalize_args, spectral_loss_reference
 from .fused import _fused_fn
-from .plan import MAX_KERNEL_BANDS
+from .plan import MAX_KERNEL_BANDS, dft_plan, runnable_paths
 
 # ----------------------------------------------------------------------------- dispatch
 _FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -24,7 +24,7 @@ def _reference_reasons(**_: object) -> list[str]:
 
 def _cpu_reasons(s=None, cutoffs=(), **_: object) -> list[str]:
     # every size: its real-FFT kernel (powers of two, ~5x the reference), else the box kernel for small boxes or
-    # the torch.fft path with the loss folded in (1.4-2.4x the reference, see CPU_BOX_MAX_COST)
+    # the torch.fft path with the loss folded in (1.4-2.4x the reference, see StaticOrder.cpu_box_max_cost)
     why = [r for r in [unavailable_reason("spectral_loss_cpu")] if r]
     if s is not None:
         if not s.is_cpu:
@@ -74,6 +74,47 @@ def _auto_key(s=None, cutoffs=(), interpret_ok: bool = False, **_: object):
     return s.device, s.dtype, len(cutoffs), interpret_ok, os.environ.get("TRITON_INTERPRET")
 
 
+def _paths(backend: str):
+    """The internal paths ``backend`` offers for a call (``plan.runnable_paths``); all of them without inputs."""
+
+    def paths(s=None, cutoffs=(), reduction="mean", **_: object) -> list[str]:
+        if s is None:
+            return []
+        plan = dft_plan(s.shape[-2], s.shape[-1], tuple(cutoffs))
+        return runnable_paths(backend, plan, s.dtype, s.device, reduction == "band_mean")
+
+    return paths
+
+
+def _autograd_runs(s: torch.Tensor, t: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and (s.requires_grad or t.requires_grad)
+
+
+def _tuning_key(s=None, t=None, cutoffs=(), reduction="mean", adaptive=False, **_: object):
+    """What a timing depends on beyond ``_auto_key``: the slice size, the leading size rounded up to a power of two
+    (a short last batch reuses the pick), cutoffs, options and which gradients autograd will ask for."""
+    H, W = s.shape[-2:]
+    lead = max(1, s.numel() // max(1, H * W))
+    grads = _autograd_runs(s, t) and (s.requires_grad, t.requires_grad)
+    return (1 << (lead - 1).bit_length(), H, W, tuple(cutoffs), reduction, bool(adaptive), grads)
+
+
+def _bench(fn, s=None, t=None, cutoffs=(), weights=(), reduction="mean", adaptive=False, eps=1e-6, **_: object):
+    """One call of ``fn`` as the caller's: on detached copies sharing the inputs' memory, backward when autograd
+    will run (the gradients land on the copies, never on the caller's tensors)."""
+    grad = _autograd_runs(s, t)
+    s_ = s.detach().requires_grad_(grad and s.requires_grad)
+    t_ = t.detach().requires_grad_(grad and t.requires_grad)
+
+    def call() -> None:
+        loss = fn(s_, t_, cutoffs, weights, reduction, adaptive, eps)
+        if grad:
+            loss.backward()
+            s_.grad = t_.grad = None
+
+    return call
+
+
 # Priority: the C++/CUDA kernels first (no JIT warm-up, float64 support, CUDA also fp16/bf16), Triton
 # next on GPU, the plain-PyTorch reference last. On CPU tensors: cpu (its real-FFT kernel; other sizes
 # only when asked for), then reference.
@@ -81,12 +122,13 @@ spectral_loss_op = register_op(
     Op(
         name="spectral_loss",
         backends=[
-            Backend("cuda", _fused_fn("cuda"), _cuda_reasons, "CUDA fused loss + gradient (sdkd._C)"),
-            Backend("triton", _fused_fn("triton"), _triton_reasons, "Triton fused loss + gradient"),
-            Backend("cpu", _fused_fn("cpu"), _cpu_reasons, "C++/OpenMP fused loss + gradient (sdkd._C)"),
+            Backend("cuda", _fused_fn("cuda"), _cuda_reasons, "CUDA fused loss + gradient (sdkd._C)", _paths("cuda")),
+            Backend("triton", _fused_fn("triton"), _triton_reasons, "Triton fused loss + gradient", _paths("triton")),
+            Backend("cpu", _fused_fn("cpu"), _cpu_reasons, "C++/OpenMP fused loss + gradient (sdkd._C)", _paths("cpu")),
             Backend("reference", spectral_loss_reference, _reference_reasons, "torch.fft.rfft2 + autograd"),
         ],
         auto_key=_auto_key,
+        tuning=Tuning(key=_tuning_key, bench=_bench),
     )
 )
 
@@ -108,11 +150,13 @@ def spectral_loss(
     ``len(cutoffs)+1`` bands; ``weights``: one per band (default all 1, where ``mean`` equals
     ``mse_loss(s, t)``); ``reduction``: ``"mean"`` or ``"band_mean"``; ``adaptive``: divide each
     band's error by the teacher's (detached) energy in it plus ``eps``. ``backend``: ``"auto"``
-    (or ``SDKD_BACKEND``), ``"cpu"``, ``"cuda"``, ``"triton"`` or ``"reference"``. ``check``: raise
-    on non-finite results, naming the offending input.
+    (measured on the first call of each input kind, or ``SDKD_BACKEND``; see the README's kernel section),
+    ``"cpu"``, ``"cuda"``, ``"triton"`` or ``"reference"``, optionally with an internal path of the fused
+    backends (``"cpu:box"``; paths ``fft_kernel``, ``box``, ``torch_fft``). ``check``: raise on non-finite
+    results, naming the offending input.
     """
     cuts, w = normalize_args(s, t, cutoffs, weights, reduction)
-    requested = backend if backend != "auto" else (os.environ.get(ENV_VAR, "").strip() or "auto")
+    requested = requested_backend(backend)
     impl = spectral_loss_op.select(
         backend,
         s=s,
@@ -121,7 +165,8 @@ def spectral_loss(
         weights=w,
         reduction=reduction,
         adaptive=adaptive,
-        interpret_ok=requested == "triton",
+        eps=eps,
+        interpret_ok=backend_name(requested) == "triton",
         requested=requested,
     )
     loss = impl.fn(s, t, cuts, w, reduction, adaptive, eps)

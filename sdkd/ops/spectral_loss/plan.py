@@ -20,28 +20,41 @@ import torch
 from .. import _ext
 from .definition import band_bin_counts, band_index
 
-#: box bins / half-spectrum bins above which the fused backends use torch.fft instead of the box DFT
-DFT_MAX_FRACTION = 0.3
-#: cpu backend, sizes its real-FFT kernel does not take: the box kernel while Kc * (1 + Kr / W) (its multiply-adds
-#: per element / 4) stays below this, the torch.fft path beyond. Measured on 2 cores (fwd+bwd over the reference,
-#: box / FFT path): 63x65 cost 12.9: 1.9x / 1.6x, 25: 1.0x / 1.4x; 96x96 cost 12: 1.6x / 1.5x, 19.5: 1.3x / 1.5x;
-#: 181x360 cost 20: 2.6x / 1.8x, 41: 1.3x / 1.6x. The FFT path is 1.4-1.8x at every size measured.
-CPU_BOX_MAX_COST = 16.0
-#: cpu backend: its real-FFT kernel (csrc/cpu/spectral_loss_fft.cpp) for power-of-two H and W >= 8, any cutoff;
-#: ~5x the reference in bench/bench_spectral_loss.py (2 cores). False: the box kernel / torch.fft path as for
-#: other sizes.
-CPU_FFT_KERNEL = True
-#: cuda/triton backends: the box kernel only while one slice costs at most this many multiply-adds
-#: (``box_macs``; one CUDA block per slice), cuFFT (the FFT path) beyond. H200, bench/results/README.md (run 2):
-#: box kernel 4.8x / 2.7x the reference at 64x64 (0.57 M per slice) / 32x64 (0.21 M), 0.39x at 128x128 (4.4 M,
-#: compute-bound), where the FFT path is 1.5x; the threshold sits between the measured points.
-GPU_BOX_MAX_SLICE_MACS = 1.5e6
-#: cuda backend: its FFT-based kernel (csrc/cuda/spectral_loss_fft_kernel.cuh: radix-2 FFTs in shared memory,
-#: O(n log n) per line against the box DFT's O(n Kc)) for power-of-two H, W >= 2 whenever one block's shared
-#: memory fits; other sizes take the box kernel or the cuFFT path. Checked against the reference under the CPU
-#: emulation of CUDA (tests/test_cuda_emulated.py); its GPU speed is not measured yet (bench_spectral_loss.py
-#: times it next to the forced box kernel and cuFFT path). False: box kernel / cuFFT path at every size.
-CUDA_FFT_KERNEL = True
+#: internal paths of the fused backends: the backend's own FFT kernel (cpu: real FFTs for power-of-two sizes;
+#: cuda: radix-2 FFTs in shared memory), the truncated-DFT box kernel, and the torch.fft (cuFFT / pocketfft) path
+#: with the band gains folded into per-bin maps. Measured ``auto`` times every one a backend offers.
+PATHS = ("fft_kernel", "box", "torch_fft")
+
+
+@dataclass(frozen=True)
+class StaticOrder:
+    """The hand-set choice of internal path, used when ``auto`` is not measured (``SDKD_AUTOTUNE=0``,
+    deterministic mode, torch.compile tracing without a tuned pick) or a backend is asked for without a path.
+
+    ``dft_max_fraction``: box bins / half-spectrum bins above which the box kernel is not used.
+    ``cpu_box_max_cost``: cpu backend, sizes its real-FFT kernel does not take: the box kernel while
+    Kc * (1 + Kr / W) (its multiply-adds per element / 4) stays below this, the torch.fft path beyond. Measured on
+    2 cores (fwd+bwd over the reference, box / FFT path): 63x65 cost 12.9: 1.9x / 1.6x, 25: 1.0x / 1.4x; 96x96
+    cost 12: 1.6x / 1.5x, 19.5: 1.3x / 1.5x; 181x360 cost 20: 2.6x / 1.8x, 41: 1.3x / 1.6x.
+    ``cpu_fft_kernel``: the cpu backend's real-FFT kernel (csrc/cpu/spectral_loss_fft.cpp) for power-of-two H and
+    W >= 8, any cutoff; ~5x the reference in bench/bench_spectral_loss.py (2 cores).
+    ``gpu_box_max_slice_macs``: cuda/triton, the box kernel only while one slice costs at most this many
+    multiply-adds (``box_macs``), cuFFT beyond. H200, bench/results/README.md (run 2): box kernel 4.8x / 2.7x the
+    reference at 64x64 (0.57 M) / 32x64 (0.21 M), 0.39x at 128x128 (4.4 M), where the FFT path is 1.5x.
+    ``cuda_fft_kernel``: the cuda backend's FFT kernel (csrc/cuda/spectral_loss_fft_kernel.cuh) for power-of-two
+    H, W >= 2 whenever one block's shared memory fits; checked under the CPU emulation of CUDA
+    (tests/test_cuda_emulated.py), its GPU speed not measured yet.
+    """
+
+    dft_max_fraction: float = 0.3
+    cpu_box_max_cost: float = 16.0
+    cpu_fft_kernel: bool = True
+    gpu_box_max_slice_macs: float = 1.5e6
+    cuda_fft_kernel: bool = True
+
+
+#: the static order in use (a frozen value: tests swap it whole with ``dataclasses.replace``)
+STATIC_ORDER = StaticOrder()
 #: bands the cuda and triton kernels handle (band energies live in registers/shared memory)
 MAX_KERNEL_BANDS = 8
 
@@ -147,8 +160,13 @@ _DTYPE_CODE = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloa
 
 
 def _cuda_fft_ok(plan: DftPlan, dtype: torch.dtype, device: torch.device, band_mean: bool) -> bool:
-    """Whether the cuda backend's FFT kernel takes this call: powers of two and the block fits (CUDA_FFT_KERNEL)."""
-    return CUDA_FFT_KERNEL and _is_pow2(plan.H) and _is_pow2(plan.W) and _cuda_fft_fits(plan, dtype, device, band_mean)
+    """Whether the static order gives this call to the cuda FFT kernel (``cuda_fft_kernel`` and it can run it)."""
+    return STATIC_ORDER.cuda_fft_kernel and _cuda_fft_capable(plan, dtype, device, band_mean)
+
+
+def _cuda_fft_capable(plan: DftPlan, dtype: torch.dtype, device: torch.device, band_mean: bool) -> bool:
+    """Whether the cuda FFT kernel can run this call: powers of two and one block's shared memory fits."""
+    return _is_pow2(plan.H) and _is_pow2(plan.W) and _cuda_fft_fits(plan, dtype, device, band_mean)
 
 
 @lru_cache(maxsize=256)
@@ -170,7 +188,7 @@ def _is_pow2(n: int) -> bool:
 
 def _cpu_fft_ok(H: int, W: int) -> bool:
     """Whether the cpu backend's own real-FFT kernel takes (H, W): powers of two, W >= 8 (one 8-lane vector)."""
-    return CPU_FFT_KERNEL and _cpu_fft_size_ok(H, W)
+    return STATIC_ORDER.cpu_fft_kernel and _cpu_fft_size_ok(H, W)
 
 
 @lru_cache(maxsize=256)
@@ -196,20 +214,50 @@ def _cuda_smem_limit(device: torch.device) -> int:
 
 
 def _kernel_fits(backend: str, plan: DftPlan, dtype: torch.dtype, device: torch.device) -> bool:
-    """Whether the box kernel takes this plan (else the backend uses the FFT path)."""
-    if plan.fraction > DFT_MAX_FRACTION:
+    """Whether the static order gives this plan to the box kernel (else the backend uses the FFT path)."""
+    order = STATIC_ORDER
+    if plan.fraction > order.dft_max_fraction:
         return False
-    if backend == "cpu":
-        return plan.Kc * (1 + plan.Kr / plan.W) <= CPU_BOX_MAX_COST
-    if backend in ("cuda", "triton") and box_macs(plan) > GPU_BOX_MAX_SLICE_MACS:
-        return False  # cuFFT is cheaper than the box DFT for slices this large (see GPU_BOX_MAX_SLICE_MACS)
+    if backend == "cpu" and plan.Kc * (1 + plan.Kr / plan.W) > order.cpu_box_max_cost:
+        return False
+    if backend in ("cuda", "triton") and box_macs(plan) > order.gpu_box_max_slice_macs:
+        return False  # cuFFT is cheaper than the box DFT for slices this large (see gpu_box_max_slice_macs)
+    return _box_capable(backend, plan, dtype, device)
+
+
+def _box_capable(backend: str, plan: DftPlan, dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether the backend's box kernel can run this plan at all (the GPU kernels: one block's shared memory)."""
     if backend == "triton":  # slice size and the compiled kernel's shared memory vs the device's (cached)
         from sdkd.kernels.spectral_loss import kernel_fits
 
         return kernel_fits(plan.H, plan.W, plan.Kr, plan.Kc, plan.nb, dtype, device)
     if backend == "cuda":
         return _cuda_box_fits(plan, dtype, device)
-    return True
+    return backend == "cpu"
+
+
+def runnable_paths(backend: str, plan: DftPlan, dtype: torch.dtype, device: torch.device, band_mean: bool) -> list[str]:
+    """The internal paths ``backend`` can take for this call, in the static order's preference."""
+    paths = []
+    if backend == "cpu" and _cpu_fft_size_ok(plan.H, plan.W):
+        paths.append("fft_kernel")
+    if backend == "cuda" and _cuda_fft_capable(plan, dtype, device, band_mean):
+        paths.append("fft_kernel")
+    if _box_capable(backend, plan, dtype, device):
+        paths.append("box")
+    paths.append("torch_fft")
+    return paths
+
+
+def static_path(backend: str, plan: DftPlan, dtype: torch.dtype, device: torch.device, band_mean: bool) -> str:
+    """The internal path the static order (``STATIC_ORDER``) gives this call."""
+    if backend == "cpu" and _cpu_fft_ok(plan.H, plan.W):
+        return "fft_kernel"
+    if backend == "cuda" and _cuda_fft_ok(plan, dtype, device, band_mean):
+        return "fft_kernel"
+    if _kernel_fits(backend, plan, dtype, device):
+        return "box"
+    return "torch_fft"
 
 
 @lru_cache(maxsize=256)

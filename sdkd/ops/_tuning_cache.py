@@ -19,9 +19,10 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 CACHE_DIR_ENV = "SDKD_CACHE_DIR"
 FILE_NAME = "autotune.json"
@@ -44,6 +45,8 @@ def cache_file() -> Path:
 
 @functools.cache
 def _versions() -> str:
+    import torch
+
     import sdkd
 
     try:
@@ -66,6 +69,8 @@ def _cpu_name() -> str:
 
 def machine_key(device: torch.device) -> str:
     """What a timing depends on besides the inputs: the device, its toolkit and the software versions."""
+    import torch
+
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         major, minor = torch.cuda.get_device_capability(index)

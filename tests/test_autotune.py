@@ -237,3 +237,12 @@ def test_tuned_spectral_loss_is_correct_and_timed_once(tuning_on, monkeypatch):
     ref = spectral_loss_reference(s2, t, 0.2)
     torch.testing.assert_close(loss, ref)
     torch.testing.assert_close(g, torch.autograd.grad(ref, s2)[0])
+
+
+def test_sdkd_info_lists_tuned_picks(tuning_on, capsys):
+    from sdkd.cli import main
+
+    _fake_op([], refuse=True).select("auto", x=torch.zeros(3))
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "tuned picks (1;" in out and "fake_op |" in out and "-> fake:fast" in out and str(cache_file()) in out

@@ -143,7 +143,7 @@ def test_non_finite_inputs_propagate_like_the_reference(where, value):
 def test_backend_order_and_cpu_default():
     assert registered_ops()["attention"].backend_names() == ["triton", "reference"]
     inp = {k: (None if v is None else v.detach()) for k, v in make_inputs(1, 8, 16).items()}
-    why = attn_mod.attention_op.get("triton").not_supported_reasons(**inp, num_heads=1, interpret_ok=False)
+    why = attn_mod.attention_op.get("triton").not_supported_reasons(**inp, num_heads=1, requested="auto")
     assert why and ("CUDA" in why[0] or "requested" in why[0])
     # auto on CPU takes the reference: identical to calling it directly
     torch.testing.assert_close(attention(**inp, num_heads=1), attn_mod.attention_reference(**inp, num_heads=1))
@@ -181,7 +181,7 @@ def test_explicit_triton_rejects_unsupported(D, heads, dtype, match):
 
 def test_interpreter_takes_float32_only():
     inp = {k: (None if v is None else v.detach()) for k, v in make_inputs(1, 8, 32, dtype=torch.bfloat16).items()}
-    why = attn_mod._triton_reasons(z=inp["z"], num_heads=2, interpret_ok=True)
+    why = attn_mod._triton_reasons(z=inp["z"], num_heads=2, requested="triton")
     assert why
     if INTERPRET:
         assert "float32 only" in why[0]
@@ -190,7 +190,7 @@ def test_interpreter_takes_float32_only():
 def test_cpu_without_interpreter_is_refused(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     z = torch.randn(1, 8, 32)
-    why = attn_mod._triton_reasons(z=z, num_heads=2, interpret_ok=True)
+    why = attn_mod._triton_reasons(z=z, num_heads=2, requested="triton")
     assert any("needs CUDA tensors" in w for w in why)
 
 

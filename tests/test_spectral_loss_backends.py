@@ -408,10 +408,10 @@ def test_spectral_loss_picks_follow_the_environment(monkeypatch):
     assert spectral_loss_op.select("auto", s=s, t=s, cutoffs=(0.25,)).name == first
     if triton_installed():  # CPU tensors go to Triton's interpreter only when asked, whatever auto remembered
         monkeypatch.setenv("TRITON_INTERPRET", "1")
-        assert spectral_loss_op.select("triton", s=s, t=s, cutoffs=(0.25,), interpret_ok=True).name == "triton"
+        assert spectral_loss_op.select("triton", s=s, t=s, cutoffs=(0.25,), requested="triton").name == "triton"
         monkeypatch.delenv("TRITON_INTERPRET")
         with pytest.raises(BackendUnavailableError, match="CPU tensors only under TRITON_INTERPRET=1"):
-            spectral_loss_op.select("triton", s=s, t=s, cutoffs=(0.25,), interpret_ok=True)
+            spectral_loss_op.select("triton", s=s, t=s, cutoffs=(0.25,), requested="triton")
 
 
 def test_env_naming_no_backend_warns_once_and_means_auto(monkeypatch):
@@ -437,7 +437,7 @@ def test_explicit_backend_that_cannot_run_lists_reasons():
 @pytest.mark.skipif(not HAS_TRITON or GPU, reason="interpreter-only rule")
 def test_triton_on_cpu_only_when_requested():
     s = torch.randn(2, 8, 8)
-    reasons = spectral_loss_op.get("triton").not_supported_reasons(s=s, t=s, cutoffs=(0.25,), interpret_ok=False)
+    reasons = spectral_loss_op.get("triton").not_supported_reasons(s=s, t=s, cutoffs=(0.25,), requested="auto")
     assert reasons and "interpreter" in reasons[0]
 
 

@@ -34,6 +34,7 @@ import torch
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from ._autotune import autotune_enabled, may_time, measure
+from ._ext import triton_installed
 from ._tuning_cache import TUNING_CACHE, machine_key
 
 ENV_VAR = "SDKD_BACKEND"
@@ -61,6 +62,49 @@ def requested_backend(backend: str) -> str:
     if backend != "auto":
         return backend
     return os.environ.get(ENV_VAR, "").strip() or "auto"
+
+
+TRITON_INTERPRET_ENV = "TRITON_INTERPRET"
+
+
+def triton_interpreter_on() -> bool:
+    """Whether Triton kernels run in its CPU interpreter (``TRITON_INTERPRET=1``, set before triton's import)."""
+    return os.environ.get(TRITON_INTERPRET_ENV) == "1"
+
+
+def triton_reasons(x: torch.Tensor | None, requested: str = "auto") -> list[str]:
+    """The Triton rule of every op: triton installed; CUDA tensors, or CPU tensors in the interpreter only when
+    ``triton`` is asked for by name (``requested``: see ``requested_backend``); the interpreter is for tests, far
+    slower than any other backend, so ``auto`` never takes it. The op adds its own dtype and shape limits."""
+    if not triton_installed():
+        return ["triton is not installed"]
+    if x is None:
+        ok = torch.cuda.is_available() or triton_interpreter_on()
+        return [] if ok else ["no CUDA GPU (Triton runs on CPU only under TRITON_INTERPRET=1)"]
+    if x.device.type == "cuda":
+        return []
+    if x.device.type != "cpu":
+        return [f"needs CUDA tensors, got {x.device}"]
+    if not triton_interpreter_on():
+        return ["needs CUDA tensors (CPU tensors only under TRITON_INTERPRET=1)"]
+    if backend_name(requested) != "triton":
+        return ["CPU tensors run in the Triton interpreter only when backend='triton' is requested"]
+    return []
+
+
+def interpreter_key(requested: str) -> tuple[bool, str | None]:
+    """The part of an op's ``auto_key`` the Triton rule reads: triton asked for by name, the interpreter switch."""
+    return backend_name(requested) == "triton", os.environ.get(TRITON_INTERPRET_ENV)
+
+
+def raw_stream(device: torch.device) -> int:
+    """The current CUDA stream of ``device`` as an integer handle for the extension (the private accessor torch's
+    own compiled code uses when present: a fraction of ``torch.cuda.current_stream``'s cost)."""
+    raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if raw is not None:
+        return raw(index)
+    return torch.cuda.current_stream(device).cuda_stream
 
 
 @functools.cache

@@ -19,12 +19,11 @@ the Triton kernels only under ``TRITON_INTERPRET=1``, in float32, when ``triton`
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 import torch.nn.functional as F
 
-from ._dispatch import ENV_VAR, Backend, Op, register_op
+from ._dispatch import Backend, Op, Tuning, interpreter_key, register_op, requested_backend, triton_reasons
 
 __all__ = [
     "TRITON_HEAD_DIMS",
@@ -309,25 +308,13 @@ def _reference_reasons(**_: object) -> list[str]:
     return []
 
 
-def _triton_reasons(z=None, num_heads=None, interpret_ok: bool = False, **_: object) -> list[str]:
-    from ._ext import triton_installed
-
-    if not triton_installed():
-        return ["triton is not installed"]
-    interpreter = os.environ.get("TRITON_INTERPRET") == "1"
-    if z is None:
-        return [] if interpreter or torch.cuda.is_available() else ["no CUDA device"]
-    why = []
-    if z.device.type == "cpu":
-        if not interpreter:
-            why.append("needs CUDA tensors (CPU tensors only under TRITON_INTERPRET=1)")
-        elif not interpret_ok:
-            why.append("CPU tensors run in the Triton interpreter only when backend='triton' is requested")
-        elif z.dtype != torch.float32:
-            why.append(f"the Triton interpreter takes float32 only (its 16-bit tl.dot is unreliable), got {z.dtype}")
-    elif z.device.type != "cuda":
-        why.append(f"needs CUDA tensors, got {z.device}")
-    elif z.dtype == torch.bfloat16 and torch.cuda.get_device_capability(z.device) < (8, 0):
+def _triton_reasons(z=None, num_heads=None, requested: str = "auto", **_: object) -> list[str]:
+    why = triton_reasons(z if isinstance(z, torch.Tensor) else None, requested)
+    if not isinstance(z, torch.Tensor) or why == ["triton is not installed"]:
+        return why
+    if z.device.type == "cpu" and not why and z.dtype != torch.float32:
+        why.append(f"the Triton interpreter takes float32 only (its 16-bit tl.dot is unreliable), got {z.dtype}")
+    elif z.device.type == "cuda" and z.dtype == torch.bfloat16 and torch.cuda.get_device_capability(z.device) < (8, 0):
         why.append("bfloat16 needs compute capability >= 8.0")
     if z.dtype not in _TRITON_DTYPES:
         why.append(f"dtype {z.dtype} not supported (float32, float16, bfloat16)")
@@ -338,11 +325,46 @@ def _triton_reasons(z=None, num_heads=None, interpret_ok: bool = False, **_: obj
     return why
 
 
-def _pick_key(z=None, num_heads=None, interpret_ok: bool = False, **_: object):
-    """What the probes above read: device, dtype, width and heads, the interpreter switches."""
+def _pick_key(z=None, num_heads=None, requested: str = "auto", **_: object):
+    """What the probes above read: device, dtype, width and heads, the Triton interpreter rule's inputs."""
     if not isinstance(z, torch.Tensor):
         return None
-    return z.device, z.dtype, z.shape[-1], num_heads, interpret_ok, os.environ.get("TRITON_INTERPRET")
+    return z.device, z.dtype, z.shape[-1], num_heads, *interpreter_key(requested)
+
+
+_ARG_NAMES = ("z", "z_h", "w_qkv", "b_qkv", "w_o", "b_o", "ln_weight", "ln_bias")
+
+
+def _grads(inputs: dict) -> tuple[bool, ...] | bool:
+    """Which inputs autograd will differentiate (False when it will not run)."""
+    flags = tuple(isinstance(inputs.get(n), torch.Tensor) and inputs[n].requires_grad for n in _ARG_NAMES)
+    return torch.is_grad_enabled() and any(flags) and flags
+
+
+def _tuning_key(**inputs):
+    """What a timing depends on beyond ``_pick_key``: tokens, width, which optional inputs, autograd."""
+    z = inputs["z"]
+    present = tuple(inputs.get(n) is not None for n in _ARG_NAMES)
+    return tuple(z.shape), present, _grads(inputs)
+
+
+def _bench(fn, num_heads=None, eps=1e-5, **inputs):
+    """One call as the caller's, on detached copies (backward into the copies when autograd will run)."""
+    grads = _grads(inputs)
+    args = [
+        None if inputs.get(n) is None else inputs[n].detach().requires_grad_(bool(grads) and grads[i])
+        for i, n in enumerate(_ARG_NAMES)
+    ]
+
+    def call() -> None:
+        out = fn(*args, num_heads, float(eps))
+        if grads:
+            out.backward(torch.ones_like(out))
+            for a in args:
+                if a is not None:
+                    a.grad = None
+
+    return call
 
 
 attention_op = register_op(
@@ -355,6 +377,7 @@ attention_op = register_op(
             Backend("reference", attention_reference, _reference_reasons, "F.scaled_dot_product_attention + autograd"),
         ],
         auto_key=_pick_key,
+        tuning=Tuning(key=_tuning_key, bench=_bench),
     )
 )
 
@@ -393,7 +416,8 @@ def attention(
     ``w_qkv`` (3D, D) / ``b_qkv`` (3D,): packed q, k, v projection (``nn.Linear`` layout);
     ``w_o`` (D, D) / ``b_o`` (D,): output projection; ``ln_weight`` / ``ln_bias`` (D,): LayerNorm
     affine (None = identity); ``num_heads`` must divide D. Biases may be None.
-    ``backend``: ``"auto"`` (first usable, ``SDKD_BACKEND`` overrides), ``"triton"`` (CUDA; CPU float32
+    ``backend``: ``"auto"`` (on GPU the faster of the usable backends, measured on the first call
+    of each input kind; ``SDKD_BACKEND`` overrides), ``"triton"`` (CUDA; CPU float32
     only under ``TRITON_INTERPRET=1`` and only when requested by name) or ``"reference"``. On CPU the
     reference is the fast path. Non-finite inputs give non-finite outputs on every backend, as in the
     reference (never finite garbage); ``check=True`` raises ``ValueError`` naming them instead (one
@@ -415,7 +439,7 @@ def attention(
     check_attention_inputs(z, z_h, w_qkv, b_qkv, w_o, b_o, ln_weight, ln_bias, num_heads, eps)
     if check:
         _check_finite(z=z, z_h=z_h, w_qkv=w_qkv, b_qkv=b_qkv, w_o=w_o, b_o=b_o, ln_weight=ln_weight, ln_bias=ln_bias)
-    requested = backend if backend != "auto" else (os.environ.get(ENV_VAR, "").strip() or "auto")
+    requested = requested_backend(backend)
     impl = attention_op.select(
         backend,
         z=z,
@@ -428,6 +452,6 @@ def attention(
         ln_bias=ln_bias,
         num_heads=num_heads,
         eps=eps,
-        interpret_ok=requested == "triton",
+        requested=requested,
     )
     return impl.fn(z, z_h, w_qkv, b_qkv, w_o, b_o, ln_weight, ln_bias, num_heads, float(eps))

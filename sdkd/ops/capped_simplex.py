@@ -26,11 +26,11 @@ The plain-PyTorch functions here are the definition of correctness; ``cpu`` (C++
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 
-from ._dispatch import ENV_VAR, Backend, Op, plain_eager, register_op
+from ._dispatch import Backend, Op, interpreter_key, plain_eager, raw_stream, register_op, requested_backend
+from ._dispatch import triton_reasons as shared_triton_reasons
 
 __all__ = [
     "a2d_weights",
@@ -304,7 +304,7 @@ def _sfx(x: torch.Tensor) -> str:
 
 
 def _stream(x: torch.Tensor) -> int:
-    return torch.cuda.current_stream(x.device).cuda_stream
+    return raw_stream(x.device)
 
 
 def projection_cpu(y: torch.Tensor, C: float) -> torch.Tensor:
@@ -389,41 +389,29 @@ def cpu_reasons(x: torch.Tensor | None) -> list[str]:
 
 
 def cuda_reasons(x: torch.Tensor | None) -> list[str]:
-    return _needs(x, "cuda") + _ext_reasons("cuda")
+    why = _needs(x, "cuda") + _ext_reasons("cuda")
+    if not why and x is not None:  # a GPU older than every compiled arch: fall back instead of failing at launch
+        from ._ext import cuda_device_unavailable_reason
+
+        why = [r for r in [cuda_device_unavailable_reason(x.device)] if r]
+    return why
 
 
 def triton_reasons(x: torch.Tensor | None, requested: str = "auto") -> list[str]:
     why = [] if x is None else _needs(x, x.device.type)
-    if x is None:
-        if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
-            why.append("no CUDA GPU (Triton runs on CPU only under TRITON_INTERPRET=1)")
-    elif x.device.type == "cuda":
-        pass
-    elif x.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1":
-        if requested != "triton":
-            why.append("CPU tensors run only in the Triton interpreter; used when backend='triton' is asked for")
-    else:
-        why.append(f"needs a cuda tensor (or a CPU tensor under TRITON_INTERPRET=1), got {x.device.type}")
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        why.append("triton is not installed")
-    return why
+    return why + shared_triton_reasons(x, requested)
 
 
 # ----------------------------------------------------------------------------- dispatch
 def _requested(backend: str) -> str:
-    if backend == "auto":
-        env = os.environ.get(ENV_VAR, "").strip()
-        return env or "auto"
-    return backend
+    return requested_backend(backend)
 
 
 def _pick_key(x: torch.Tensor | None, requested: str):
     """What the probes above read: device, dtype, whether M fits, the interpreter switch."""
     if x is None:
         return None
-    return x.device, x.dtype, x.dim() >= 1 and x.shape[-1] > MAX_M, requested, os.environ.get("TRITON_INTERPRET")
+    return x.device, x.dtype, x.dim() >= 1 and x.shape[-1] > MAX_M, *interpreter_key(requested)
 
 
 capped_simplex_op = register_op(

@@ -18,7 +18,7 @@ from .definition import (
     spectral_loss_reference,
 )
 from .fused import spectral_loss_fused, spectral_loss_fwd
-from .op import spectral_band_terms, spectral_loss, spectral_loss_op
+from .op import spectral_band_terms, spectral_loss, spectral_loss_backend, spectral_loss_op
 from .plan import MAX_KERNEL_BANDS, DftPlan, band_map, box_macs, dft_plan, dft_tables
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "normalize_args",
     "spectral_band_terms",
     "spectral_loss",
+    "spectral_loss_backend",
     "spectral_loss_fused",
     "spectral_loss_fwd",
     "spectral_loss_op",

@@ -8,6 +8,7 @@ from functools import lru_cache
 import torch
 
 from .. import _ext
+from .._dispatch import raw_stream as _raw_stream  # a name of this module: tests replace it
 from .plan import _DTYPE_CODE, DftPlan, _gains, band_map, dft_tables
 
 
@@ -47,15 +48,6 @@ def _kernel_pass(backend: str, s, t, grad, gains, plan: DftPlan, band_mean: bool
     else:
         _C.spectral_loss_cuda(*args, *tabs, band_mean, _raw_stream(s.device), _ptr(loss))
     return e[:nb]
-
-
-def _raw_stream(device: torch.device) -> int:
-    """The current CUDA stream of ``device`` as an integer handle (the private accessor torch's own compiled code
-    uses when present: a fraction of ``torch.cuda.current_stream``'s cost)."""
-    raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
-    if raw is not None and device.index is not None:
-        return raw(device.index)
-    return torch.cuda.current_stream(device).cuda_stream
 
 
 @lru_cache(maxsize=64)

@@ -3,13 +3,12 @@ public entry points ``spectral_loss`` and ``spectral_band_terms``."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import torch
 
-from .._dispatch import Backend, Op, Tuning, backend_name, register_op, requested_backend
-from .._ext import cuda_unavailable_reason, triton_installed, unavailable_reason
+from .._dispatch import Backend, Op, Tuning, interpreter_key, register_op, requested_backend, triton_reasons
+from .._ext import cuda_device_unavailable_reason, cuda_unavailable_reason, unavailable_reason
 from .definition import band_terms_reference, check_finite, normalize_args, spectral_loss_reference
 from .fused import _fused_fn
 from .plan import MAX_KERNEL_BANDS, dft_plan, runnable_paths
@@ -39,6 +38,8 @@ def _cuda_reasons(s=None, cutoffs=(), **_: object) -> list[str]:
     if s is not None:
         if s.device.type != "cuda":
             why.append(f"needs CUDA tensors, got {s.device}")
+        elif not why and (arch := cuda_device_unavailable_reason(s.device)):
+            why.append(arch)  # a GPU older than every compiled arch: fall back instead of failing at launch
         if s.dtype not in _FLOAT_DTYPES:
             why.append(f"dtype {s.dtype} not supported")
         if len(cutoffs) + 1 > MAX_KERNEL_BANDS:
@@ -46,20 +47,9 @@ def _cuda_reasons(s=None, cutoffs=(), **_: object) -> list[str]:
     return why
 
 
-def _triton_reasons(s=None, cutoffs=(), interpret_ok: bool = False, **_: object) -> list[str]:
-    if not triton_installed():
-        return ["triton is not installed"]
-    why = []
-    if s is None and not torch.cuda.is_available():
-        why.append("no CUDA GPU (Triton runs on CPU only under TRITON_INTERPRET=1)")
-    if s is not None:
-        if s.device.type == "cpu":
-            if os.environ.get("TRITON_INTERPRET") != "1":
-                why.append("needs CUDA tensors (CPU tensors only under TRITON_INTERPRET=1)")
-            elif not interpret_ok:
-                why.append("CPU tensors run in the Triton interpreter only when backend='triton' is requested")
-        elif s.device.type != "cuda":
-            why.append(f"needs CUDA tensors, got {s.device}")
+def _triton_reasons(s=None, cutoffs=(), requested: str = "auto", **_: object) -> list[str]:
+    why = triton_reasons(s, requested)
+    if s is not None and why != ["triton is not installed"]:
         if s.dtype not in (torch.float32, torch.float16, torch.bfloat16):
             why.append(f"dtype {s.dtype} not supported (float32, float16, bfloat16)")
         if len(cutoffs) + 1 > MAX_KERNEL_BANDS:
@@ -67,11 +57,11 @@ def _triton_reasons(s=None, cutoffs=(), interpret_ok: bool = False, **_: object)
     return why
 
 
-def _auto_key(s=None, cutoffs=(), interpret_ok: bool = False, **_: object):
-    """What every backend's probe above reads: device, dtype, band count, the interpreter switches."""
+def _auto_key(s=None, cutoffs=(), requested: str = "auto", **_: object):
+    """What every backend's probe above reads: device, dtype, band count, the Triton interpreter rule's inputs."""
     if s is None:
         return None
-    return s.device, s.dtype, len(cutoffs), interpret_ok, os.environ.get("TRITON_INTERPRET")
+    return s.device, s.dtype, len(cutoffs), *interpreter_key(requested)
 
 
 def _paths(backend: str):
@@ -133,6 +123,36 @@ spectral_loss_op = register_op(
 )
 
 
+def _select(s, t, cuts, w, reduction, adaptive, eps, backend) -> Backend:
+    return spectral_loss_op.select(
+        backend,
+        s=s,
+        t=t,
+        cutoffs=cuts,
+        weights=w,
+        reduction=reduction,
+        adaptive=adaptive,
+        eps=eps,
+        requested=requested_backend(backend),
+    )
+
+
+def spectral_loss_backend(
+    s: torch.Tensor,
+    t: torch.Tensor,
+    cutoffs: float | Sequence[float] = 0.25,
+    weights: Sequence[float] | None = None,
+    reduction: str = "mean",
+    adaptive: bool = False,
+    eps: float = 1e-6,
+    backend: str = "auto",
+) -> str:
+    """The backend (``"name"`` or ``"name:path"``) ``spectral_loss`` takes for these arguments: under ``auto``
+    the measured pick (timed now if this is the first call of its kind), else the static order's."""
+    cuts, w = normalize_args(s, t, cutoffs, weights, reduction)
+    return _select(s, t, cuts, w, reduction, adaptive, eps, backend).label
+
+
 def spectral_loss(
     s: torch.Tensor,
     t: torch.Tensor,
@@ -156,19 +176,7 @@ def spectral_loss(
     results, naming the offending input.
     """
     cuts, w = normalize_args(s, t, cutoffs, weights, reduction)
-    requested = requested_backend(backend)
-    impl = spectral_loss_op.select(
-        backend,
-        s=s,
-        t=t,
-        cutoffs=cuts,
-        weights=w,
-        reduction=reduction,
-        adaptive=adaptive,
-        eps=eps,
-        interpret_ok=backend_name(requested) == "triton",
-        requested=requested,
-    )
+    impl = _select(s, t, cuts, w, reduction, adaptive, eps, backend)
     loss = impl.fn(s, t, cuts, w, reduction, adaptive, eps)
     if check:
         check_finite(loss, s, t)

@@ -55,7 +55,9 @@ class StaticOrder:
 
 #: the static order in use (a frozen value: tests swap it whole with ``dataclasses.replace``)
 STATIC_ORDER = StaticOrder()
-#: bands the cuda and triton kernels handle (band energies live in registers/shared memory)
+#: bands the cpu box, cuda and triton kernels handle (band energies live in registers/shared memory). The one
+#: source on the Python side (the Triton kernels take the band count as an argument); csrc's
+#: SDKD_SPECTRAL_MAX_BANDS (csrc/cuda/spectral_loss.h) must equal it: tests/test_dispatch_policy.py checks.
 MAX_KERNEL_BANDS = 8
 
 

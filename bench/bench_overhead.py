@@ -86,6 +86,7 @@ def test_host_overhead(benchmark, op, which):
     benchmark.extra_info.update(
         device=torch.cuda.get_device_name() if DEVICE.type == "cuda" else "cpu",
         torch=torch.__version__,
+        backend=which,
         pick=case["pick"]() if which == "sdkd" else which,
     )
     if benchmark.stats is None:  # --benchmark-disable: ran once, nothing measured

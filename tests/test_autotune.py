@@ -61,7 +61,7 @@ def _fake_op(log: list[str], refuse: bool = False) -> Op:
             Backend("reference", _sleeper(0.005, log, "reference")),
         ],
         auto_key=lambda x=None, **_: None if x is None else (x.dtype, x.shape),
-        tuning=Tuning(key=lambda x=None, **_: tuple(x.shape), bench=lambda fn, x=None, **_: lambda: fn(x)),
+        tuning=Tuning(key=lambda x=None, **_: tuple(x.shape), bench=lambda b, x=None, **_: lambda: b.fn(x)),
     )
 
 

@@ -166,8 +166,9 @@ class Tuning:
     """How an op's ``auto`` pick is measured.
 
     ``key(**inputs)``: what the timing depends on beyond ``auto_key`` (sizes, options, autograd), hashable and
-    with a stable ``repr`` (it names the saved pick). ``bench(fn, **inputs)``: a no-argument callable running
-    ``fn`` on (copies of) the inputs as the caller will, forward and backward when autograd will run.
+    with a stable ``repr`` (it names the saved pick). ``bench(backend, **inputs)``: a no-argument callable
+    running that (bound) ``Backend`` on (copies of) the inputs as the caller will, forward and backward when
+    autograd will run.
     """
 
     key: Callable[..., Hashable]
@@ -278,7 +279,7 @@ class Op:
         candidates = self.candidates(**inputs)
         if len(candidates) <= 1:
             return candidates[0] if candidates else None
-        runs = [(c.label, self.tuning.bench(c.fn, **inputs)) for c in candidates]
+        runs = [(c.label, self.tuning.bench(c, **inputs)) for c in candidates]
         times = measure(runs, tensors[0].device)
         timed = [(t, i) for i, t in enumerate(times.values()) if t is not None]
         if not timed:

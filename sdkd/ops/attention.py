@@ -348,7 +348,7 @@ def _tuning_key(**inputs):
     return tuple(z.shape), present, _grads(inputs)
 
 
-def _bench(fn, num_heads=None, eps=1e-5, **inputs):
+def _bench(backend: Backend, num_heads=None, eps=1e-5, **inputs):
     """One call as the caller's, on detached copies (backward into the copies when autograd will run)."""
     grads = _grads(inputs)
     args = [
@@ -357,7 +357,7 @@ def _bench(fn, num_heads=None, eps=1e-5, **inputs):
     ]
 
     def call() -> None:
-        out = fn(*args, num_heads, float(eps))
+        out = backend.fn(*args, num_heads, float(eps))
         if grads:
             out.backward(torch.ones_like(out))
             for a in args:

@@ -29,7 +29,7 @@ import math
 
 import torch
 
-from ._dispatch import Backend, Op, interpreter_key, plain_eager, raw_stream, register_op, requested_backend
+from ._dispatch import Backend, Op, Tuning, interpreter_key, plain_eager, raw_stream, register_op, requested_backend
 from ._dispatch import triton_reasons as shared_triton_reasons
 
 __all__ = [
@@ -414,6 +414,27 @@ def _pick_key(x: torch.Tensor | None, requested: str):
     return x.device, x.dtype, x.dim() >= 1 and x.shape[-1] > MAX_M, *interpreter_key(requested)
 
 
+def _rows_key(x: torch.Tensor, per_problem: int) -> tuple:
+    """What a timing depends on beyond ``_pick_key``: the problem count (``numel / per_problem``) rounded up to a
+    power of two (a short last batch reuses the pick), M, whether autograd will run."""
+    rows = max(1, x.numel() // max(1, per_problem))
+    return 1 << (rows - 1).bit_length(), x.shape[-1], torch.is_grad_enabled() and x.requires_grad
+
+
+def _bench_projection(backend: Backend, y: torch.Tensor, C: float):
+    """One projection as the caller's (forward, and the backward when autograd will run), on a detached copy."""
+    grad = torch.is_grad_enabled() and y.requires_grad
+    y_ = y.detach().requires_grad_(grad)
+
+    def call() -> None:
+        x = torch.ops.sdkd.capped_simplex_projection(y_, C, backend.name)
+        if grad:
+            x.backward(torch.ones_like(x))
+            y_.grad = None
+
+    return call
+
+
 capped_simplex_op = register_op(
     Op(
         name="capped_simplex",
@@ -439,6 +460,10 @@ capped_simplex_op = register_op(
             Backend("reference", projection_forward_reference, lambda **_: [], "plain PyTorch"),
         ],
         auto_key=lambda y=None, requested="auto", **_: _pick_key(y, requested),
+        tuning=Tuning(
+            key=lambda y=None, **_: _rows_key(y, y.shape[-1]),
+            bench=lambda b, y=None, C=0.5, **_: _bench_projection(b, y, C),
+        ),
     )
 )
 
@@ -464,6 +489,10 @@ a2d_weights_op = register_op(
             Backend("reference", _a2d_solve_reference, lambda **_: [], "plain PyTorch, batched"),
         ],
         auto_key=lambda gram=None, requested="auto", **_: _pick_key(gram, requested),
+        tuning=Tuning(
+            key=lambda gram=None, max_iter=1000, tol=0.0, **_: (*_rows_key(gram, gram.shape[-1] ** 2), max_iter, tol),
+            bench=lambda b, gram=None, C=0.6, max_iter=1000, tol=0.0, **_: lambda: b.fn(gram, C, max_iter, tol),
+        ),
     )
 )
 
@@ -587,7 +616,7 @@ def a2d_weights(
     tol = default_a2d_tol(g3.dtype) if tol is None else float(tol)
     if not math.isfinite(tol) or tol < 0:
         raise ValueError(f"{who}: tol must be finite and >= 0, got {tol}")
-    impl = a2d_weights_op.select(backend, gram=g3, C=C, requested=_requested(backend))
+    impl = a2d_weights_op.select(backend, gram=g3, C=C, max_iter=max_iter, tol=tol, requested=_requested(backend))
     if plain_eager(g3):  # alpha is not differentiable: skip the custom-op dispatch (tens of us a call)
         alpha, res = _a2d_run(g3, C, max_iter, tol, impl.name)
     else:

@@ -89,7 +89,9 @@ def _tuning_key(s=None, t=None, cutoffs=(), reduction="mean", adaptive=False, **
     return (1 << (lead - 1).bit_length(), H, W, tuple(cutoffs), reduction, bool(adaptive), grads)
 
 
-def _bench(fn, s=None, t=None, cutoffs=(), weights=(), reduction="mean", adaptive=False, eps=1e-6, **_: object):
+def _bench(
+    backend: Backend, s=None, t=None, cutoffs=(), weights=(), reduction="mean", adaptive=False, eps=1e-6, **_: object
+):
     """One call of ``fn`` as the caller's: on detached copies sharing the inputs' memory, backward when autograd
     will run (the gradients land on the copies, never on the caller's tensors)."""
     grad = _autograd_runs(s, t)
@@ -97,7 +99,7 @@ def _bench(fn, s=None, t=None, cutoffs=(), weights=(), reduction="mean", adaptiv
     t_ = t.detach().requires_grad_(grad and t.requires_grad)
 
     def call() -> None:
-        loss = fn(s_, t_, cutoffs, weights, reduction, adaptive, eps)
+        loss = backend.fn(s_, t_, cutoffs, weights, reduction, adaptive, eps)
         if grad:
             loss.backward()
             s_.grad = t_.grad = None

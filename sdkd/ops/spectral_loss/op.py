@@ -22,7 +22,7 @@ def _reference_reasons(**_: object) -> list[str]:
 
 
 def _cpu_reasons(s=None, cutoffs=(), **_: object) -> list[str]:
-    # every size: its real-FFT kernel (powers of two, ~5x the reference), else the box kernel for small boxes or
+    # every size: its real-FFT kernel (W >= 8, ~5x the reference), else the box kernel for small boxes or
     # the torch.fft path with the loss folded in (1.4-2.4x the reference, see StaticOrder.cpu_box_max_cost)
     why = [r for r in [unavailable_reason("spectral_loss_cpu")] if r]
     if s is not None:

@@ -36,8 +36,9 @@ class StaticOrder:
     Kc * (1 + Kr / W) (its multiply-adds per element / 4) stays below this, the torch.fft path beyond. Measured on
     2 cores (fwd+bwd over the reference, box / FFT path): 63x65 cost 12.9: 1.9x / 1.6x, 25: 1.0x / 1.4x; 96x96
     cost 12: 1.6x / 1.5x, 19.5: 1.3x / 1.5x; 181x360 cost 20: 2.6x / 1.8x, 41: 1.3x / 1.6x.
-    ``cpu_fft_kernel``: the cpu backend's real-FFT kernel (csrc/cpu/spectral_loss_fft.cpp) for power-of-two H and
-    W >= 8, any cutoff; ~5x the reference in bench/bench_spectral_loss.py (2 cores).
+    ``cpu_fft_kernel``: the cpu backend's real-FFT kernel (csrc/cpu/spectral_loss_fft.cpp) for any H and W >= 8
+    (mixed-radix / Bluestein transforms where not a power of two), any cutoff; ~5x the reference in
+    bench/bench_spectral_loss.py (2 cores).
     ``gpu_box_max_slice_macs``: cuda/triton, the box kernel only while one slice costs at most this many
     multiply-adds (``box_macs``), cuFFT beyond. H200, bench/results/README.md (run 2): box kernel 4.8x / 2.7x the
     reference at 64x64 (0.57 M) / 32x64 (0.21 M), 0.39x at 128x128 (4.4 M), where the FFT path is 1.5x.
@@ -189,13 +190,17 @@ def _is_pow2(n: int) -> bool:
 
 
 def _cpu_fft_ok(H: int, W: int) -> bool:
-    """Whether the cpu backend's own real-FFT kernel takes (H, W): powers of two, W >= 8 (one 8-lane vector)."""
+    """Whether the static order gives (H, W) to the cpu backend's own real-FFT kernel: any H, W >= 8 (8-lane
+    vectors along rows); builds older than the mixed-radix transforms take powers of two only."""
     return STATIC_ORDER.cpu_fft_kernel and _cpu_fft_size_ok(H, W)
 
 
 @lru_cache(maxsize=256)
 def _cpu_fft_size_ok(H: int, W: int) -> bool:
-    return _is_pow2(H) and _is_pow2(W) and W >= 8 and hasattr(_ext.extension(), "spectral_loss_cpu_fft")
+    ext = _ext.extension()
+    if W < 8 or not hasattr(ext, "spectral_loss_cpu_fft"):
+        return False
+    return (_is_pow2(H) and _is_pow2(W)) or bool(getattr(ext, "spectral_loss_cpu_fft_any_size", False))
 
 
 @lru_cache(maxsize=128)

@@ -33,6 +33,7 @@ packages = [
     "sdkd.distill",
     "sdkd.ops",
     "sdkd.ops.spectral_loss",
+    "sdkd.ops.attention",
     "sdkd.train",
     "sdkd.kernels",
     "sdkd.configs",

@@ -20,6 +20,7 @@ from sdkd.ops import BackendUnavailableError, attention
 from sdkd.ops._dispatch import registered_ops
 
 attn_mod = importlib.import_module("sdkd.ops.attention")
+attn_op_mod = importlib.import_module("sdkd.ops.attention.op")
 triton = pytest.importorskip("triton")
 K = importlib.import_module("sdkd.kernels.attention")
 
@@ -181,7 +182,7 @@ def test_explicit_triton_rejects_unsupported(D, heads, dtype, match):
 
 def test_interpreter_takes_float32_only():
     inp = {k: (None if v is None else v.detach()) for k, v in make_inputs(1, 8, 32, dtype=torch.bfloat16).items()}
-    why = attn_mod._triton_reasons(z=inp["z"], num_heads=2, requested="triton")
+    why = attn_op_mod._triton_reasons(z=inp["z"], num_heads=2, requested="triton")
     assert why
     if INTERPRET:
         assert "float32 only" in why[0]
@@ -190,7 +191,7 @@ def test_interpreter_takes_float32_only():
 def test_cpu_without_interpreter_is_refused(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     z = torch.randn(1, 8, 32)
-    why = attn_mod._triton_reasons(z=z, num_heads=2, requested="triton")
+    why = attn_op_mod._triton_reasons(z=z, num_heads=2, requested="triton")
     assert any("needs CUDA tensors" in w for w in why)
 
 

@@ -162,6 +162,8 @@ def test_spectral_loss_forced_paths_match_the_reference(path):
 
 @pytest.mark.skipif(not HAS_CPU, reason="sdkd._C not built")
 def test_spectral_loss_fft_kernel_path_is_refused_where_it_cannot_run():
+    ok = torch.randn(2, 16, 16)
+    spectral_loss(ok, ok.clone(), backend="cpu:fft_kernel")  # same auto_key as below: nothing remembered from it
     s = torch.randn(2, 12, 6)  # W < 8: no 8-lane row vector
     with pytest.raises(BackendUnavailableError, match="no path 'fft_kernel'"):
         spectral_loss(s, s.clone(), backend="cpu:fft_kernel")

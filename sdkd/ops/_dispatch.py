@@ -18,8 +18,8 @@ every internal path it offers (``Backend.paths``), the reference included, each 
 memory and in the picks file (``_tuning_cache``) for the next process on the same machine and versions; a saved
 pick is used only if that backend still takes the inputs and still offers that path. ``SDKD_AUTOTUNE=0`` and
 ``torch.use_deterministic_algorithms(True)`` give the static order (the first usable backend, its hand-set
-path); under torch.compile tracing or a dispatch mode nothing is timed (a remembered or saved pick, else the
-static order). ``backend="name:path"`` (or ``SDKD_BACKEND=name:path``) forces one internal path.
+path); under torch.compile tracing or a dispatch mode nothing is timed (the pick this process already made for
+that input, else the static order). ``backend="name:path"`` (or ``SDKD_BACKEND=name:path``) forces one internal path.
 """
 
 from __future__ import annotations
@@ -204,7 +204,7 @@ class Op:
                 else:
                     _warn_unknown_env(env)
         key = self.auto_key(**inputs) if self.auto_key is not None else None
-        if key is None:
+        if key is None or ":" in backend:  # a forced path depends on sizes auto_key leaves out: checked every call
             return self._select(backend, inputs)
         if backend == "auto" and self.tuning is not None and autotune_enabled():
             tuned_key = ("tuned", key, self.tuning.key(**inputs))

@@ -21,6 +21,7 @@ from sdkd.ops._dispatch import registered_ops
 
 attn_mod = importlib.import_module("sdkd.ops.attention")
 attn_op_mod = importlib.import_module("sdkd.ops.attention.op")
+attn_triton_mod = importlib.import_module("sdkd.ops.attention.triton")
 triton = pytest.importorskip("triton")
 K = importlib.import_module("sdkd.kernels.attention")
 
@@ -155,7 +156,7 @@ def test_env_override_selects_triton(monkeypatch):
     inp = {k: (None if v is None else v.detach()) for k, v in make_inputs(1, 16, 16).items()}
     called = []
     real = attn_mod.attention_fwd_op
-    monkeypatch.setattr(attn_mod, "attention_fwd_op", lambda *a: called.append(1) or real(*a))
+    monkeypatch.setattr(attn_triton_mod, "attention_fwd_op", lambda *a: called.append(1) or real(*a))
     monkeypatch.setenv("SDKD_BACKEND", "triton")
     out = attention(**inp, num_heads=1)
     assert called

@@ -101,7 +101,7 @@ def _positive(value, name: str, *, integer: bool = False):
     return int(value) if integer else float(value)
 
 
-def _as_list(value, name: str, *, integer: bool = False) -> tuple[list, bool]:
+def _as_list(value, name: str) -> tuple[list, bool]:
     if isinstance(value, (list, tuple, np.ndarray, torch.Tensor)):
         vals = [v.item() if hasattr(v, "item") else v for v in value]
         if not vals:
@@ -146,7 +146,7 @@ class _Lattice:
         n = h * w
         i = torch.arange(h).view(h, 1).expand(h, w)
         j = torch.arange(w).view(1, w).expand(h, w)
-        index, sign, shift = [], [], []
+        index, sign, shift = [], [], []  # sign and shift: the temperature populations' wall terms
         for lattice, qn, weights in (("f", 9, _W9), ("g", 5, _W5)):
             base = 0 if lattice == "f" else 9 * n
             for q in range(qn):
@@ -160,16 +160,13 @@ class _Lattice:
                     t_wall = (si < 0).double()  # bottom plate hot (1), top plate cold (0)
                     sign.append(1 - 2 * outside.double())
                     shift.append(outside.double() * 2 * weights[q] * t_wall)
-                else:
-                    sign.append(torch.ones(h, w, dtype=torch.float64))
-                    shift.append(torch.zeros(h, w, dtype=torch.float64))
         self.index = torch.stack(index).reshape(1, -1).to(device)
-        self.sign = torch.stack(sign).reshape(1, 14, h, w).to(device=device, dtype=dtype)
-        self.shift = torch.stack(shift).reshape(1, 14, h, w).to(device=device, dtype=dtype)
-        self.thermal_wall = bool((self.sign < 0).any())
+        self.sign = torch.stack(sign).reshape(1, 5, h, w).to(device=device, dtype=dtype)
+        self.shift = torch.stack(shift).reshape(1, 5, h, w).to(device=device, dtype=dtype)
 
-    def macroscopic(self, f: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Density, velocity (with half the force, Guo) and temperature, each (B, 1, H, W)."""
+    def macroscopic(self, fg: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Density, velocity (with half the force, Guo), temperature and buoyancy, each (B, 1, H, W)."""
+        f, g = fg[:, :9], fg[:, 9:]
         # Plain sums, not einsum: a BLAS call per step is slower for these small arrays and spins threads.
         rho = f.sum(1, keepdim=True)
         jx = (f[:, 1:2] + f[:, 5:6] + f[:, 8:9]) - (f[:, 3:4] + f[:, 6:7] + f[:, 7:8])
@@ -180,31 +177,33 @@ class _Lattice:
         uz = (jz + 0.5 * force) / rho
         return rho, ux, uz, temp, force
 
-    def step(self, f: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        rho, ux, uz, temp, force = self.macroscopic(f, g)
+    def step(self, fg: torch.Tensor) -> torch.Tensor:
+        """One LBM step of the stacked populations ``fg (B, 14, H, W)``: collision, then streaming with the walls."""
+        rho, ux, uz, temp, force = self.macroscopic(fg)
+        f, g = fg[:, :9], fg[:, 9:]
         cu = self.cx * ux + self.cz * uz
         usq = ux * ux + uz * uz
         feq = self.w9 * rho * (1 + 3 * cu + 4.5 * cu * cu - 1.5 * usq)
         source = (1 - 0.5 / self.tau_f) * self.w9 * force * (3 * (self.cz - uz) + 9 * cu * self.cz)
-        f_post = f - (f - feq) / self.tau_f + source
         geq = self.w5 * temp * (1 + 3 * cu[:, :5])
-        g_post = g - (g - geq) / self.tau_t
-        both = torch.cat((f_post, g_post), 1)
-        b = both.shape[0]
-        streamed = torch.gather(both.reshape(b, -1), 1, self.index.expand(b, -1)).view_as(both)
-        streamed = streamed * self.sign + self.shift
-        return streamed[:, :9].contiguous(), streamed[:, 9:].contiguous()
+        post = torch.empty_like(fg)
+        torch.add(f, (feq - f) / self.tau_f + source, out=post[:, :9])
+        torch.add(g, (geq - g) / self.tau_t, out=post[:, 9:])
+        b = fg.shape[0]
+        streamed = torch.gather(post.view(b, -1), 1, self.index.expand(b, -1)).view_as(fg)
+        streamed[:, 9:].mul_(self.sign).add_(self.shift)
+        return streamed
 
-    def initial(self, temperature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Equilibria at rest, density 1, for ``temperature (B, H, W)``."""
+    def initial(self, temperature: torch.Tensor) -> torch.Tensor:
+        """Stacked equilibria at rest, density 1, for ``temperature (B, H, W)``."""
         b = temperature.shape[0]
-        f = self.w9.expand(b, 9, self.h, self.w).clone()
+        f = self.w9.expand(b, 9, self.h, self.w)
         g = self.w5 * temperature[:, None]
-        return f, g.contiguous()
+        return torch.cat((f, g), 1)
 
-    def observe(self, f: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def observe(self, fg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Temperature (B, H, W), velocity (B, 2, H, W) in free-fall units, Nusselt number (B,) float64."""
-        _, ux, uz, temp, _ = self.macroscopic(f, g)
+        _, ux, uz, temp, _ = self.macroscopic(fg)
         vel = torch.cat((ux, uz), 1) / self.u_ff.to(ux.dtype).view(-1, 1, 1, 1)
         flux = (uz * temp).double().mean((1, 2, 3))
         nusselt = 1 + flux * self.h / self.kappa
@@ -239,11 +238,13 @@ def iter_records(
     max_lattice_velocity: float = 0.1,
     device=None,
     dtype: torch.dtype = torch.float32,
+    on_interval: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[float, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Yield ``(time, temperature (B, H, W), velocity (B, 2, H, W), nusselt (B,))`` at each record time.
 
     Records are at ``t_start + k·dt_save`` up to ``t_final`` (``t_start`` itself excluded): the run before
     ``t_start`` is spin-up. Arguments as in ``simulate``; memory stays at one record, for long series.
+    ``on_interval(1)`` is called after every record interval, spin-up included (for progress bars).
     """
     ras, _ = _as_list(rayleigh, "rayleigh")
     seeds, _ = _as_list(seed, "seed")
@@ -286,20 +287,25 @@ def iter_records(
         if not isinstance(initial_temperature, torch.Tensor) or tuple(initial_temperature.shape[-2:]) != (hs, ws):
             raise ValueError(f"initial_temperature must be a tensor of shape (H, W) or (B, H, W) = (…, {hs}, {ws})")
         temp0 = initial_temperature.to(device=dev, dtype=dtype).expand(n, hs, ws)
-    f, g = lat.initial(temp0)
+    fg = lat.initial(temp0)
 
     steps = params[0].steps_per_record
     n_skip = round(t_start / dt_save)
     n_records = round((t_final - t_start) / dt_save)
-    if abs(n_skip * dt_save - t_start) > 1e-6 * dt_save or abs((n_skip + n_records) * dt_save - t_final) > 1e-6 * t_final:
+    if (
+        abs(n_skip * dt_save - t_start) > 1e-6 * dt_save
+        or abs((n_skip + n_records) * dt_save - t_final) > 1e-6 * t_final
+    ):
         raise ValueError(f"t_start={t_start} and t_final={t_final} must be multiples of dt_save={dt_save}")
     with torch.no_grad():
         for k in range(1, n_skip + n_records + 1):
             for _ in range(steps):
-                f, g = lat.step(f, g)
+                fg = lat.step(fg)
+            if on_interval is not None:
+                on_interval(1)
             if k <= n_skip and k % 16:
                 continue
-            temp, vel, nu = lat.observe(f, g)
+            temp, vel, nu = lat.observe(fg)
             if not bool(torch.isfinite(nu).all()):
                 raise FloatingPointError(
                     f"the LBM run became unstable before t={k * dt_save:g} (Ra={ras}, {hs} cells): use a larger "

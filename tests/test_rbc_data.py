@@ -100,6 +100,7 @@ def test_paper_preset_follows_table_2():
         (dict(spinup=0.3), "multiple of dt_save"),
         (dict(frames=0), "frames"),
         (dict(viscosity=1.0), "unknown"),
+        (dict(rayleigh=1e9), "too high"),
     ],
 )
 def test_cache_params_rejects_bad_input(kwargs, text):

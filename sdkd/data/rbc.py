@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["simulate", "iter_records", "RBCResult", "lattice_parameters", "RA_CRITICAL"]
+__all__ = ["simulate", "iter_records", "RBCResult", "lattice_parameters", "check_resolution", "RA_CRITICAL"]
 
 RA_CRITICAL = 1707.76  # no-slip plates (Chandrasekhar 1961), critical wavenumber 3.117
 
@@ -73,6 +73,15 @@ def lattice_parameters(
     nu = u * height * math.sqrt(prandtl / rayleigh)
     kappa = u * height / math.sqrt(rayleigh * prandtl)
     return LatticeParameters(height, steps, u, nu, kappa, 3 * nu + 0.5, 3 * kappa + 0.5, u * u / height)
+
+
+def check_resolution(rayleigh: float, params: LatticeParameters) -> None:
+    """Raise a one-line ``ValueError`` if the BGK relaxation times are too close to ½ (unstable) for this grid."""
+    if params.tau_f - 0.5 < 2e-3 or params.tau_t - 0.5 < 2e-3:
+        raise ValueError(
+            f"Ra={rayleigh:g} is too high for a {params.height}-cell solver grid (relaxation times {params.tau_f:.4f}, "
+            f"{params.tau_t:.4f} too close to 1/2): use a larger height or refine"
+        )
 
 
 @dataclass
@@ -275,11 +284,7 @@ def iter_records(
     hs, ws = height * refine, width * refine
     params = [lattice_parameters(ra, prandtl, hs, dt_save, max_lattice_velocity) for ra in ras]
     for ra, p in zip(ras, params):
-        if p.tau_f - 0.5 < 2e-3 or p.tau_t - 0.5 < 2e-3:
-            raise ValueError(
-                f"Ra={ra:g} is too high for a {hs}-cell solver grid (relaxation times {p.tau_f:.4f}, {p.tau_t:.4f} "
-                "too close to 1/2): use a larger height or refine"
-            )
+        check_resolution(ra, p)
     lat = _Lattice(params, ws, dev, dtype)
     if initial_temperature is None:
         temp0 = _conduction(hs, ws, dev, dtype).expand(n, hs, ws) + _noise(seeds, hs, ws, float(noise), dev, dtype)

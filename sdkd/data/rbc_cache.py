@@ -96,6 +96,14 @@ def cache_params(preset: str | None = "small", **overrides) -> dict:
         raise ValueError(
             f"aspect × height must be a whole number of cells, got {params['aspect']} × {params['height']}"
         )
+    lattice = rbc.lattice_parameters(
+        params["rayleigh"],
+        params["prandtl"],
+        params["height"] * params["refine"],
+        params["dt_save"],
+        params["max_lattice_velocity"],
+    )
+    rbc.check_resolution(params["rayleigh"], lattice)
     return params
 
 

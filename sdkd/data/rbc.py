@@ -8,7 +8,9 @@ temperature difference ΔT and the free-fall velocity U = √(gαΔT H), so time
 
 Scheme: the double-distribution lattice Boltzmann method (the paper's data source, ref. [37], was computed with LBM;
 this is the model of Shan 1997 and He, Chen & Doolen 1998, J. Comput. Phys. 146, which reproduce the onset and the
-Nusselt numbers of 2-D rolls). D2Q9 BGK for the flow with Guo's forcing of the buoyancy ``F = gα(T − ½) ẑ``; D2Q5 BGK
+Nusselt numbers of 2-D rolls). D2Q9 BGK for the flow with Guo's forcing of the buoyancy ``F = gα(T − (1 − z)) ẑ``
+(buoyancy of the deviation from the conduction profile: it differs from gα(T − ½) ẑ by a gradient, which the pressure
+absorbs, and leaves the rest state with no hydrostatic density stratification, so that state is exact); D2Q5 BGK
 for the temperature (a passive scalar advected by the flow). Walls sit half-way between nodes: half-way bounce-back
 for the velocity (no slip), anti-bounce-back for the fixed temperature. Node ``(i, j)`` is the cell centre
 ``z = (i + ½)/H, x = (j + ½)/H``: **row 0 is the bottom (hot) plate**, rows go up. Streaming and both wall conditions
@@ -20,13 +22,14 @@ one free-fall time is ``H/U`` steps; ν = U·H·√(Pr/Ra), κ = U·H/√(Ra·Pr
 tied to the grid (acoustic scaling): refining the grid also refines the time step, so grid convergence of the
 Nusselt number is also time-step convergence.
 
-Nusselt number: the volume average ``Nu = 1 + ⟨u_z T⟩ / κ`` (units κΔT/H; He, Chen & Doolen 1998, eq. 32), exact for
+Nusselt number: the volume average ``Nu = 1 + ⟨u_z T⟩ / κ`` (units κΔT/H, as He, Chen & Doolen 1998 use), exact for
 the continuous equations because the vertical average of −∂T/∂z is ΔT/H; 1 in the conduction state.
 
 Why LBM rather than a pseudo-spectral solver: it is what the paper's data came from, is local and explicit (whole-array
 torch ops that run unchanged on a GPU), and handles the no-slip walls without a pressure solve. Its cost is many small
 steps (H/U per free-fall time); the checks in ``tests/test_rbc.py`` (exact conduction state, onset bracketing
 Ra_c ≈ 1708, Nusselt numbers of steady rolls against Clever & Busse 1974, grid convergence) run at small grids.
+On a CPU such small grids run fastest with ``torch.set_num_threads(1)``.
 """
 
 from __future__ import annotations

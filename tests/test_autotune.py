@@ -261,3 +261,21 @@ def test_torch_compile_fullgraph_times_nothing(tuning_on, monkeypatch):
     out = compiled(s, t)
     torch.testing.assert_close(out, spectral_loss_reference(s, t, 0.25))
     assert not cache_file().exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_tuning_times_every_path_and_matches_the_reference(tuning_on):
+    """On a GPU the first auto call times every usable backend and path with CUDA events (the saved times list
+    them), later calls reuse the pick, and the tuned loss and gradient match the reference."""
+    s = torch.randn(4, 3, 32, 64, device="cuda", requires_grad=True)
+    t = torch.randn(4, 3, 32, 64, device="cuda")
+    loss = spectral_loss(s, t, 0.25)
+    (g,) = torch.autograd.grad(loss, s)
+    (saved,) = TUNING_CACHE.entries().values()
+    assert "reference" in saved["ms"] and len(saved["ms"]) >= 2
+    assert all(v is None or v > 0 for v in saved["ms"].values())
+    s2 = s.detach().requires_grad_()
+    ref = spectral_loss_reference(s2, t, 0.25)
+    torch.testing.assert_close(loss, ref, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(g, torch.autograd.grad(ref, s2)[0], rtol=1e-4, atol=1e-6)

@@ -47,6 +47,19 @@ def _ns_mat(data_cfg: Mapping[str, Any], t_in: int, t_out: int, progress: bool) 
     return lambda split: D.NavierStokesDataset(path, split, t_in, t_out, data_cfg.get("splits"))
 
 
+def _rbc(data_cfg: Mapping[str, Any], t_in: int, t_out: int, progress: bool) -> Splitter:
+    from sdkd import data as D
+    from sdkd.data.rbc_cache import PRESET_SPLITS, load_or_generate
+
+    preset = data_cfg.get("preset") or "small"
+    _, rbc_path = load_or_generate(preset, root=data_cfg.get("path"), progress=progress)
+    splits = data_cfg.get("splits")
+    rbc_splits = splits if splits is not None else PRESET_SPLITS[preset]
+    return lambda split: D.ArrayDataset(
+        rbc_path, input_frames=t_in, output_frames=t_out, split=split, splits=rbc_splits
+    )
+
+
 def _weatherbench(data_cfg: Mapping[str, Any], t_in: int, t_out: int, progress: bool) -> Splitter:
     from sdkd import data as D
 
@@ -81,6 +94,12 @@ def _ns_presets() -> list[str]:
     return list(PRESETS)
 
 
+def _rbc_presets() -> list[str]:
+    from sdkd.data.rbc_cache import PRESET_SPLITS
+
+    return list(PRESET_SPLITS)
+
+
 @dataclass(frozen=True)
 class DatasetKind:
     """How ``data.name`` makes its splits: ``make(data_cfg, t_in, t_out, progress) -> (split -> dataset)``;
@@ -95,6 +114,7 @@ class DatasetKind:
 #: The dataset kinds by ``data.name``: the one registry behind ``build_datasets`` and the config schema.
 DATASETS: Mapping[str, DatasetKind] = {
     "ns": DatasetKind(_ns, presets=_ns_presets, needs_path=False),
+    "rbc": DatasetKind(_rbc, presets=_rbc_presets, needs_path=False),
     "ns_mat": DatasetKind(_ns_mat),
     "weatherbench": DatasetKind(_weatherbench),
     "taxibj": DatasetKind(_taxibj),

@@ -64,7 +64,7 @@ BAD = [
     ("data.num_workers=-1", "an integer >= 0"),
     ("data.input_frames=0", "an integer >= 1"),
     ("data.output_frames=ten", "an integer >= 1"),
-    ("data.name=mnist", "one of array, ns, ns_mat, taxibj, weatherbench"),
+    ("data.name=mnist", "one of array, ns, ns_mat, rbc, taxibj, weatherbench"),
     ("data.preset=huge", "one of fno, small, tiny"),
     ("data.variables=[1, 2]", "null, a name or a non-empty list of names"),
     ("out_dir=''", "a non-empty string"),
@@ -127,6 +127,8 @@ def test_relations_between_keys(no_data, tmp_path):
     build_config([], ["train.scheduler=cosine", "train.epochs=5", "train.warmup_epochs=1"])
     with pytest.raises(ConfigError, match=r"config key data.path: required for data.name='taxibj'"):
         build_config([], ["data.name=taxibj"])
+    with pytest.raises(ConfigError, match=r"config key data.preset: got 'fno'; expected one of "):
+        build_config([], ["data.name=rbc", "data.preset=fno"])  # each dataset kind has its own presets
     with pytest.raises(ConfigError, match=r"config key data.splits: splits must have 3 entries"):
         build_config([], ["data.splits=[0.8, 0.2]"])
     with pytest.raises(ConfigError, match=r"config key data.splits: split fractions .* sum to at most 1"):

@@ -486,7 +486,7 @@ def run_reproduce(
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     first = next(iter(cfgs.values()))
-    log(f"[data] {dataset}: {first['data']}")
+    log(f"[data] {dataset}: {describe_data(first['data'])}")
     datasets = build_datasets(first["data"], seed)
     paths: dict[str, Path] = {}
     for i, (stage, cfg) in enumerate(cfgs.items(), start=1):
@@ -530,18 +530,32 @@ def run_reproduce(
     return rows
 
 
+def describe_data(data: dict[str, Any]) -> str:
+    """One readable line for a data config (``ns preset 'small', 10 -> 10 frames, batch 8``), not the raw dict."""
+    source = (
+        f"preset {data['preset']!r}" if data.get("name") == "ns" and not data.get("path") else str(data.get("path"))
+    )
+    parts = [f"{data['name']} {source}", f"{data['input_frames']} -> {data['output_frames']} frames"]
+    if data.get("variables"):
+        parts.append(f"variables {', '.join(map(str, data['variables']))}")
+    parts.append(f"batch {data['batch_size']}")
+    return ", ".join(parts)
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", choices=sorted(DATASETS), help="ns (generated), or rbc/weatherbench/taxibj (--data)")
     parser.add_argument("--budget", default="smoke", choices=list(BUDGETS), help="smoke: CI; cpu: ~1 h; paper: GPU")
-    parser.add_argument("--student", default="unet", choices=list(STUDENT_NAMES))
+    parser.add_argument(
+        "--student", default="unet", choices=list(STUDENT_NAMES), help="the student model (default unet)"
+    )
     parser.add_argument("--ablation", action="store_true", help="add the SpectralKD ablation rows")
     parser.add_argument("--data", default=None, help="data file/folder (for ns: the generated-data cache folder)")
     parser.add_argument(
         "--out", default=None, help="output folder (default runs/reproduce/<dataset>-<budget>-<student>)"
     )
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--no-figures", action="store_true")
+    parser.add_argument("--seed", type=int, default=42, help="seed of data splits, initialisation and batches")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    parser.add_argument("--no-figures", action="store_true", help="skip the figures (they need matplotlib)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, all stages")
 
 

@@ -233,7 +233,8 @@ def _extensions():
                     if openmp and "openmp" in " ".join(compile_args).lower():
                         _log(f"building with OpenMP failed ({exc!r}); retrying without OpenMP")
                         continue
-                    compiler = (getattr(self.compiler, "compiler_so", None) or [kind])[0]
+                    cxx = getattr(self.compiler, "compiler_so_cxx", None) or getattr(self.compiler, "compiler_so", None)
+                    compiler = (cxx or [kind])[0]
                     found = shutil.which(compiler) if compiler != "msvc" else compiler
                     what = f"the C++ compiler {compiler!r} was not found" if not found else f"{compiler} failed"
                     raise RuntimeError(

@@ -12,7 +12,7 @@ import pytest
 
 from sdkd.cli import _build, console_main, main
 from sdkd.config_files import ConfigNotFoundError, list_configs, resolve_config
-from sdkd.train import build_config
+from sdkd.train import ConfigError, build_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -29,7 +29,7 @@ def test_a_missing_path_names_the_packaged_config_and_is_never_replaced(tmp_path
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigNotFoundError, match=r"'configs/nse/teacher.yaml' does not exist.*`--config nse/teacher`"):
         resolve_config("configs/nse/teacher.yaml")  # the README's old spelling, outside the checkout
-    with pytest.raises(ConfigNotFoundError, match=r"packaged configs \(`--config NAME`\): nse/baseline, .*nse/teacher"):
+    with pytest.raises(ConfigError, match=r"packaged configs \(`--config NAME`\): nse/baseline, .*nse/teacher"):
         build_config(["nse/teachr"])
     # a local file is always the file given, even when a packaged config has the same name
     (tmp_path / "nse").mkdir()

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from sdkd.config_files import resolve_config
+from sdkd.config_files import ConfigNotFoundError, resolve_config
 
 # Sections whose contents are free-form (validated by the component that consumes them).
 FREE_FORM = {("model", "cfg"), ("distill", "kd"), ("distill", "teachers"), ("distill", "features")}
@@ -123,7 +123,10 @@ def build_config(files: Iterable[str | Path] = (), overrides: Iterable[str] = ()
     if base:
         _merge(cfg, base, ())
     for f in files:
-        path = resolve_config(f)  # a file, or a packaged config by name (nse/teacher)
+        try:
+            path = resolve_config(f)  # a file, or a packaged config by name (nse/teacher)
+        except ConfigNotFoundError as exc:
+            raise ConfigError(str(exc)) from None
         with open(path) as fh:
             data = yaml.safe_load(fh) or {}
         if not isinstance(data, Mapping):

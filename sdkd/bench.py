@@ -265,7 +265,7 @@ def run_bench(device: str = "cpu", quick: bool = False, log: Callable[[str], Non
     budget = 0.05 if quick else 0.5
     checkout = _ext.source_checkout()
     if checkout is not None:
-        log(f"note: sdkd is imported from the source checkout at {checkout}, not an installed copy")
+        log(f"note: sdkd is imported from the source checkout at {checkout} (an editable install, or run inside it)")
     if _ext.extension() is None:
         log(f"note: {_ext.not_built_message()}; `auto` can only pick the reference")
     rows = []

@@ -23,12 +23,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from sdkd.errors import SdkdError
+
 FORMATS = ("onnx", "torch-export")
 NORMALIZATIONS = ("baked", "beside")
 INPUT_NAME, OUTPUT_NAME = "x", "forecast"
 
 
-class ExportError(RuntimeError):
+class ExportError(SdkdError, RuntimeError):
     """The model could not be exported, or the exported program disagrees with the eager model."""
 
 

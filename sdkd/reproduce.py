@@ -8,9 +8,10 @@ improvement per method, inference speed). ``--ablation`` adds single-teacher Spe
 (cutoff, alpha, reduction, weighting vs plain output MSE) as extra rows.
 
 Every stage lives in ``<out>/<stage>/``; a finished stage whose stored config equals the new one
-is reused, an interrupted one resumes from ``last.pt``, a changed one is trained again
-(``sdkd.train.demo.run_or_reuse``). Budgets: ``smoke`` (CI, seconds), ``cpu`` (NSE, about an hour
-on 2 CPU cores), ``paper`` (300 epochs, 1000/100/100 split at 64x64, a GPU).
+is reused, an interrupted one resumes from ``last.pt``, a changed one is trained again after its
+files are moved aside, never deleted (``sdkd.train.demo.run_or_reuse``); ``--set out_dir`` is
+refused. Budgets: ``smoke`` (CI, seconds), ``cpu`` (NSE, about an hour on 2 CPU cores), ``paper``
+(300 epochs, 1000/100/100 split at 64x64, a GPU).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 
 import torch
 
-from .train.config import build_config
+from .train.config import build_config, parse_override
 
 # SpectralKD setting of the main rows: fixed band weights with the low band weighted 2x, the best
 # setting on validation MSE in the NSE cpu-budget ablation (docs/results.md).
@@ -213,6 +214,10 @@ def stage_configs(
         raise ValueError(f"budget must be one of {sorted(BUDGETS)}, got {budget!r}")
     if student not in STUDENT_NAMES:
         raise ValueError(f"student must be one of {sorted(STUDENT_NAMES)}, got {student!r}")
+    if any(parse_override(o)[0] == ["out_dir"] for o in overrides):
+        raise ValueError(
+            "--set out_dir=... would put every stage in one folder; use --out FOLDER (stage s -> FOLDER/s)"
+        )
     if dataset != "ns" and not data_path:
         raise ValueError(f"dataset {dataset!r} needs --data PATH (the data file or folder)")
     b, out = BUDGETS[budget], Path(out)

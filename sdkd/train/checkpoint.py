@@ -15,12 +15,13 @@ import numpy as np
 import torch
 
 from sdkd.data.cache import atomic_path
+from sdkd.errors import SdkdError
 
 FORMAT = "sdkd-checkpoint"
 VERSION = 1
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(SdkdError, RuntimeError):
     """A checkpoint is missing, corrupt, unsafe or does not match what loads it."""
 
 

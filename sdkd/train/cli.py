@@ -17,6 +17,9 @@ from .config import build_config
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", action="append", default=[], help="YAML config file (repeatable)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the run in OUT_DIR (only its last.pt, best.pt, metrics.*)"
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.lr=3e-4")
 
@@ -39,7 +42,7 @@ def run_train(args: argparse.Namespace, stage: str = "train") -> int:
             f"{cfg['out_dir']}; configs/ holds the paper's settings",
             file=sys.stderr,
         )
-    res = run_stage(cfg, resume=args.resume, device=args.device)
+    res = run_stage(cfg, resume=args.resume, device=args.device, overwrite=args.overwrite)
     if is_main_process():  # under torchrun, one summary line, not one per rank
         print(f"best val MSE {res.best_val:.5g} at epoch {res.best_epoch + 1}; checkpoint {res.best_path}")
     return 0

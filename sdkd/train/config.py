@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from sdkd.errors import SdkdError
+
 # Sections whose contents are free-form (validated by the component that consumes them).
 FREE_FORM = {("model", "cfg"), ("distill", "kd"), ("distill", "teachers"), ("distill", "features")}
 
@@ -63,7 +65,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(SdkdError, ValueError):
     """A configuration key or value is invalid."""
 
 

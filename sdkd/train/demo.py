@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -95,20 +94,28 @@ def _merge(a: dict, b: dict) -> dict:
 
 
 def run_or_reuse(cfg: dict, datasets: dict, device: str | None, log) -> Path:
-    """Train ``cfg``'s stage, resume it from last.pt, or reuse it when last.pt's config equals ``cfg``."""
-    from .checkpoint import load_checkpoint
+    """Train ``cfg``'s stage, resume it from last.pt, or reuse it when last.pt's config equals ``cfg``.
+
+    Nothing is deleted: a run with other settings (or without a last.pt) has its files moved into an
+    ``outdated-<time>`` subfolder (``run_dir.move_run_aside``); an unreadable last.pt is only reported."""
+    from .checkpoint import CheckpointError, load_checkpoint
     from .run import _plain, run_stage
+    from .run_dir import RunFolderError, move_run_aside, run_files
 
     out = Path(cfg["out_dir"])
     last = out / "last.pt"
+    found = run_files(out) if out.is_dir() else []
     if last.is_file():
         try:
-            same = load_checkpoint(last)["config"] == _plain(cfg)
-        except Exception:
-            same = False
+            same = load_checkpoint(last).get("config") == _plain(cfg)
+        except CheckpointError as exc:
+            raise RunFolderError(
+                f"{exc}; sdkd leaves it untouched: move or delete it yourself, or choose another --out"
+            ) from None
         if not same:
-            log(f"{out}: settings changed, training again")
-            shutil.rmtree(out)
+            log(f"{out}: settings changed; previous run moved to {move_run_aside(out)}; training again")
+    elif found:
+        log(f"{out}: {', '.join(found)} without last.pt moved to {move_run_aside(out)}; training again")
     run_stage(cfg, resume=True, device=device, log=log, datasets=datasets)
     return out / "best.pt"
 

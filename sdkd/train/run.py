@@ -21,6 +21,7 @@ from .checkpoint import CheckpointError, load_checkpoint
 from .config import ConfigError
 from .distributed import DistInfo, init_distributed
 from .loop import FitResult, Trainer
+from .run_dir import check_resume_config, prepare_run_dir
 
 SPLITS = ("train", "val", "test")
 
@@ -256,12 +257,18 @@ def run_stage(
     device: str | None = None,
     log: Callable[[str], None] = print,
     datasets: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> FitResult:
     """Train (``cfg["stage"] == "train"``) or distill a model as configured; writes
-    ``best.pt``/``last.pt``/metrics into ``cfg["out_dir"]``."""
+    ``best.pt``/``last.pt``/metrics into ``cfg["out_dir"]``.
+
+    A folder that already holds a run is refused unless ``resume`` (continue it; its config must match up to
+    ``run_dir.RESUMABLE_KEYS``) or ``overwrite`` (replace sdkd's files there); see ``sdkd.train.run_dir``."""
     check_free_form(cfg)  # typos fail here, not after data generation
     _check_teachers_exist(cfg)
     info: DistInfo = init_distributed(device)
+    if info.is_main:  # before any data is made: the folder is usable, and a resume continues the same run
+        _prepare_out_dir(cfg, resume, overwrite, log)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type == "cuda" and info.enabled:
         dev = torch.device("cuda", info.local_rank)
@@ -303,6 +310,15 @@ def run_stage(
     if distiller is not None:
         distiller.student = trainer.wrapped  # gradients of the student sync under DDP
     return trainer.fit(resume=resume)
+
+
+def _prepare_out_dir(cfg: Mapping[str, Any], resume: bool, overwrite: bool, log: Callable[[str], None]) -> None:
+    out = prepare_run_dir(cfg["out_dir"], resume=resume, overwrite=overwrite)
+    last = out / "last.pt"
+    if resume and last.is_file():
+        changed = check_resume_config(load_checkpoint(last).get("config"), _plain(cfg), last)
+        if changed:
+            log(f"resuming {last} with changed {', '.join(changed)}")
 
 
 def _plain(value: Any) -> Any:

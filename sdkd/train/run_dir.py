@@ -10,13 +10,13 @@ writability before any data is generated or an epoch trained.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from sdkd.errors import SdkdError
+from sdkd.outputs import check_writable_dir
 
 # The files a training run writes into its folder (and the only ones sdkd replaces, moves or removes there).
 RUN_FILES = ("last.pt", "best.pt", "metrics.csv", "metrics.jsonl")
@@ -30,33 +30,6 @@ RESUMABLE_KEYS = frozenset(
 
 class RunFolderError(SdkdError, ValueError):
     """An output folder cannot be used: it is a file, not writable, holds another run, or cannot be resumed."""
-
-
-def check_writable_dir(path: str | Path, what: str = "output folder") -> Path:
-    """Create ``path`` if needed and prove it writable (a probe file is created and removed), so that a run
-    fails at once, not at its first save after an epoch; ``RunFolderError`` says why not."""
-    path = Path(path).expanduser()
-    if path.exists() and not path.is_dir():
-        raise RunFolderError(f"{what} {str(path)!r} is a file, not a folder; choose a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".sdkd-write-test-", dir=path)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise RunFolderError(f"{what} {str(path)!r} is not writable: {exc.strerror or exc}") from None
-    return path
-
-
-def check_writable_file(path: str | Path, what: str = "--out") -> Path:
-    """``path`` is a file that can be written: not a folder, and its folder writable (created if needed)."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        raise RunFolderError(f"{what} {str(path)!r} is a folder; give a file name inside it")
-    check_writable_dir(path.parent, f"the folder of {what}")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise RunFolderError(f"{what} {str(path)!r} is not writable (read-only file)")
-    return path
 
 
 def run_files(out_dir: str | Path) -> list[str]:

@@ -480,6 +480,7 @@ def run_reproduce(
 
     Returns ``{stage: metrics}``; files go to ``out`` (default ``runs/reproduce/<dataset>-<budget>-<student>``).
     """
+    from .outputs import check_writable_dir
     from .train.demo import run_or_reuse
     from .train.run import build_datasets
 
@@ -488,7 +489,7 @@ def run_reproduce(
         dataset, budget, out, student=student, ablation=ablation, data_path=data_path, seed=seed, overrides=overrides
     )
     roles = {s: (MAIN_STAGES.get(s) or ABLATION_STAGES[s])[1] for s in cfgs}
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable_dir(out, "--out")  # before any data is made
     t0 = time.perf_counter()
     first = next(iter(cfgs.values()))
     log(f"[data] {dataset}: {first['data']}")

@@ -74,6 +74,10 @@ def run_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate, format_table, target_range
     from .run import build_datasets, load_model
 
+    if args.out:  # before any model is evaluated
+        from sdkd.outputs import check_writable_dir
+
+        check_writable_dir(args.out, "--out")
     models = [load_model(p, args.device) for p in args.checkpoint]
     base = models[0][1]["config"]
     cfg = build_config([], [f"data.{k}={json.dumps(v)}" for k, v in base["data"].items()] + args.overrides)

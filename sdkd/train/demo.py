@@ -136,11 +136,14 @@ def run_demo(
     log=print,
 ) -> dict[str, dict[str, float]]:
     """Run the demo; returns ``{"teacher" | "baseline" | "distilled": metrics}``."""
+    from sdkd.outputs import check_writable_dir
+
     from .evaluate import evaluate, format_table, target_range
     from .run import build_datasets, load_model
 
     out = Path(out)
     cfgs = stage_configs(budget, out, seed, kd)
+    check_writable_dir(out, "--out")  # before any data is made
     t0 = time.perf_counter()
     log(f"[1/4] data: Navier-Stokes preset {cfgs['teacher']['data']['preset']!r}")
     datasets = build_datasets(cfgs["teacher"]["data"], seed)

@@ -6,8 +6,8 @@ validates with ``val_fn(batch, model) -> (sum of squared errors, count)``. Each 
 writes ``last.pt`` (for ``resume``), keeps ``best.pt`` (lowest validation loss), and rewrites
 ``metrics.csv`` and ``metrics.jsonl`` from the checkpoint's history (atomically, so they always
 match it). Data order depends only on (seed, epoch), so a resumed run ends with the same weights
-as an uninterrupted one. A non-finite loss (a diverging run) stops the fit at the end of its epoch,
-before anything of that epoch is saved.
+as an uninterrupted one. A non-finite training loss or validation MSE (a diverging run) stops the
+fit at the end of its epoch, before anything of that epoch is saved.
 """
 
 from __future__ import annotations
@@ -265,6 +265,11 @@ class Trainer:
             t0 = time.perf_counter()
             row = {"epoch": epoch + 1, **self._train_epoch(epoch)}
             row["val_mse"] = self.validate()
+            if not math.isfinite(row["val_mse"]):  # the last steps' updates overflowed the weights
+                raise TrainingDiverged(
+                    f"training diverged: non-finite validation MSE after epoch {epoch + 1} (train.lr="
+                    f"{self.cfg['lr']}); lower train.lr or set train.clip_grad; the checkpoints hold the last finite epoch"
+                )
             row["lr"] = self.optimizer.param_groups[0]["lr"]
             row["seconds"] = time.perf_counter() - t0
             improved = row["val_mse"] < best_val

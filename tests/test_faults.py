@@ -141,6 +141,20 @@ def test_reproduce_refuses_one_out_dir_for_every_stage(tmp_path, capsys):
     assert [p.name for p in mine.iterdir()] == ["thesis.tex"]
 
 
+def test_teacher_cache_never_replaces_a_folder_it_did_not_write(tmp_path):
+    from torch.utils.data import TensorDataset
+
+    from sdkd.distill import TeacherCache
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "results.csv").write_text("x")
+    data = TensorDataset(torch.randn(4, 2, 1, 4, 4), torch.randn(4, 2, 1, 4, 4))
+    with pytest.raises(ValueError, match="not a teacher cache"):
+        TeacherCache.build(torch.nn.Identity(), data, path=mine, max_memory_bytes=0)
+    assert [p.name for p in mine.iterdir()] == ["results.csv"]
+
+
 # ------------------------------------------------------------------------------------ 2. train into an existing run
 def test_prepare_run_dir_refuses_replaces_only_its_files_and_resumes(tmp_path):
     out = tmp_path / "run"

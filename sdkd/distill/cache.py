@@ -222,6 +222,10 @@ class TeacherCache:
         teachers = as_teacher_list(teachers)
         if not teachers:
             raise ValueError("teachers: need at least one teacher")
+        if path is not None and Path(path).exists():  # it is replaced on rebuild: only if it is a teacher cache
+            p = Path(path)
+            if not p.is_dir() or (any(p.iterdir()) and not (p / META_FILE).is_file()):
+                raise ValueError(f"path: {p} exists and is not a teacher cache (no {META_FILE}); choose another path")
         names = feature_lists(features, len(teachers))
         for i, ns in enumerate(names):
             if PRED in ns:

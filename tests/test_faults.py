@@ -255,7 +255,7 @@ class Filler:
 
 
 @pytest.mark.parametrize("damage", ["bit_flip", "zeroed_1MiB"])
-def test_damaged_cache_entry_is_regenerated_not_reused(tmp_path, damage):
+def test_damaged_cache_entry_is_regenerated_not_reused(tmp_path, damage, capsys):
     stem, shape = tmp_path / "entry", (320, 1024)  # 1.25 MiB
     fill = Filler()
     first, path, _ = cache.cached_array(stem, {"v": 1}, shape, np.float32, fill)
@@ -267,6 +267,8 @@ def test_damaged_cache_entry_is_regenerated_not_reused(tmp_path, damage):
     else:
         data[200_000 : 200_000 + (1 << 20)] = bytes(1 << 20)
     path.write_bytes(bytes(data))
+    assert console_main(["data", "inspect", str(path)]) == 0
+    assert "sha256: MISMATCH" in capsys.readouterr().out
     with pytest.warns(RuntimeWarning, match="do not match the digest"):
         again, _, reused = cache.cached_array(stem, {"v": 1}, shape, np.float32, fill)
     assert (reused, fill.calls) == (False, 2) and np.array_equal(again, expected)
@@ -435,9 +437,11 @@ def _wait_for(pred, timeout=120.0):
 def test_kill9_during_training_then_resume(series, tmp_path):
     out = tmp_path / "run"
     argv = [sys.executable, "-m", "sdkd.cli", *_train_args(series, out, 500)]
-    proc = subprocess.Popen(argv, env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(argv, env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for(lambda: (out / "metrics.jsonl").is_file() and len((out / "metrics.jsonl").read_text().split()) >= 2)
+        _wait_for(
+            lambda: (out / "metrics.jsonl").is_file() and len((out / "metrics.jsonl").read_text().splitlines()) >= 2
+        )
     finally:
         _kill9(proc)
     ck = load_checkpoint(out / "last.pt")  # whole and verified, whatever the moment of the kill
@@ -472,7 +476,7 @@ def test_kill9_during_checkpoint_write_leaves_the_last_whole_one(tmp_path):
     finally:
         _kill9(proc)
     ck = load_checkpoint(path)
-    assert torch.equal(ck["model"]["w"] - ck["i"], ck["model"]["w"] - ck["i"])  # loads, digest verified
+    assert ck["i"] >= 1 and ck["model"]["w"].shape == (1 << 22,)  # a whole checkpoint, its digest verified
     save_checkpoint(path, {"i": -1})  # the next write removes what the killed writer left
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 

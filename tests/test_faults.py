@@ -275,6 +275,28 @@ def test_damaged_cache_entry_is_regenerated_not_reused(tmp_path, damage, capsys)
     assert cache.cached_array(stem, {"v": 1}, shape, np.float32, fill)[2]  # the repaired entry is reused
 
 
+def test_damaged_teacher_cache_file_is_rebuilt_not_reused(tmp_path):
+    from torch.utils.data import TensorDataset
+
+    from sdkd.distill import TeacherCache
+    from sdkd.distill.cache import CacheDamagedError
+
+    data = TensorDataset(torch.randn(8, 2, 1, 4, 4), torch.randn(8, 2, 1, 4, 4))
+    teacher = torch.nn.Conv3d(2, 2, 1)
+    first = TeacherCache.build(teacher, data, path=tmp_path / "tc", max_memory_bytes=0)
+    expected = first[:][0]["pred"].clone()
+    del first
+    (npy,) = (tmp_path / "tc").glob("*.npy")
+    raw = bytearray(npy.read_bytes())
+    raw[-5] ^= 0x20
+    npy.write_bytes(bytes(raw))
+    with pytest.raises(CacheDamagedError, match="digest"):
+        TeacherCache.open(tmp_path / "tc")
+    with pytest.warns(RuntimeWarning, match="rebuilding"):
+        again = TeacherCache.build(teacher, data, path=tmp_path / "tc", max_memory_bytes=0)
+    assert torch.equal(again[:][0]["pred"], expected)
+
+
 # ----------------------------------------------------------------------------- malicious checkpoints: no code runs
 class _Evil:
     def __init__(self, marker):

@@ -200,6 +200,10 @@ def test_resume_config_check_allows_only_the_documented_keys():
     assert {"train.epochs", "train.patience", "train.progress"} <= RESUMABLE_KEYS
     with pytest.raises(RunFolderError, match=r"train\.lr: 0\.001 -> 0\.01"):
         check_resume_config(old, {**old, "train": {**old["train"], "lr": 1e-2}}, "x")
+    newer = {**old, "train": {**old["train"], "deterministic": True}}  # a key (at its default) old sdkd lacked
+    assert check_resume_config(old, newer, "x") == ["train.deterministic"]
+    with pytest.raises(RunFolderError, match="train.deterministic"):
+        check_resume_config(old, {**old, "train": {**old["train"], "deterministic": False}}, "x")
     cyc = {**old, "train": {**old["train"], "scheduler": "onecycle"}}
     with pytest.raises(RunFolderError, match="onecycle"):
         check_resume_config(cyc, {**cyc, "train": {**cyc["train"], "epochs": 9}}, "x")

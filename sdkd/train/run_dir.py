@@ -104,16 +104,21 @@ def config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[s
 
 def check_resume_config(stored: Mapping[str, Any] | None, new: Mapping[str, Any], path: str | Path) -> list[str]:
     """Refuse to resume ``path`` (a ``last.pt``) with a config that differs from the stored one outside
-    ``RESUMABLE_KEYS``; returns the allowed differences (for the log)."""
+    ``RESUMABLE_KEYS`` (keys added to sdkd since the checkpoint was written pass at their default value);
+    returns the allowed differences (for the log)."""
     if not isinstance(stored, Mapping):
         raise RunFolderError(f"cannot resume {str(path)!r}: it stores no config (not written by sdkd train/distill)")
+    from .config import DEFAULTS
+
     diff = config_differences(stored, new)
-    refused = [k for k in diff if k not in RESUMABLE_KEYS]
+    flat_old, flat_new, defaults = _flatten(stored), _flatten(new), _flatten(DEFAULTS)
+    # a key the checkpoint's (older) sdkd did not have is accepted at its default value
+    added = {k for k in diff if k not in flat_old and k in defaults and flat_new.get(k) == defaults[k]}
+    refused = [k for k in diff if k not in RESUMABLE_KEYS and k not in added]
     onecycle = new.get("train", {}).get("scheduler") == "onecycle"
     if "train.epochs" in diff and onecycle:  # the schedule's length is stored in the checkpoint
         refused.append("train.epochs")
     if refused:
-        flat_old, flat_new = _flatten(stored), _flatten(new)
         shown = "; ".join(f"{k}: {flat_old.get(k, '<unset>')!r} -> {flat_new.get(k, '<unset>')!r}" for k in refused)
         allowed = ", ".join(sorted(RESUMABLE_KEYS)) + (
             " (not train.epochs with scheduler onecycle)" if onecycle else ""

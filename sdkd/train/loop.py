@@ -219,7 +219,6 @@ class Trainer:
             n += 1
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.4g}")
         if bar is not None:
             bar.close()
         keys = sorted(sums)

@@ -96,9 +96,12 @@ def _merge(a: dict, b: dict) -> dict:
 def run_or_reuse(cfg: dict, datasets: dict, device: str | None, log) -> Path:
     """Train ``cfg``'s stage, resume it from last.pt, or reuse it when last.pt's config equals ``cfg``.
 
-    Nothing is deleted: a run with other settings (or without a last.pt) has its files moved into an
-    ``outdated-<time>`` subfolder (``run_dir.move_run_aside``); an unreadable last.pt is only reported."""
+    The stored config is compared after filling in today's defaults, so a key added to the schema since
+    it was written (with its default value) does not count as a change. Nothing is deleted: a run with other
+    settings (or without a last.pt) has its files moved into an ``outdated-<time>`` subfolder
+    (``run_dir.move_run_aside``); an unreadable last.pt is only reported."""
     from .checkpoint import CheckpointError, load_checkpoint
+    from .config import ConfigError, build_config
     from .run import _plain, run_stage
     from .run_dir import RunFolderError, move_run_aside, run_files
 
@@ -107,11 +110,15 @@ def run_or_reuse(cfg: dict, datasets: dict, device: str | None, log) -> Path:
     found = run_files(out) if out.is_dir() else []
     if last.is_file():
         try:
-            same = load_checkpoint(last).get("config") == _plain(cfg)
+            stored = load_checkpoint(last).get("config")
         except CheckpointError as exc:
             raise RunFolderError(
                 f"{exc}; sdkd leaves it untouched: move or delete it yourself, or choose another --out"
             ) from None
+        try:
+            same = _plain(build_config(base=stored)) == _plain(cfg)
+        except (ConfigError, TypeError):  # a config this sdkd no longer accepts: a different run
+            same = False
         if not same:
             log(f"{out}: settings changed; previous run moved to {move_run_aside(out)}; training again")
     elif found:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from sdkd.data.cache import remove_stale_temps
 from sdkd.errors import SdkdError
 from sdkd.outputs import check_writable_dir
 
@@ -43,11 +44,14 @@ def prepare_run_dir(out_dir: str | Path, *, resume: bool = False, overwrite: boo
 
     Without flags the folder must hold no run (``RUN_FILES``); ``resume`` needs ``last.pt`` if the folder holds
     any run file (a ``best.pt`` alone would be overwritten by a fresh start); ``overwrite`` removes ``RUN_FILES``
-    and nothing else. The folder is created and checked for writability first.
+    and nothing else. The folder is created and checked for writability first, and temporaries that a killed
+    save left there are removed.
     """
     if resume and overwrite:
         raise RunFolderError("--resume and --overwrite exclude each other: continue the run or replace it")
     out = check_writable_dir(out_dir, "out_dir")
+    for name in RUN_FILES:  # hidden temporaries of a writer killed mid-save (only once its process is gone)
+        remove_stale_temps(out / name)
     found = run_files(out)
     if not found:
         return out

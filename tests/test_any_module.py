@@ -183,3 +183,15 @@ def test_config_mistakes_are_one_clear_line(waves, tmp_path):
         r"distill\.features: the student has no feature\(s\) \['bdy'\]",
         distill={"teachers": [entry], "features": {"bdy": "body"}, "feature_lam": 1.0},
     )
+
+
+def test_feature_kd_from_models_sizes_adapters_for_hooked_paths():
+    from sdkd.losses import FeatureKD
+
+    torch.manual_seed(0)
+    student, teacher = ForeignNet(hidden=4), ForeignNet(hidden=6)
+    x, _ = _batch(2)
+    kd = FeatureKD.from_models(student, teacher, x, {"body.mix": "encoder.1"})
+    _, fs = forward_with_features(student, x, ["body.mix"])
+    _, ft = forward_with_features(teacher, x, ["encoder.1"])
+    assert torch.isfinite(kd(fs, ft)) and student.training and teacher.training

@@ -50,6 +50,9 @@ def band_error_bars(ax: Any, names: Sequence[str], low: Sequence[float], high: S
     ax.bar(xs - 0.2, low, 0.4, label=f"low band (r <= {cutoff:g})", color="tab:blue")
     ax.bar(xs + 0.2, high, 0.4, label="high band", color="tab:orange")
     ax.set_yscale("log", nonpositive="clip")
+    positive = [v for v in (*low, *high) if v > 0]
+    if positive:  # bars start well below the smallest, so every bar is visible (log bars have no zero)
+        ax.set_ylim(min(positive) / 3, max(positive) * 1.5)
     rotate = len(names) > 3 or max((len(n) for n in names), default=0) > 12
     ax.set_xticks(xs, names, rotation=30 if rotate else 0, ha="right" if rotate else "center", fontsize=8)
     ax.set_ylabel("MSE carried by the band (log)")

@@ -462,15 +462,14 @@ def write_figures(
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     for s in show:
         k, E = M.energy_spectrum(preds[s] - y)
-        a1.loglog(k[1:], E[1:], label=_label(s, student))
+        a1.loglog(k[1:].numpy(), E[1:].numpy(), label=_label(s, student))
     a1.set(title="error spectrum (test)", xlabel="wavenumber k", ylabel="E_err(k)")
     a1.legend(fontsize=8)
-    xs = torch.arange(len(show), dtype=torch.float64).tolist()
-    a2.bar([x - 0.2 for x in xs], [rows[s]["low_err"] for s in show], 0.4, label="low band (r <= 0.25)")
-    a2.bar([x + 0.2 for x in xs], [rows[s]["high_err"] for s in show], 0.4, label="high band")
-    a2.set_xticks(xs, [_label(s, student) for s in show], rotation=20, ha="right", fontsize=8)
-    a2.set(ylabel="test MSE carried by the band", title="spectral error by band")
-    a2.legend(fontsize=8)
+    from .train.figures import band_error_bars
+
+    low, high = [rows[s]["low_err"] for s in show], [rows[s]["high_err"] for s in show]
+    band_error_bars(a2, [_label(s, student) for s in show], low, high, cutoff=0.25)
+    a2.set_title("spectral error by band (test)")
     fig.tight_layout()
     paths.append(out / "spectral_error.png")
     fig.savefig(paths[-1], dpi=110)

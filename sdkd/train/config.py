@@ -41,7 +41,7 @@ DEFAULTS: dict[str, Any] = {
         "batch_size": 16,
         "num_workers": 0,
     },
-    "model": {"name": "unet", "cfg": {}},
+    "model": {"name": "unet", "cfg": {}},  # a registry name, or "package.module:Class" with cfg as its kwargs
     "train": {
         "epochs": 50,
         "lr": 1e-4,
@@ -57,7 +57,7 @@ DEFAULTS: dict[str, Any] = {
         "loggers": [],  # extra metric sinks besides metrics.csv/jsonl: tensorboard (sdkd.train.loggers.LOGGERS)
     },
     "distill": {
-        "teachers": [],  # checkpoint paths
+        "teachers": [],  # sdkd checkpoint paths, or {checkpoint: state_dict.pt, model: {name, cfg}} (train/teachers.py)
         "strategy": "single",  # single | aver | a2d | camkd
         "lam": 1.0,
         "kd": {"type": "spectral", "cutoffs": 0.25, "alpha": 1.0, "reduction": "mean", "weighting": "fixed"},
@@ -175,7 +175,9 @@ def validate(cfg: Mapping) -> None:
     if d["strategy"] not in ("single", "aver", "a2d", "camkd"):
         raise ConfigError(f"distill.strategy must be single, aver, a2d or camkd, got {d['strategy']!r}")
     if not isinstance(d["teachers"], (list, tuple)):
-        raise ConfigError(f"distill.teachers must be a list of checkpoint paths, got {d['teachers']!r}")
+        raise ConfigError(
+            f"distill.teachers must be a list of checkpoint paths or {{checkpoint, model}} mappings, got {d['teachers']!r}"
+        )
     if cfg["stage"] == "distill" and not d["teachers"]:
         raise ConfigError("stage 'distill' needs distill.teachers (checkpoint paths)")
     from .run import check_free_form

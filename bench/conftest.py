@@ -5,6 +5,8 @@ every suite to ``_backend_policy``: a fast backend this machine should have fail
 from __future__ import annotations
 
 import fnmatch
+import os
+import tempfile
 
 import pytest
 from _backend_policy import REFERENCE_ONLY_FLAG, backend_of, failure_message, missing_fast_backends, skip_summary
@@ -53,6 +55,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if missing:
         for backend, why in missing.items():
             terminalreporter.write_line("bench: FAILED: " + failure_message(backend, why), red=True)
+
+
+# measured `auto` picks are made in this run (the warm-up call of each `auto` case), not read from an older run's
+# file; SDKD_CACHE_DIR set by the caller wins
+os.environ.setdefault("SDKD_CACHE_DIR", tempfile.mkdtemp(prefix="sdkd-bench-cache-"))
 
 
 def pytest_collect_file(file_path, parent):

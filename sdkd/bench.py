@@ -260,7 +260,7 @@ def run_bench(device: str = "cpu", quick: bool = False, log: Callable[[str], Non
     from sdkd.ops import _ext
 
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda: no CUDA GPU is visible to torch (torch.cuda.is_available() is False)")
+        raise ValueError("--device cuda: no CUDA GPU is visible to torch (torch.cuda.is_available() is False)")
     sync = (lambda: torch.cuda.synchronize(device)) if device.startswith("cuda") else (lambda: None)
     budget = 0.05 if quick else 0.5
     checkout = _ext.source_checkout()

@@ -12,10 +12,12 @@ import argparse
 import os
 from pathlib import Path
 
+from sdkd.errors import SdkdError
+
 MODELS = "models"  # the subfolder of model presets (not experiment configs)
 
 
-class ConfigNotFoundError(FileNotFoundError):
+class ConfigNotFoundError(SdkdError, FileNotFoundError):
     """``--config`` names neither an existing file nor a packaged config."""
 
 

@@ -114,7 +114,7 @@ def test_data_presets_offered_are_the_generators():
 def test_train_names_its_output_folder_before_it_starts(monkeypatch, capsys, tmp_path):
     seen = []
 
-    def fake_run_stage(cfg, resume=False, device=None):
+    def fake_run_stage(cfg, resume=False, device=None, **_):
         seen.append(capsys.readouterr().err)  # what was printed before training began
         raise KeyboardInterrupt
 

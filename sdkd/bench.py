@@ -206,7 +206,8 @@ def paired_medians(
 
 @contextmanager
 def recording_picks(op_name: str) -> Iterator[list[str]]:
-    """The names of the backends the op's dispatcher selects while the block runs (its ``auto`` pick)."""
+    """The backends the op's dispatcher selects while the block runs (its ``auto`` pick), as ``name`` or
+    ``name:path`` when a measured ``auto`` chose an internal path."""
     from sdkd.ops import registered_ops
 
     op = registered_ops().get(op_name)
@@ -218,7 +219,7 @@ def recording_picks(op_name: str) -> Iterator[list[str]]:
 
     def select(*args: Any, **kwargs: Any):
         chosen = original(*args, **kwargs)
-        picks.append(getattr(chosen, "name", str(chosen)))
+        picks.append(getattr(chosen, "label", None) or getattr(chosen, "name", str(chosen)))  # name[:internal path]
         return chosen
 
     op.select = select  # an instance attribute shadows the method for this block only

@@ -164,9 +164,7 @@ class GASubBlock(nn.Module):
 class MetaBlock(nn.Module):
     """A gSTA (or VAN) block at ``c_in`` channels followed by a 1x1 reduction when ``c_out != c_in``."""
 
-    def __init__(
-        self, c_in: int, c_out: int, mlp_ratio: float, drop: float, drop_path: float, block: str = "gsta"
-    ):
+    def __init__(self, c_in: int, c_out: int, mlp_ratio: float, drop: float, drop_path: float, block: str = "gsta"):
         super().__init__()
         if block == "van":
             self.block = VANBlock(c_in, mlp_ratio, drop, drop_path)

@@ -83,9 +83,7 @@ def run_eval(args: argparse.Namespace) -> int:
     names = args.name + [str(p) for p in args.checkpoint[len(args.name) :]]
     R = target_range(test)
     openstl = args.openstl_metrics
-    rows = {
-        n: evaluate(m, test, device=args.device, data_range=R, openstl=openstl) for n, (m, _) in zip(names, models)
-    }
+    rows = {n: evaluate(m, test, device=args.device, data_range=R, openstl=openstl) for n, (m, _) in zip(names, models)}
     table = format_table(rows, COLUMNS + OPENSTL_COLUMNS if openstl else COLUMNS)
     print(table)
     if args.out:

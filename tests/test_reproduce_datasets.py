@@ -99,15 +99,20 @@ def _taxibj_plus_file(path, days):
     return path
 
 
-# daily frames: 220 days give 80/10/10 splits of >= 20 days (one 5 -> 15 window each); half-hour: 8 days
-@pytest.mark.parametrize("dataset,interval,days", [("taxibj_plus", "day", 220), ("taxibj_plus_30min", "30min", 8)])
-def test_taxibj_plus_presets(monkeypatch, tmp_path, dataset, interval, days):
+# daily frames: 220 days give 80/10/10 splits of >= 20 days (one 5 -> 15 window each); half-hour: 8 days;
+# OpenSTL's TaxiBJ (4 -> 4): DeepST's last 28 days as test and the 28 before as validation, so 57 days
+@pytest.mark.parametrize(
+    "dataset,interval,days,frames",
+    [("taxibj_plus", "day", 220, (5, 15)), ("taxibj_plus_30min", "30min", 8, (5, 15)), ("taxibj", None, 57, (4, 4))],
+)
+def test_taxibj_presets(monkeypatch, tmp_path, dataset, interval, days, frames):
     t_in, t_out, c = _preset_frames(dataset)
-    assert (t_in, t_out, c) == (5, 15, 2)  # Table 2
-    path = _taxibj_plus_file(tmp_path / "TaxiBJ+.h5", days)
+    assert (t_in, t_out, c) == (*frames, 2)  # Table 2 for TaxiBJ+
+    path = _taxibj_plus_file(tmp_path / "TaxiBJ.h5", days)
     spec, data = _run(monkeypatch, tmp_path, dataset, path)
-    assert spec["in_shape"] == [5, 2, 8, 8] and spec["out_frames"] == 15
-    assert data["interval"] == interval and data["splits"] == [0.8, 0.1, 0.1]
+    assert spec["in_shape"] == [t_in, 2, 8, 8] and spec["out_frames"] == t_out
+    assert data["interval"] == interval
+    assert data["splits"] == (None if dataset == "taxibj" else [0.8, 0.1, 0.1])
 
 
 # ----------------------------------------------------------------------------- RBC

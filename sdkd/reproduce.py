@@ -369,7 +369,8 @@ def _columns(rows: Mapping[str, Mapping[str, float]]) -> tuple[str, ...]:
     from .train.evaluate import OPENSTL_COLUMNS
 
     extra = OPENSTL_COLUMNS if rows and all(c in r for r in rows.values() for c in OPENSTL_COLUMNS) else ()
-    return COLUMNS[:8] + extra + COLUMNS[8:]
+    at = COLUMNS.index("params")  # after the error metrics
+    return COLUMNS[:at] + extra + COLUMNS[at:]
 
 
 def format_results(rows: Mapping[str, Mapping[str, float]], student: str, roles: Mapping[str, str]) -> str:

@@ -75,7 +75,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
         # <= 1/5 of the smallest teacher on every dataset's grid (VAN: 0.71 M params on NSE 32x32,
         # 0.44 M on TaxiBJ 4 -> 4); the MLP-Mixer's patch embedding and head grow with the grid (128x128)
         "students": {
-            "unet": {"widths": [6, 12, 24, 48], "norm": "group", "act": "silu"},
+            "unet": {"widths": [12, 24, 48], "norm": "group", "act": "silu"},  # 3 levels: wide at full res
             "resnet": {
                 "widths": [12, 24, 32],
                 "depths": [2, 2, 2],

@@ -29,8 +29,8 @@ DEFAULTS: dict[str, Any] = {
     "seed": 42,
     "out_dir": "runs/default",
     "data": {
-        "name": "ns",  # ns | ns_mat | weatherbench | taxibj | array
-        "preset": "small",  # for generated NSE data
+        "name": "ns",  # ns | rbc | ns_mat | weatherbench | taxibj | array
+        "preset": "small",  # for generated NSE / RBC data
         "path": None,  # file or folder for real data
         "variables": None,
         "input_frames": 10,

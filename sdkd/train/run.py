@@ -40,6 +40,17 @@ def build_datasets(data_cfg: Mapping[str, Any], seed: int = 42, progress: bool =
 
         array, _ = load_or_generate(preset=data_cfg.get("preset") or "small", root=path, progress=progress)
         make = lambda split: D.NavierStokesDataset(array, split, t_in, t_out, splits)  # noqa: E731
+    elif name == "rbc":
+        from sdkd.data.rbc_cache import PRESET_SPLITS, load_or_generate
+
+        preset = data_cfg.get("preset") or "small"
+        if preset not in PRESET_SPLITS:
+            raise ConfigError(f"data.preset for data.name='rbc' must be one of {sorted(PRESET_SPLITS)}, got {preset!r}")
+        _, rbc_path = load_or_generate(preset, root=path, progress=progress)
+        rbc_splits = splits if splits is not None else PRESET_SPLITS[preset]
+        make = lambda split: D.ArrayDataset(  # noqa: E731
+            rbc_path, input_frames=t_in, output_frames=t_out, split=split, splits=rbc_splits
+        )
     elif name == "ns_mat":
         make = lambda split: D.NavierStokesDataset(_need(path, name), split, t_in, t_out, splits)  # noqa: E731
     elif name == "weatherbench":
@@ -61,7 +72,7 @@ def build_datasets(data_cfg: Mapping[str, Any], seed: int = 42, progress: bool =
             _need(path, name), variable=variable, input_frames=t_in, output_frames=t_out, split=split, **kw
         )
     else:
-        raise ConfigError(f"data.name must be ns, ns_mat, weatherbench, taxibj or array, got {name!r}")
+        raise ConfigError(f"data.name must be ns, rbc, ns_mat, weatherbench, taxibj or array, got {name!r}")
     return {split: make(split) for split in SPLITS}
 
 

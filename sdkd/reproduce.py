@@ -12,9 +12,10 @@ improvement per method; inference speed). ``--ablation`` adds single-teacher Spe
 (cutoff, alpha, reduction, weighting vs plain output MSE) as extra rows.
 
 Every stage lives in ``<out>/<stage>/``; a finished stage whose stored config equals the new one
-is reused, an interrupted one resumes from ``last.pt``, a changed one is trained again
-(``sdkd.train.demo.run_or_reuse``). Budgets: ``smoke`` (CI, seconds), ``cpu`` (NSE, about an hour
-on 2 CPU cores), ``paper`` (300 epochs, 1000/100/100 split at 64x64, a GPU).
+is reused, an interrupted one resumes from ``last.pt``, a changed one is trained again after its
+files are moved aside, never deleted (``sdkd.train.demo.run_or_reuse``); ``--set out_dir`` is
+refused. Budgets: ``smoke`` (CI, seconds), ``cpu`` (NSE, about an hour on 2 CPU cores), ``paper``
+(300 epochs, 1000/100/100 split at 64x64, a GPU).
 
 Data: ``ns`` and ``rbc`` are generated and cached on first use (``rbc``: the ``sdkd.data.rbc_cache`` preset ``tiny``,
 ``small`` or ``paper`` for the smoke, cpu and paper budgets; ``--data FILE`` uses a user's RBC array file instead);
@@ -37,7 +38,7 @@ from typing import Any
 
 import torch
 
-from .train.config import build_config
+from .train.config import build_config, parse_override
 
 # SpectralKD setting of the main rows: fixed band weights with the low band weighted 2x, the best
 # setting on validation MSE in the NSE cpu-budget ablation (docs/results.md).
@@ -269,6 +270,10 @@ def stage_configs(
         raise ValueError(f"budget must be one of {sorted(BUDGETS)}, got {budget!r}")
     if student not in STUDENT_NAMES:
         raise ValueError(f"student must be one of {sorted(STUDENT_NAMES)}, got {student!r}")
+    if any(parse_override(o)[0] == ["out_dir"] for o in overrides):
+        raise ValueError(
+            "--set out_dir=... would put every stage in one folder; use --out FOLDER (stage s -> FOLDER/s)"
+        )
     if dataset not in ("ns", "rbc") and not data_path:
         raise ValueError(f"dataset {dataset!r} needs --data PATH (the data file or folder)")
     b, out = BUDGETS[budget], Path(out)
@@ -493,15 +498,14 @@ def write_figures(
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     for s in show:
         k, E = M.energy_spectrum(preds[s] - y)
-        a1.loglog(k[1:], E[1:], label=_label(s, student))
+        a1.loglog(k[1:].numpy(), E[1:].numpy(), label=_label(s, student))
     a1.set(title="error spectrum (test)", xlabel="wavenumber k", ylabel="E_err(k)")
     a1.legend(fontsize=8)
-    xs = torch.arange(len(show), dtype=torch.float64).tolist()
-    a2.bar([x - 0.2 for x in xs], [rows[s]["low_err"] for s in show], 0.4, label="low band (r <= 0.25)")
-    a2.bar([x + 0.2 for x in xs], [rows[s]["high_err"] for s in show], 0.4, label="high band")
-    a2.set_xticks(xs, [_label(s, student) for s in show], rotation=20, ha="right", fontsize=8)
-    a2.set(ylabel="test MSE carried by the band", title="spectral error by band")
-    a2.legend(fontsize=8)
+    from .train.figures import band_error_bars
+
+    low, high = [rows[s]["low_err"] for s in show], [rows[s]["high_err"] for s in show]
+    band_error_bars(a2, [_label(s, student) for s in show], low, high, cutoff=0.25)
+    a2.set_title("spectral error by band (test)")
     fig.tight_layout()
     paths.append(out / "spectral_error.png")
     fig.savefig(paths[-1], dpi=110)
@@ -585,6 +589,7 @@ def run_reproduce(
     Evaluation and latency run on the training device (``device``; default CUDA when available).
     ``openstl`` adds MSE/MAE in OpenSTL's convention (per frame, summed over C, H, W) to the table.
     """
+    from .outputs import check_writable_dir
     from .train.demo import run_or_reuse
     from .train.run import build_datasets
 
@@ -593,7 +598,7 @@ def run_reproduce(
         dataset, budget, out, student=student, ablation=ablation, data_path=data_path, seed=seed, overrides=overrides
     )
     roles = {s: (MAIN_STAGES.get(s) or ABLATION_STAGES[s])[1] for s in cfgs}
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable_dir(out, "--out")  # before any data is made
     t0 = time.perf_counter()
     first = next(iter(cfgs.values()))
     log(f"[data] {dataset}: {first['data']}")

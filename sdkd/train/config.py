@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from sdkd.config_files import ConfigNotFoundError, resolve_config
+
 from .schema import ConfigError, check_values
 
 # Sections whose contents are free-form (validated by the component that consumes them).
@@ -40,10 +42,11 @@ DEFAULTS: dict[str, Any] = {
         "input_frames": 10,
         "output_frames": 10,
         "splits": None,
+        "interval": None,  # taxibj only: 30min (default) | day (TaxiBJ+ daily totals, Table 2)
         "batch_size": 16,
         "num_workers": 0,
     },
-    "model": {"name": "unet", "cfg": {}},
+    "model": {"name": "unet", "cfg": {}},  # a registry name, or "package.module:Class" with cfg as its kwargs
     "train": {
         "epochs": 50,
         "lr": 1e-4,
@@ -59,7 +62,7 @@ DEFAULTS: dict[str, Any] = {
         "loggers": [],  # extra metric sinks besides metrics.csv/jsonl: tensorboard (sdkd.train.loggers.LOGGERS)
     },
     "distill": {
-        "teachers": [],  # checkpoint paths
+        "teachers": [],  # sdkd checkpoint paths, or {checkpoint: state_dict.pt, model: {name, cfg}} (train/teachers.py)
         "strategy": "single",  # single | aver | a2d | camkd
         "lam": 1.0,
         "kd": {"type": "spectral", "cutoffs": 0.25, "alpha": 1.0, "reduction": "mean", "weighting": "fixed"},
@@ -104,7 +107,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     parts = [p for p in key.strip().split(".") if p]
     if not parts:
         raise ConfigError(f"override {text!r} has an empty key")
-    return parts, _coerce_number(yaml.safe_load(raw)) if raw.strip() else None
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML: {' '.join(str(exc).split())}") from None
+    return parts, _coerce_number(value)
 
 
 def _coerce_number(value: Any) -> Any:
@@ -125,16 +132,21 @@ def _nest(parts: list[str], value: Any) -> dict:
 
 
 def build_config(files: Iterable[str | Path] = (), overrides: Iterable[str] = (), base: Mapping | None = None) -> dict:
-    """Defaults, then each YAML file in order, then ``key=value`` overrides."""
+    """Defaults, then each YAML file (a path, or a packaged config's name such as ``nse/teacher``) in order, then
+    ``key=value`` overrides."""
     cfg = copy.deepcopy(DEFAULTS)
     if base:
         _merge(cfg, base, ())
     for f in files:
-        path = Path(f)
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
-        with open(path) as fh:
-            data = yaml.safe_load(fh) or {}
+        try:
+            path = resolve_config(f)  # a file, or a packaged config by name (nse/teacher)
+        except ConfigNotFoundError as exc:
+            raise ConfigError(str(exc)) from None
+        try:
+            with open(path) as fh:
+                data = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {' '.join(str(exc).split())}") from None
         if not isinstance(data, Mapping):
             raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level")
         try:
@@ -155,8 +167,13 @@ def validate(cfg: Mapping) -> dict:
     cfg = check_values(cfg)
     d = cfg["distill"]
     teachers = d["teachers"]
-    if not isinstance(teachers, (list, tuple)) or not all(isinstance(p, (str, Path)) and str(p) for p in teachers):
-        raise ConfigError(f"config key distill.teachers: got {teachers!r}; expected a list of checkpoint paths")
+    if not isinstance(teachers, (list, tuple)) or not all(
+        isinstance(p, Mapping) or (isinstance(p, (str, Path)) and str(p)) for p in teachers
+    ):
+        raise ConfigError(
+            f"config key distill.teachers: got {teachers!r}; expected a list of checkpoint paths or "
+            "{checkpoint, model} mappings"
+        )
     if cfg["stage"] == "distill" and not teachers:
         raise ConfigError("stage 'distill' needs distill.teachers (checkpoint paths)")
     from .run import check_free_form

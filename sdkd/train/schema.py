@@ -15,10 +15,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sdkd.errors import SdkdError
+
 STAGES = ("train", "distill")
 
 
-class ConfigError(ValueError):
+class ConfigError(SdkdError, ValueError):
     """A configuration key or value is invalid."""
 
 
@@ -122,6 +124,18 @@ class OneOf:
 
 
 @dataclass(frozen=True)
+class ModelName:
+    """A registered model name, or an import path ``package.module:Class`` (checked by ``run.check_model_section``)."""
+
+    def __call__(self, key: str, value: Any) -> Any:
+        from sdkd.models.imported import is_import_path
+
+        if isinstance(value, str) and (value in _models() or is_import_path(value)):
+            return value
+        raise _bad(key, value, "one of " + ", ".join(sorted(_models())) + " or an import path package.module:Class")
+
+
+@dataclass(frozen=True)
 class Text:
     """A non-empty string, e.g. a path (a number such as ``out_dir=2024`` is taken as its text)."""
 
@@ -186,6 +200,12 @@ def _models() -> Iterable[str]:
     return list_models()
 
 
+def _taxibj_intervals() -> Iterable[str]:
+    from sdkd.data.taxibj import INTERVALS
+
+    return INTERVALS
+
+
 def _datasets() -> Iterable[str]:
     from .run import DATASETS
 
@@ -237,9 +257,10 @@ SCHEMA: Mapping[str, Rule] = {
     "data.input_frames": Integer(1),
     "data.output_frames": Integer(1),
     "data.splits": Splits(),
+    "data.interval": OneOf(_taxibj_intervals, nullable=True),
     "data.batch_size": Integer(1),
     "data.num_workers": Integer(0),
-    "model.name": OneOf(_models),
+    "model.name": ModelName(),
     "train.epochs": Integer(1),
     "train.lr": Number(0.0, open_low=True),
     "train.weight_decay": Number(0.0),

@@ -13,7 +13,9 @@ Every stage lives in ``<out>/<stage>/``; a finished stage whose stored config eq
 is reused, an interrupted one resumes from ``last.pt``, a changed one is trained again after its
 files are moved aside, never deleted (``sdkd.train.demo.run_or_reuse``); ``--set out_dir`` is
 refused. Budgets: ``smoke`` (CI, seconds), ``cpu`` (NSE, about an hour on 2 CPU cores), ``paper``
-(300 epochs, 1000/100/100 split at 64x64, a GPU).
+(300 epochs, 1000/100/100 split at 64x64, a GPU). ``--seeds N`` trains every stage, teachers included, N
+times (seeds SEED..SEED+N-1; replicate k >= 2 in ``<out>/seed<k>/``) and reports mean ± sample std over
+seeds (``sdkd.seed_stats``).
 
 Data: ``ns`` and ``rbc`` are generated and cached on first use (``rbc``: the ``sdkd.data.rbc_cache`` preset ``tiny``,
 ``small`` or ``paper`` for the smoke, cpu and paper budgets; ``--data FILE`` uses a user's RBC array file instead);

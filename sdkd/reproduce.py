@@ -1,9 +1,11 @@
 """``sdkd reproduce``: the paper's experiments (section 4) as one resumable command.
 
-For one dataset it trains the two teachers (T1 ST-AlterNet, T2 SimVP), a student alone (the
+For one dataset it trains the two teachers (T1 ST-AlterNet, T2 SimVP) and the paper's Table 5
+"single teacher (VAN)" (SimVP with the VAN translator), a student alone (the
 baseline) and the student distilled with single-teacher SpectralKD (on the outputs, and in the
 latent space with each band from its own T1 branch), attention transfer, AVER-MKD, A2D/AEKD (with
-output MSE, feature AB, SpectralKD and latent SpectralKD losses) and CA-MKD, then writes a table
+output MSE, feature AB, SpectralKD and latent SpectralKD losses), CA-MKD and single-teacher
+SpectralKD from the VAN teacher, then writes a table
 like the paper's Tables 3-6 (``results.md``/``.csv``/``.json``) and figures like Figures 2-4
 (spectral error; Figure 2's claims: T1's latent spectrum against -5/3 and every row's band errors;
 improvement per method; inference speed). ``--ablation`` adds single-teacher SpectralKD variants
@@ -56,12 +58,13 @@ BUDGETS: dict[str, dict[str, Any]] = {
     # CI: tiny data and models, a couple of optimiser steps per stage.
     "smoke": {
         "preset": "tiny",
-        "t1": {"hid_S": 4, "hid_T": 8, "N_S": 2, "N_T": 1, "num_heads": 2},
-        "t2": {"hid_S": 4, "hid_T": 8, "N_S": 2, "N_T": 1, "mlp_ratio": 2.0},
+        "t1": {"hid_S": 8, "hid_T": 32, "N_S": 2, "N_T": 1, "num_heads": 2},
+        "t2": {"hid_S": 8, "hid_T": 32, "N_S": 2, "N_T": 1, "mlp_ratio": 2.0},
+        # <= 1/5 of every teacher on tiny grids (the MLP-Mixer's patch embedding grows with the grid)
         "students": {
             "unet": {"widths": [4, 8]},
             "resnet": {"widths": [4, 8], "depths": [1, 1], "strides": [1, 2]},
-            "mixer": {"dim": 8, "depth": 1},
+            "mixer": {"dim": 4, "depth": 1},
         },
         "teacher_epochs": 1,
         "student_epochs": 1,
@@ -78,7 +81,19 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "preset": "small",
         "t1": {"hid_S": 16, "hid_T": 128, "N_S": 4, "N_T": 4, "num_heads": 4},
         "t2": {"hid_S": 16, "hid_T": 96, "N_S": 4, "N_T": 4, "mlp_ratio": 4.0},
-        "students": None,  # the dataset's preset students (configs/models/<dataset>.yaml)
+        # <= 1/5 of the smallest teacher on every dataset's grid (VAN: 0.71 M params on NSE 32x32,
+        # 0.44 M on TaxiBJ 4 -> 4); the MLP-Mixer's patch embedding and head grow with the grid (128x128)
+        "students": {
+            "unet": {"widths": [12, 24, 48], "norm": "group", "act": "silu"},  # 3 levels: wide at full res
+            "resnet": {
+                "widths": [12, 24, 32],
+                "depths": [2, 2, 2],
+                "strides": [1, 2, 2],
+                "norm": "group",
+                "act": "silu",
+            },
+            "mixer": {"dim": 24, "depth": 4, "mlp_ratio": [0.25, 4.0]},
+        },
         "teacher_epochs": 30,
         "student_epochs": 60,
         "max_steps_per_epoch": 50,
@@ -107,12 +122,19 @@ BUDGETS: dict[str, dict[str, Any]] = {
     },
 }
 
-# dataset -> (data config, model preset name); frames come from configs/models/<preset>.yaml.
+# dataset -> (data config, model preset name); frames come from configs/models/<preset>.yaml (the
+# paper's Table 2 by default; "_12h" / "_30min": the settings of the paper's text instead).
 DATASETS: dict[str, tuple[dict[str, Any], str]] = {
     "ns": ({"name": "ns"}, "nse"),
     "rbc": ({"name": "rbc"}, "rbc"),
     "weatherbench": ({"name": "weatherbench", "variables": ["t2m", "tcc", "r"]}, "weatherbench"),
+    "weatherbench_12h": (
+        {"name": "weatherbench", "variables": ["t2m", "tcc", "r", "u10", "v10"]},
+        "weatherbench_12h",
+    ),
     "taxibj": ({"name": "taxibj"}, "taxibj"),
+    "taxibj_plus": ({"name": "taxibj", "interval": "day", "splits": [0.8, 0.1, 0.1]}, "taxibj_plus"),
+    "taxibj_plus_30min": ({"name": "taxibj", "interval": "30min", "splits": [0.8, 0.1, 0.1]}, "taxibj_plus_30min"),
 }
 
 # Generated RBC data (sdkd.data.rbc_cache) per budget; a --data FILE replaces it.
@@ -124,6 +146,7 @@ STUDENT_NAMES = {"unet": "U-Net", "resnet": "ResNet", "mixer": "MLP-Mixer"}
 MAIN_STAGES: dict[str, tuple[str, str, str | None, dict | None, tuple[str, ...]]] = {
     "t1": ("T1: ST-AlterNet", "teacher", None, None, ()),
     "t2": ("T2: SimVP", "teacher", None, None, ()),
+    "t_van": ("T: SimVP-VAN", "teacher", None, None, ()),
     "student": ("S: {student}", "student", None, None, ()),
     "spectralkd": ("+SpectralKD (T1)", "distill", "single", MAIN_KD, ("t1",)),
     "spectralkd_latent": ("+SpectralKD latent (T1)", "distill", "single", {"type": "none"}, ("t1",)),
@@ -134,6 +157,7 @@ MAIN_STAGES: dict[str, tuple[str, str, str | None, dict | None, tuple[str, ...]]
     "a2d_spectralkd": ("+A2D/AEKD (w SpectralKD)", "distill", "a2d", MAIN_KD, ("t1", "t2")),
     "a2d_spectralkd_latent": ("+A2D/AEKD (w latent SpectralKD)", "distill", "a2d", {"type": "none"}, ("t1", "t2")),
     "camkd": ("+CA-MKD (w SpectralKD)", "distill", "camkd", MAIN_KD, ("t1", "t2")),
+    "single_van": ("+SpectralKD (single teacher: VAN)", "distill", "single", MAIN_KD, ("t_van",)),
 }
 
 
@@ -291,6 +315,7 @@ def stage_configs(
         "t1": ("st_alternet", b["t1"] if b["t1"] is not None else dict(preset["teachers"]["st_alternet"] or {})),
         "t2": ("simvp", b["t2"] if b["t2"] is not None else dict(preset["teachers"]["simvp"] or {})),
     }
+    teachers["t_van"] = ("simvp", {**teachers["t2"][1], "translator": "van"})  # Table 5's VAN teacher
     s_cfg = (b["students"] or {}).get(student)
     if s_cfg is None:
         s_cfg = dict(preset["students"][student] or {})
@@ -349,10 +374,11 @@ def _label(stage: str, student: str) -> str:
 
 
 def evaluate_stages(
-    paths: Mapping[str, Path], test: Any, latency_runs: int, device: str = "cpu"
+    paths: Mapping[str, Path], test: Any, latency_runs: int, device: str = "cpu", openstl: bool = False
 ) -> tuple[dict[str, dict[str, float]], dict[str, torch.Tensor], torch.Tensor]:
-    """Metrics per stage (``sdkd.train.evaluate``, latency re-measured with more runs) plus the
-    test predictions and targets (for the figures)."""
+    """Metrics per stage (``sdkd.train.evaluate``, latency re-measured with more runs, both on
+    ``device``) plus the test predictions and targets (for the figures); ``openstl`` adds
+    MSE/MAE in OpenSTL's convention (``sdkd.train.evaluate.OPENSTL_COLUMNS``)."""
     from torch.utils.data import DataLoader
 
     from .models.summary import measure_latency
@@ -365,7 +391,7 @@ def evaluate_stages(
     x1 = test[0][0].unsqueeze(0).to(device)
     for stage, path in paths.items():
         model, _ = load_model(path, device)
-        row = evaluate(model, test, device=device, data_range=R, latency=False)
+        row = evaluate(model, test, device=device, data_range=R, latency=False, openstl=openstl)
         row["latency_ms"] = measure_latency(model, x1, runs=latency_runs, warmup=3)
         row["val_mse"], row["train_s"], row["epochs"] = _stage_stats(Path(path).parent)
         rows[stage] = row
@@ -411,6 +437,15 @@ def _stage_stats(stage_dir: Path) -> tuple[float, float, int]:
     return (min(vals) if vals else math.nan), float(sum(r.get("seconds", 0.0) for r in rows)), len(rows)
 
 
+def _columns(rows: Mapping[str, Mapping[str, float]]) -> tuple[str, ...]:
+    """``COLUMNS``, plus OpenSTL's MSE/MAE when the rows have them (``--openstl-metrics``)."""
+    from .train.evaluate import OPENSTL_COLUMNS
+
+    extra = OPENSTL_COLUMNS if rows and all(c in r for r in rows.values() for c in OPENSTL_COLUMNS) else ()
+    at = COLUMNS.index("params")  # after the error metrics
+    return COLUMNS[:at] + extra + COLUMNS[at:]
+
+
 def _fmt(col: str, v: float) -> str:
     if col == "params":
         return f"{v / 1e6:.3f} M"
@@ -441,12 +476,13 @@ def format_results(
 
     With ``std`` (several seeds) every metric column reads ``mean ± std`` (``params`` only its mean) and
     a last column ``better`` says whether the row beats the student alone (``sdkd.seed_stats.is_better``)."""
-    cols = (*COLUMNS, "better") if std is not None else COLUMNS
-    lines = ["| method | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    columns = _columns(rows)
+    header = (*columns, "better") if std is not None else columns
+    lines = ["| method | " + " | ".join(header) + " |", "|---|" + "---|" * len(header)]
     for stage, row in rows.items():
         teacher = roles[stage] == "teacher"
         vals = []
-        for c in COLUMNS:
+        for c in columns:
             if c.startswith("improvement") and teacher:
                 vals.append("—")
                 continue
@@ -478,7 +514,7 @@ def write_csv(
         per_seed, seeds = [rows], list(seeds[:1]) or [""]
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
-        cols = (*COLUMNS, "epochs", "train_s")
+        cols = (*_columns(rows), "epochs", "train_s")
         w.writerow(["stage", "method", "role", "seed", *cols])
         for stage in rows:
             lines = [(str(s), r[stage]) for s, r in zip(seeds, per_seed)]
@@ -610,6 +646,7 @@ def run_reproduce(
     device: str | None = None,
     overrides: tuple[str, ...] = (),
     figures: bool = True,
+    openstl: bool = False,
     command: str | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, dict[str, float]]:
@@ -619,6 +656,8 @@ def run_reproduce(
     lives in ``sdkd.seed_stats.seed_dir(out, k)`` and its distilled students learn from its own teachers.
     Returns ``{stage: metrics}`` (the mean over seeds); files go to ``out`` (default
     ``runs/reproduce/<dataset>-<budget>-<student>``).
+    Evaluation and latency run on the training device (``device``; default CUDA when available).
+    ``openstl`` adds MSE/MAE in OpenSTL's convention (per frame, summed over C, H, W) to the table.
     """
     from .outputs import check_writable_dir
     from .seed_stats import better_than_student, replicate_seeds, seed_dir, summarize
@@ -662,9 +701,12 @@ def run_reproduce(
         runs.append(paths)
     log("[eval] test split")
     b = BUDGETS[budget]
+    eval_device = device or ("cuda" if torch.cuda.is_available() else "cpu")  # as run_stage picks it
     per_seed, preds = [], {}
     for paths in runs:
-        rows_k, preds_k, y = evaluate_stages(paths, datasets["test"], b["latency_runs"])
+        rows_k, preds_k, y = evaluate_stages(
+            paths, datasets["test"], b["latency_runs"], device=eval_device, openstl=openstl
+        )
         per_seed.append(rows_k)
         for stage in FIGURE_STAGES:  # only what the figures draw: one prediction per seed
             if stage in preds_k:
@@ -738,7 +780,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "dataset",
         choices=sorted(DATASETS),
-        help="ns, rbc (generated; --data FILE overrides), weatherbench/taxibj (--data)",
+        help="ns, rbc (generated; --data FILE overrides), weatherbench[_12h]/taxibj/taxibj_plus[_30min] (--data)",
     )
     parser.add_argument("--budget", default="smoke", choices=list(BUDGETS), help="smoke: CI; cpu: ~1 h; paper: GPU")
     parser.add_argument("--student", default="unet", choices=list(STUDENT_NAMES))
@@ -760,6 +802,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default=None)
     parser.add_argument("--no-figures", action="store_true")
+    parser.add_argument(
+        "--openstl-metrics",
+        action="store_true",
+        help="also MSE/MAE in OpenSTL's convention (per frame, sum over C, H, W; mean over samples and frames)",
+    )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, all stages")
 
 
@@ -776,6 +823,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         overrides=tuple(args.set),
         figures=not args.no_figures,
+        openstl=args.openstl_metrics,
         command="sdkd " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("sdkd") else None,
     )
     return 0

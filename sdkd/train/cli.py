@@ -67,11 +67,16 @@ def configure_eval(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="folder for results.md/.json and figures")
     parser.add_argument("--figures", action="store_true", help="write figures (needs matplotlib: sdkd[plot])")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--openstl-metrics",
+        action="store_true",
+        help="also MSE/MAE in OpenSTL's convention (per frame, sum over C, H, W; mean over samples and frames)",
+    )
     parser.add_argument("overrides", nargs="*", help="data.* overrides (default: the first checkpoint's data config)")
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate, format_table, target_range
+    from .evaluate import COLUMNS, OPENSTL_COLUMNS, evaluate, format_table, target_range
     from .run import build_datasets, load_model
 
     if args.out:  # before any model is evaluated
@@ -84,8 +89,9 @@ def run_eval(args: argparse.Namespace) -> int:
     test = build_datasets(cfg["data"], cfg["seed"])["test"]
     names = args.name + [str(p) for p in args.checkpoint[len(args.name) :]]
     R = target_range(test)
-    rows = {n: evaluate(m, test, device=args.device, data_range=R) for n, (m, _) in zip(names, models)}
-    table = format_table(rows)
+    openstl = args.openstl_metrics
+    rows = {n: evaluate(m, test, device=args.device, data_range=R, openstl=openstl) for n, (m, _) in zip(names, models)}
+    table = format_table(rows, COLUMNS + OPENSTL_COLUMNS if openstl else COLUMNS)
     print(table)
     if args.out:
         out = Path(args.out)

@@ -38,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
         "input_frames": 10,
         "output_frames": 10,
         "splits": None,
+        "interval": None,  # taxibj only: 30min (default) | day (TaxiBJ+ daily totals, Table 2)
         "batch_size": 16,
         "num_workers": 0,
     },

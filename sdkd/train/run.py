@@ -59,8 +59,12 @@ def build_datasets(data_cfg: Mapping[str, Any], seed: int = 42, progress: bool =
         make = lambda split: D.WeatherBenchDataset(  # noqa: E731
             _need(path, name), variables, split, input_frames=t_in, output_frames=t_out
         )
-    elif name == "taxibj":
-        make = lambda split: D.TaxiBJDataset(_need(path, name), split, t_in, t_out)  # noqa: E731
+    elif name == "taxibj":  # TaxiBJ and TaxiBJ+ (data.interval: 30min | day)
+        kw = {"splits": splits} if splits is not None else {}
+        interval = data_cfg.get("interval") or "30min"
+        make = lambda split: D.TaxiBJDataset(  # noqa: E731
+            _need(path, name), split, t_in, t_out, interval=interval, **kw
+        )
     elif name == "array":
         kw = {"splits": splits} if splits is not None else {}
         variables = data_cfg.get("variables")

@@ -236,6 +236,7 @@ def test_feature_kd_config_needs_a_positive_weight(smoke, tmp_path):
 
 
 # Last in this file: it turns the shared smoke run into a two-seed run (replicate 1 reused, replicate 2 trained).
+@pytest.mark.slow
 def test_seeds_2_reuses_seed_1_and_reports_mean_and_std(smoke):
     import statistics
 

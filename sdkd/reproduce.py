@@ -798,6 +798,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--seeds",
         type=_positive_int,
         default=1,
+        metavar="N",
         help="train every stage with N seeds (replicate k >= 2 in OUT/seed<k>/); tables show mean ± std",
     )
     parser.add_argument("--device", default=None)

@@ -688,7 +688,7 @@ def run_reproduce(
     check_writable_dir(out, "--out")  # before any data is made
     t0 = time.perf_counter()
     first = next(iter(cfgs.values()))
-    log(f"[data] {dataset}: {first['data']}")
+    log(f"[data] {dataset}: {describe_data(first['data'])}")
     datasets = build_datasets(first["data"], seed)
     runs: list[dict[str, Path]] = []
     for k, (s, stage_cfgs) in enumerate(zip(seed_list, replicas), start=1):
@@ -776,6 +776,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def describe_data(data: dict[str, Any]) -> str:
+    """One readable line for a data config (``ns preset 'small', 10 -> 10 frames, batch 8``), not the raw dict."""
+    source = (
+        f"preset {data['preset']!r}" if data.get("name") == "ns" and not data.get("path") else str(data.get("path"))
+    )
+    parts = [f"{data['name']} {source}", f"{data['input_frames']} -> {data['output_frames']} frames"]
+    if data.get("variables"):
+        parts.append(f"variables {', '.join(map(str, data['variables']))}")
+    parts.append(f"batch {data['batch_size']}")
+    return ", ".join(parts)
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "dataset",
@@ -783,7 +795,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="ns, rbc (generated; --data FILE overrides), weatherbench[_12h]/taxibj/taxibj_plus[_30min] (--data)",
     )
     parser.add_argument("--budget", default="smoke", choices=list(BUDGETS), help="smoke: CI; cpu: ~1 h; paper: GPU")
-    parser.add_argument("--student", default="unet", choices=list(STUDENT_NAMES))
+    parser.add_argument(
+        "--student", default="unet", choices=list(STUDENT_NAMES), help="the student model (default unet)"
+    )
     parser.add_argument("--ablation", action="store_true", help="add the SpectralKD ablation rows")
     parser.add_argument(
         "--data",
@@ -793,7 +807,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", default=None, help="output folder (default runs/reproduce/<dataset>-<budget>-<student>)"
     )
-    parser.add_argument("--seed", type=int, default=42, help="seed of the first replicate (replicate k: SEED+k-1)")
+    parser.add_argument(
+        "--seed", type=int, default=42, help="seed of initialisation and batches of the first replicate (k: SEED+k-1)"
+    )
     parser.add_argument(
         "--seeds",
         type=_positive_int,
@@ -801,8 +817,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="train every stage with N seeds (replicate k >= 2 in OUT/seed<k>/); tables show mean ± std",
     )
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--no-figures", action="store_true")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    parser.add_argument("--no-figures", action="store_true", help="skip the figures (they need matplotlib)")
     parser.add_argument(
         "--openstl-metrics",
         action="store_true",

@@ -24,6 +24,7 @@ import os
 import torch
 import torch.nn.functional as F
 
+from ._device_checks import assert_on_device
 from ._dispatch import ENV_VAR, Backend, Op, register_op
 
 __all__ = [
@@ -360,9 +361,15 @@ attention_op = register_op(
 
 
 def _check_finite(**tensors: torch.Tensor | None) -> None:
-    bad = [name for name, t in tensors.items() if t is not None and not bool(torch.isfinite(t).all())]
-    if bad:
+    """Assert on the device that every input is finite (no host read; on the CPU a failure names them)."""
+    given = {name: t for name, t in tensors.items() if t is not None}
+
+    def diagnose() -> None:
+        bad = [name for name, t in given.items() if not bool(torch.isfinite(t).all())]
         raise ValueError(f"attention: non-finite values (nan/inf) in {', '.join(bad)}")
+
+    ok = torch.stack([torch.isfinite(t).all() for t in given.values()])
+    assert_on_device(ok, "attention: non-finite values (nan/inf) in the inputs", diagnose)
 
 
 def _autocast_enabled(device_type: str) -> bool:
@@ -396,8 +403,8 @@ def attention(
     ``backend``: ``"auto"`` (first usable, ``SDKD_BACKEND`` overrides), ``"triton"`` (CUDA; CPU float32
     only under ``TRITON_INTERPRET=1`` and only when requested by name) or ``"reference"``. On CPU the
     reference is the fast path. Non-finite inputs give non-finite outputs on every backend, as in the
-    reference (never finite garbage); ``check=True`` raises ``ValueError`` naming them instead (one
-    device sync per input).
+    reference (never finite garbage); ``check=True`` asserts on the device that they are finite (no host
+    read; on the CPU a failure raises ``ValueError`` naming them, on CUDA it is a device-side assert).
 
     Under ``torch.autocast`` the op behaves like the GEMMs it is made of (``F.linear``, SDPA): every
     floating-point input is cast to the autocast dtype and the op runs in it (autocast off inside), so

@@ -30,6 +30,7 @@ import os
 
 import torch
 
+from ._device_checks import assert_on_device
 from ._dispatch import ENV_VAR, Backend, Op, plain_eager, register_op
 
 __all__ = [
@@ -80,8 +81,12 @@ def _check_y(y: torch.Tensor, C: float, check: bool, who: str) -> None:
     if M < 1:
         raise ValueError(f"{who}: the last dim of y (M) must be >= 1, got shape {tuple(y.shape)}")
     _check_feasible(C, M, who)
-    if check and y.numel() and not bool(torch.isfinite(y).all()):
-        raise ValueError(f"{who}: y contains NaN or Inf entries")
+    if check and y.numel():
+
+        def diagnose() -> None:
+            raise ValueError(f"{who}: y contains NaN or Inf entries")
+
+        assert_on_device(torch.isfinite(y), f"{who}: y contains NaN or Inf entries", diagnose)
 
 
 # ----------------------------------------------------------------------------- reference projection
@@ -253,24 +258,33 @@ def _check_gram(gram: torch.Tensor, C: float, check: bool, who: str) -> None:
     if not check or B == 0:
         return
     G = gram.double()
-    if not bool(torch.isfinite(G).all()):
-        raise ValueError(f"{who}: gram contains NaN or Inf entries")
     scale = torch.diagonal(G, dim1=-2, dim2=-1).abs().amax(-1).clamp_min(torch.finfo(torch.float64).tiny)
     rtol = 1e-10 if gram.dtype == torch.float64 else 1e-3
-    asym = (G - G.mT).abs().amax((-2, -1)) / scale
-    if bool((asym > rtol).any()):
-        b = int(asym.argmax())
-        raise ValueError(
-            f"{who}: gram is not symmetric (problem {b}: max |G - G^T| / max diag = {float(asym[b]):.3g} > {rtol:g})"
-        )
-    lam_min = torch.linalg.eigvalsh(0.5 * (G + G.mT))[..., 0] / scale
     psd_tol = 1e-10 if gram.dtype == torch.float64 else 1e-4
-    if bool((lam_min < -psd_tol * M).any()):
+    finite = torch.isfinite(G).flatten(1).all(1)
+    Gs = torch.where(finite[:, None, None], G, 0) / scale[:, None, None]
+    asym = (Gs - Gs.mT).abs().amax((-2, -1))
+    # PSD up to psd_tol * M: Cholesky of the shifted matrix succeeds (cholesky_ex reports, it does not sync)
+    eye = torch.eye(M, dtype=G.dtype, device=G.device)
+    info = torch.linalg.cholesky_ex(0.5 * (Gs + Gs.mT) + (psd_tol * M) * eye).info
+    ok = finite & (asym <= rtol) & (info == 0)
+
+    def diagnose() -> None:  # the precise error, with host reads: only when the device check failed
+        if not bool(finite.all()):
+            raise ValueError(f"{who}: gram contains NaN or Inf entries")
+        if bool((asym > rtol).any()):
+            b = int(asym.argmax())
+            raise ValueError(
+                f"{who}: gram is not symmetric (problem {b}: max |G - G^T| / max diag = {float(asym[b]):.3g} > {rtol:g})"
+            )
+        lam_min = torch.linalg.eigvalsh(0.5 * (Gs + Gs.mT))[..., 0]
         b = int(lam_min.argmin())
         raise ValueError(
             f"{who}: gram is not positive semi-definite (problem {b}: smallest eigenvalue / max diag = "
             f"{float(lam_min[b]):.3g}); a Gram matrix of gradients must be PSD"
         )
+
+    assert_on_device(ok, f"{who}: gram is not finite, symmetric and positive semi-definite", diagnose)
 
 
 def a2d_weights_reference(
@@ -556,7 +570,8 @@ def capped_simplex_projection(
     Exact (breakpoint method), ``M <= 64`` on the fast backends (the reference takes any ``M``),
     float32/float64 (half inputs fall back to the reference, computed in float32). Differentiable
     with the closed-form backward. Requires ``C > 0`` and ``C * M >= 1``; ``check`` rejects
-    non-finite ``y`` (one device sync). ``backend``: ``"auto"``, ``"cpu"``, ``"cuda"``,
+    non-finite ``y`` (asserted on the device, no host read: on the CPU a ``ValueError``, on CUDA a
+    device-side assert). ``backend``: ``"auto"``, ``"cpu"``, ``"cuda"``,
     ``"triton"`` or ``"reference"``.
     """
     who = "capped_simplex_projection"
@@ -581,8 +596,9 @@ def a2d_weights(
     float32). Returns ``(alpha, kkt_residual)`` of shapes ``(B, M)`` and ``(B,)`` (no batch dim for
     a 2-D ``gram``); ``kkt_residual`` is the max-norm projected-gradient step at ``alpha`` with ``G``
     scaled to unit curvature bound (see module docstring), ``<= tol`` unless ``max_iter`` ran out.
-    ``tol=None``: :func:`default_a2d_tol`. ``check`` raises on non-finite, non-symmetric (relative
-    1e-3 in float32, 1e-10 in float64) or non-PSD input, naming the problem. ``alpha`` is not
+    ``tol=None``: :func:`default_a2d_tol`. ``check`` rejects non-finite, non-symmetric (relative
+    1e-3 in float32, 1e-10 in float64) or non-PSD input without a host read (asserted on the device:
+    on the CPU a ``ValueError`` naming the problem, on CUDA a device-side assert). ``alpha`` is not
     differentiable (A2D treats it as a constant).
     """
     who = "a2d_weights"
@@ -604,8 +620,8 @@ def a2d_weights(
         alpha, res = _a2d_run(g3, C, max_iter, tol, impl.name)
     else:
         alpha, res = torch.ops.sdkd.a2d_weights(g3, C, max_iter, tol, impl.name)
-    if check and alpha.numel() and not bool(torch.isfinite(alpha).all()):  # defensive: never hand out NaN weights
-        raise FloatingPointError(f"{who}: the {impl.name} backend produced non-finite weights")
+    if check and alpha.numel():  # defensive: never hand out NaN weights (asserted on the device)
+        assert_on_device(torch.isfinite(alpha), f"{who}: the {impl.name} backend produced non-finite weights")
     if squeeze:
         return alpha[0], res[0]
     return alpha, res

@@ -16,6 +16,7 @@ from functools import lru_cache
 
 import torch
 
+from ._device_checks import assert_on_device
 from ._dispatch import ENV_VAR, Backend, Op, plain_eager, register_op
 from ._ext import cuda_unavailable_reason, extension, triton_installed, unavailable_reason
 
@@ -103,21 +104,18 @@ def normalize_args(
 def check_finite(value: torch.Tensor, s: torch.Tensor, t: torch.Tensor) -> None:
     """Raise if the loss is not finite, naming the input that caused it.
 
-    Under torch.compile an asynchronous assert instead (a host read would break the graph): it names no
-    input, and on CUDA it is a device-side assert.
+    Checked on the device (no host read on the success path, DESIGN.md section 2): on the CPU a failure
+    raises at once and names the input; on CUDA and under torch.compile it is an asynchronous assert
+    that names none.
     """
-    if torch.compiler.is_compiling():
-        torch._assert_async(torch.isfinite(value).all(), "spectral_loss: the loss is not finite (NaN/Inf inputs?)")
-        return
-    if value.numel() == 1:
-        if math.isfinite(value.item()):  # one read: ~1 us on CPU, where three tensor ops cost ~20-50 us
-            return
-    elif bool(torch.isfinite(value).all()):
-        return
-    for name, x in (("student", s), ("teacher", t)):
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError(f"spectral_loss: the {name} tensor contains NaN or Inf")
-    raise FloatingPointError("spectral_loss: the loss overflowed (inputs are finite but too large for the dtype)")
+
+    def diagnose() -> None:
+        for name, x in (("student", s), ("teacher", t)):
+            if not bool(torch.isfinite(x).all()):
+                raise ValueError(f"spectral_loss: the {name} tensor contains NaN or Inf")
+        raise FloatingPointError("spectral_loss: the loss overflowed (inputs are finite but too large for the dtype)")
+
+    assert_on_device(torch.isfinite(value), "spectral_loss: the loss is not finite (NaN/Inf inputs?)", diagnose)
 
 
 # ----------------------------------------------------------------------------- reference
@@ -581,8 +579,7 @@ def spectral_loss_fused(
         x = s3 - t3 if s.dtype == acc else s3.to(acc) - t3.to(acc)
         loss, grad = _fft_loss_grad(x, maps)
         return loss.to(s.dtype), grad.to(s.dtype).view(s.shape)
-    # a few floats: Python arithmetic beats three tiny tensor ops here (cuda and triton returned above)
-    loss = torch.tensor(sum(g * x for g, x in zip(gains.tolist(), e.tolist())), dtype=s.dtype)
+    loss = (gains.to(e.dtype) * e).sum().to(s.dtype)  # tensor ops, not floats: no host read per step
     return loss, grad.to(s.dtype).reshape(s.shape)
 
 
@@ -612,17 +609,9 @@ def _setup_context(ctx, inputs, output) -> None:
 
 
 def _scaled_grads(g: torch.Tensor, grad_loss: torch.Tensor, needs_t: bool, owned: bool = False) -> tuple:
-    """Backward of both autograd paths: dloss/ds was computed in forward, scale it (skipped for the usual
-    grad_loss == 1 on CPU, no sync on GPU; in place when the caller ``owned`` ``g``); dloss/dt = -dloss/ds."""
-    unit = (
-        not torch.compiler.is_compiling()
-        and grad_loss.is_cpu
-        and grad_loss.numel() == 1
-        and grad_loss.item() == 1.0  # a read, not the comparison op: this runs once per step
-    )
-    if unit:
-        gs = g
-    elif owned and grad_loss.numel() == 1:
+    """Backward of both autograd paths: dloss/ds was computed in forward, scale it (in place when the caller
+    ``owned`` ``g``); dloss/dt = -dloss/ds."""
+    if owned and grad_loss.numel() == 1:  # no "grad_loss == 1" shortcut: deciding it is a host read
         gs = g.mul_(grad_loss.to(g.dtype))
     else:
         gs = g * grad_loss.to(g.dtype)

@@ -81,8 +81,47 @@ def _make_scheduler(opt: torch.optim.Optimizer, cfg: Mapping, steps_per_epoch: i
     return torch.optim.lr_scheduler.LambdaLR(opt, cosine)
 
 
+class _LossWindow:
+    """The training loss of the steps since the last log, kept on the device: its sum, the step count and the
+    first step whose loss was not finite (-1: none). :meth:`read` is the interval's one host read."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self._reset()
+
+    def _reset(self) -> None:
+        self.total = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.first_bad = torch.full((), -1.0, dtype=torch.float64, device=self.device)
+        self.count = 0
+
+    def add(self, loss: torch.Tensor, step: int) -> None:
+        value = loss.to(torch.float64).reshape(-1).sum()
+        self.total = self.total + value
+        newly_bad = (self.first_bad < 0) & ~torch.isfinite(value)
+        self.first_bad = torch.where(newly_bad, float(step), self.first_bad)
+        self.count += 1
+
+    def read(self, epoch: int) -> float:
+        """Mean loss of the interval (one host read); ``FloatingPointError`` naming the first non-finite step."""
+        total, first_bad = torch.stack([self.total, self.first_bad]).tolist()
+        count = max(self.count, 1)
+        self._reset()
+        if first_bad >= 0:
+            raise FloatingPointError(
+                f"non-finite training loss at epoch {epoch + 1}, step {int(first_bad)} (lower train.lr or check the "
+                "data; train.clip_grad bounds the update size)"
+            )
+        return total / count
+
+
 class Trainer:
-    """Fit ``model`` on ``train_set`` with early stopping on ``val_set`` (see module docstring)."""
+    """Fit ``model`` on ``train_set`` with early stopping on ``val_set`` (see module docstring).
+
+    ``batch_to_device(batch, device)`` moves a batch before ``loss_fn``/``val_fn`` see it (default: every
+    tensor); the distillation stage keeps its sample indices on the host with it, so that a step never
+    copies them back. ``train.log_every``: steps between the reads of the training loss (progress bar and
+    the non-finite check, which names the step); no other step reads a value back to the host.
+    """
 
     def __init__(
         self,
@@ -102,6 +141,7 @@ class Trainer:
         dist_info: DistInfo | None = None,
         num_workers: int = 0,
         log: Callable[[str], None] = print,
+        batch_to_device: Callable[[Any, torch.device], Any] = to_device,
     ):
         self.dist = dist_info or DistInfo()
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -110,6 +150,7 @@ class Trainer:
         self.extra = nn.ModuleDict(dict(extra_modules or {})).to(self.device)
         self.extra_state = dict(extra_state or {})
         self.loss_fn, self.val_fn = loss_fn, val_fn
+        self.batch_to_device = batch_to_device
         self.out_dir = Path(out_dir)
         self.seed = seed
         self.log = log if self.dist.is_main else (lambda _msg: None)
@@ -175,27 +216,30 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def _train_epoch(self, epoch: int) -> dict[str, float]:
+        """One epoch of optimiser steps. No step reads a tensor back to the host (DESIGN.md section 2): the
+        logged terms are summed on the device, and the loss is read once every ``train.log_every`` steps
+        (progress bar, and the finiteness check that names the first non-finite step)."""
         self.model.train()
         self.extra.train()
         self.train_sampler.set_epoch(epoch)
         sums: dict[str, torch.Tensor] = {}
         n = 0
-        it = self.train_loader
         bar = None
         if self.cfg.get("progress", True) and self.dist.is_main:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}", leave=False)
-        for step, batch in enumerate(it):
+        log_every = max(1, int(self.cfg.get("log_every", 50) or 50))
+        window = _LossWindow(self.device)
+        for step, batch in enumerate(self.train_loader):
             if step >= self.steps_per_epoch:
                 break
-            batch = to_device(batch, self.device)
+            batch = self.batch_to_device(batch, self.device)
             self.optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                 out = self.loss_fn(batch, self.wrapped)
             loss = out["loss"]
-            if not torch.isfinite(loss.detach()).all():
-                raise FloatingPointError(f"non-finite training loss at epoch {epoch + 1}, step {step}: {loss.item()}")
+            window.add(loss.detach(), step)
             if not out.get("grads_ready", False):
                 loss.backward()
             clip = self.cfg.get("clip_grad", 0) or 0
@@ -210,20 +254,23 @@ class Trainer:
             n += 1
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.4g}")
+            if n % log_every == 0 or n == self.steps_per_epoch:
+                mean_loss = window.read(epoch)  # the one host read of the interval; raises on a non-finite loss
+                if bar is not None:
+                    bar.set_postfix(loss=f"{mean_loss:.4g}")
         if bar is not None:
             bar.close()
         keys = sorted(sums)
         vec = torch.stack([sums[k] for k in keys] + [torch.tensor(float(n), dtype=torch.float64, device=self.device)])
-        vec = all_reduce_sum(vec, self.dist)
-        return {f"train_{k}": (vec[i] / vec[-1]).item() for i, k in enumerate(keys)}
+        vec = all_reduce_sum(vec, self.dist).tolist()
+        return {f"train_{k}": vec[i] / vec[-1] for i, k in enumerate(keys)}
 
     @torch.no_grad()
     def validate(self) -> float:
         self.model.eval()
         total = torch.zeros(2, dtype=torch.float64, device=self.device)
         for batch in self.val_loader:
-            batch = to_device(batch, self.device)
+            batch = self.batch_to_device(batch, self.device)
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                 sse, count = self.val_fn(batch, self.model)
             total[0] += sse.double()

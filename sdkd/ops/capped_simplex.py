@@ -5,8 +5,10 @@
 ``phi(tau) = sum_i clip(y_i - tau, 0, C) = 1``; ``phi`` is piecewise linear with breakpoints
 ``{y_i} U {y_i - C}``, so evaluating it at all ``2M`` breakpoints and interpolating linearly
 between the two that bracket 1 gives ``tau`` exactly (no iteration count, no tolerance).
-Rows are first shifted by their maximum (the projection is shift-equivariant), which keeps
-huge offsets from swallowing ``C``. Backward (closed form): on the free set
+The projection is shift-equivariant: rows are shifted by their maximum (huge offsets cannot swallow
+``C``), then, to keep entries far below the maximum apart, by the entry owning the bracket's upper
+breakpoint (see ``_project_rows``); a last Newton step on the free set makes ``sum x = 1`` to a few ulp for every
+finite input, and ``0 <= x <= C`` holds exactly (a clamp). Backward (closed form): on the free set
 ``F = {0 < x_i < C}`` the vector-Jacobian product is ``g_F - mean(g_F)``, zero elsewhere
 (at kinks, measure zero, this picks the subgradient of the strict free set).
 
@@ -90,31 +92,72 @@ def _check_y(y: torch.Tensor, C: float, check: bool, who: str) -> None:
 
 
 # ----------------------------------------------------------------------------- reference projection
+def _breakpoint_tau(v: torch.Tensor, C: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``tau`` with ``sum_i clip(v_i - tau, 0, C) = 1`` for each row of finite ``v: (n, M)`` (breakpoint method),
+    and the entry owning the bracket's upper breakpoint (``v_j`` or ``v_j - C``, the first such ``j``)."""
+    M = v.shape[1]
+    bp = torch.cat([v, v - C], dim=1)  # (n, 2M) breakpoints of phi
+    phi = (v[:, None, :] - bp[:, :, None]).clamp_(0, C).sum(-1)  # phi at every breakpoint
+    ge, le = phi >= 1, phi <= 1
+    inf = torch.tensor(math.inf, dtype=v.dtype, device=v.device)
+    t_lo = torch.where(ge, bp, -inf).amax(1)
+    t_lo = torch.where(ge.any(1), t_lo, bp.amin(1))  # only reachable through rounding at extreme scales
+    k_hi = torch.where(le, bp, inf).argmin(1)  # the row max always qualifies (phi = 0 there); first on ties
+    t_hi = bp.gather(1, k_hi[:, None])[:, 0]
+    phi_lo = (v - t_lo[:, None]).clamp(0, C).sum(1)
+    phi_hi = (v - t_hi[:, None]).clamp(0, C).sum(1)
+    den = phi_lo - phi_hi
+    frac = torch.where(den > 0, (phi_lo - 1) / torch.where(den > 0, den, 1), 0)
+    tau = torch.where(frac > 0, t_lo + frac * (t_hi - t_lo), t_lo)  # frac = 0: t_hi may be far (no 0 * inf)
+    return tau, torch.where(k_hi < M, k_hi, k_hi - M)
+
+
+def _shifted(y: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    big = torch.finfo(y.dtype).max
+    return (y - shift[:, None]).clamp(-big, big)  # finite: no inf - inf below
+
+
 def _project_rows(y: torch.Tensor, C: float) -> torch.Tensor:
-    """Exact projection of the rows of a 2-D float32/float64 tensor (breakpoint method)."""
+    """Exact projection of the rows of a 2-D float32/float64 tensor, feasible for every finite input.
+
+    Pass 1 shifts each row by its max (huge offsets cannot swallow ``C``) and brackets ``tau``; but far
+    below the max, entries closer than the max's ulp merge, and the bracket can be wrong. Its upper
+    breakpoint still belongs to an entry next to the true ``tau``, so pass 2 shifts the row by that
+    entry (the differences that matter are then exact or tiny) and solves again. A last Newton step
+    on the free set, ``tau += (sum x - 1) / |F|``, removes the interpolation's rounding: ``sum x = 1``
+    to a few ulp, and ``0 <= x <= C`` exactly (a clamp). Rows with entries at three or more scales
+    too far apart for two shifts are made feasible by ``_repair_sum``.
+    """
     N, M = y.shape
     if N == 0:
         return y.clone()
-    lowest = torch.finfo(y.dtype).max
-    y = (y - y.amax(-1, keepdim=True)).clamp_min(-lowest)  # max is 0 exactly, no inf - inf below
     out = torch.empty_like(y)
     chunk = max(1, (1 << 22) // (2 * M * M))  # bounds the (rows, 2M, M) temporary
     for s in range(0, N, chunk):
         yc = y[s : s + chunk]
-        bp = torch.cat([yc, yc - C], dim=1)  # (n, 2M) breakpoints of phi
-        phi = (yc[:, None, :] - bp[:, :, None]).clamp_(0, C).sum(-1)  # phi at every breakpoint
-        ge, le = phi >= 1, phi <= 1
-        inf = torch.tensor(math.inf, dtype=y.dtype, device=y.device)
-        t_lo = torch.where(ge, bp, -inf).amax(1)
-        t_lo = torch.where(ge.any(1), t_lo, bp.amin(1))  # only reachable through rounding at extreme scales
-        t_hi = torch.where(le, bp, inf).amin(1)  # 0 (the row max) always qualifies
-        phi_lo = (yc - t_lo[:, None]).clamp(0, C).sum(1)
-        phi_hi = (yc - t_hi[:, None]).clamp(0, C).sum(1)
-        den = phi_lo - phi_hi
-        frac = torch.where(den > 0, (phi_lo - 1) / torch.where(den > 0, den, 1), 0)
-        tau = t_lo + frac * (t_hi - t_lo)
-        out[s : s + chunk] = (yc - tau[:, None]).clamp(0, C)
+        _, anchor = _breakpoint_tau(_shifted(yc, yc.amax(1)), C)
+        w = _shifted(yc, yc.gather(1, anchor[:, None])[:, 0])
+        tau, _ = _breakpoint_tau(w, C)
+        x = (w - tau[:, None]).clamp(0, C)
+        free = ((x > 0) & (x < C)).sum(1)
+        tau = torch.where(free > 0, tau + (x.sum(1) - 1) / free.clamp_min(1), tau)
+        out[s : s + chunk] = _repair_sum((w - tau[:, None]).clamp(0, C), C)
     return out
+
+
+def _repair_sum(x: torch.Tensor, C: float) -> torch.Tensor:
+    """Feasibility guard: rows whose sum misses 1 by more than ``M`` ulp (entries at scales so far apart
+    that even the second shift merges them) get the residual added to (or taken from) their entries in
+    order, each within its bounds. The result is feasible, not optimal; other rows are left untouched."""
+    M = x.shape[1]
+    r = 1 - x.sum(1)
+    need = r.abs() > M * torch.finfo(x.dtype).eps
+    up = r > 0
+    room = torch.where(up[:, None], C - x, x)
+    before = room.cumsum(1) - room  # room of the entries before each one
+    amount = (r.abs()[:, None] - before).clamp_min(0).minimum(room)
+    fixed = torch.where(up[:, None], (x + amount).clamp(max=C), (x - amount).clamp_min(0))
+    return torch.where(need[:, None], fixed, x)
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:

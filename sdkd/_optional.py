@@ -18,6 +18,7 @@ EXTRAS: dict[str, str] = {
     "onnxruntime": "export",
     "triton": "triton",
     "cupy": "cupy",
+    "tensorboard": "tensorboard",
 }
 
 

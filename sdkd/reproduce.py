@@ -1,10 +1,12 @@
 """``sdkd reproduce``: the paper's experiments (section 4) as one resumable command.
 
 For one dataset it trains the two teachers (T1 ST-AlterNet, T2 SimVP), a student alone (the
-baseline) and the student distilled with single-teacher SpectralKD, AVER-MKD, A2D/AEKD (with
-output MSE, feature AB and SpectralKD losses) and CA-MKD, then writes a table like the paper's
-Tables 3-6 (``results.md``/``.csv``/``.json``) and figures like Figures 2-4 (spectral error,
-improvement per method, inference speed). ``--ablation`` adds single-teacher SpectralKD variants
+baseline) and the student distilled with single-teacher SpectralKD (on the outputs, and in the
+latent space with each band from its own T1 branch), attention transfer, AVER-MKD, A2D/AEKD (with
+output MSE, feature AB, SpectralKD and latent SpectralKD losses) and CA-MKD, then writes a table
+like the paper's Tables 3-6 (``results.md``/``.csv``/``.json``) and figures like Figures 2-4
+(spectral error; Figure 2's claims: T1's latent spectrum against -5/3 and every row's band errors;
+improvement per method; inference speed). ``--ablation`` adds single-teacher SpectralKD variants
 (cutoff, alpha, reduction, weighting vs plain output MSE) as extra rows.
 
 Every stage lives in ``<out>/<stage>/``; a finished stage whose stored config equals the new one
@@ -114,11 +116,26 @@ MAIN_STAGES: dict[str, tuple[str, str, str | None, dict | None, tuple[str, ...]]
     "t2": ("T2: SimVP", "teacher", None, None, ()),
     "student": ("S: {student}", "student", None, None, ()),
     "spectralkd": ("+SpectralKD (T1)", "distill", "single", MAIN_KD, ("t1",)),
+    "spectralkd_latent": ("+SpectralKD latent (T1)", "distill", "single", {"type": "none"}, ("t1",)),
+    "at": ("+AT (T1 attention maps)", "distill", "single", {"type": "none"}, ("t1",)),
     "aver": ("+AVER-MKD (w SpectralKD)", "distill", "aver", MAIN_KD, ("t1", "t2")),
     "a2d_mse": ("+A2D/AEKD (w MSE loss)", "distill", "a2d", {"type": "mse"}, ("t1", "t2")),
     "a2d_ab": ("+A2D/AEKD (w AB loss)", "distill", "a2d", {"type": "none"}, ("t1", "t2")),
     "a2d_spectralkd": ("+A2D/AEKD (w SpectralKD)", "distill", "a2d", MAIN_KD, ("t1", "t2")),
+    "a2d_spectralkd_latent": ("+A2D/AEKD (w latent SpectralKD)", "distill", "a2d", {"type": "none"}, ("t1", "t2")),
     "camkd": ("+CA-MKD (w SpectralKD)", "distill", "camkd", MAIN_KD, ("t1", "t2")),
+}
+
+
+# Feature (latent) distillation rows: stage -> (distill.feature_loss, teacher tap, distill.feature_cfg). The
+# student's bottleneck ``enc`` is paired with each teacher's last latent block: "last" its output, "branches"
+# ST-AlterNet's two branch outputs, one per band (SimVP has no branches: its block output), "attention"
+# ST-AlterNet's attention branch ``.low`` (Z + MHSA(Z)). The latent SpectralKD uses the main rows' setting.
+FEATURE_STAGES: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "a2d_ab": ("ab", "last", {}),
+    "spectralkd_latent": ("spectral", "branches", {k: v for k, v in MAIN_KD.items() if k != "type"}),
+    "a2d_spectralkd_latent": ("spectral", "branches", {k: v for k, v in MAIN_KD.items() if k != "type"}),
+    "at": ("at", "attention", {}),
 }
 
 
@@ -195,6 +212,14 @@ def _last_block(name: str, cfg: Mapping[str, Any], in_shape: tuple[int, ...]) ->
     return f"block{(2 * c.N_T if c.translator == 'incep' else c.N_T) - 1}"
 
 
+def _teacher_tap(tap: str, name: str, cfg: Mapping[str, Any], in_shape: tuple[int, ...]) -> str | dict[str, str]:
+    """The teacher side of a feature row (``FEATURE_STAGES``) for teacher model ``name``."""
+    last = _last_block(name, cfg, in_shape)
+    if name != "st_alternet" or tap == "last":
+        return last
+    return {"low": f"{last}.low", "high": f"{last}.high"} if tap == "branches" else f"{last}.low"
+
+
 def stage_configs(
     dataset: str,
     budget: str,
@@ -268,11 +293,14 @@ def stage_configs(
                 "lam": b["lam"],
                 "kd": dict(kd),
             }
-            if stage == "a2d_ab":  # AB on features: student bottleneck <-> each teacher's last latent block
+            if stage in FEATURE_STAGES:  # student bottleneck <-> each teacher's last latent block
+                loss, tap, options = FEATURE_STAGES[stage]
                 sample_in = (in_shape[0], in_shape[1], *_data_hw(dataset, b, in_shape))
-                cfg["distill"]["features"] = [{"enc": _last_block(*teachers[t], sample_in)} for t in used]
-                cfg["distill"]["feature_loss"] = "ab"
+                cfg["distill"]["features"] = [{"enc": _teacher_tap(tap, *teachers[t], sample_in)} for t in used]
+                cfg["distill"]["feature_loss"] = loss
                 cfg["distill"]["feature_lam"] = 1.0
+                if options:
+                    cfg["distill"]["feature_cfg"] = dict(options)
         cfgs[stage] = build_config(base=cfg, overrides=overrides)
     return cfgs
 
@@ -329,6 +357,23 @@ def evaluate_stages(
     return rows, preds, y
 
 
+@torch.no_grad()
+def teacher_latent(path: Path, test: Any, device: str = "cpu", max_windows: int = 64) -> torch.Tensor:
+    """The teacher's evolved latent (the output of its last latent block, ``(N, D, h, w)``) on the first
+    ``max_windows`` test windows: the field whose energy spectrum Figure 2 compares with -5/3."""
+    from torch.utils.data import DataLoader, Subset
+
+    from .train.run import load_model
+
+    model, ck = load_model(path, device)
+    spec = ck["model_spec"]
+    name = _last_block(spec["name"], spec["cfg"], tuple(spec["in_shape"]))
+    subset = Subset(test, range(min(len(test), max_windows)))
+    return torch.cat(
+        [model(xb.to(device), return_features=True)[1][name].float().cpu() for xb, _ in DataLoader(subset, 16)]
+    )
+
+
 def _stage_stats(stage_dir: Path) -> tuple[float, float, int]:
     """Best validation MSE (what model selection may look at; the test columns may not), training
     seconds (sum over epochs, resumed runs included) and epochs run, from the stage's metrics.jsonl."""
@@ -377,8 +422,10 @@ def write_figures(
     student: str,
     roles: Mapping[str, str],
     out: Path,
+    latent: torch.Tensor | None = None,
 ) -> list[Path]:
-    """``spectral_error.png`` (Fig. 2), ``improvement.png`` (Fig. 3), ``speed.png`` (Fig. 4)."""
+    """``spectral_error.png`` (Fig. 2), ``improvement.png`` (Fig. 3), ``speed.png`` (Fig. 4) and, given T1's
+    ``latent``, ``figure2.png`` (Fig. 2's claims: latent spectrum vs -5/3, band errors of every model)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -436,6 +483,12 @@ def write_figures(
     paths.append(out / "speed.png")
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
+
+    if latent is not None:  # Figure 2's claims: T1's latent spectrum vs -5/3; every model's band errors
+        from .train.figures import write_spectral_claims
+
+        bands = {_label(s, student): (rows[s]["low_err"], rows[s]["high_err"]) for s in rows}
+        paths.append(write_spectral_claims(latent, bands, out / "figure2.png", title="T1 latent")[0])
     return paths
 
 
@@ -520,7 +573,8 @@ def run_reproduce(
     log(table)
     if figures:
         try:
-            for p in write_figures(rows, preds, y, student, roles, out):
+            latent = teacher_latent(paths["t1"], datasets["test"]) if "t1" in paths else None
+            for p in write_figures(rows, preds, y, student, roles, out, latent):
                 log(f"wrote {p}")
         except ImportError as exc:
             from sdkd._optional import import_error_message

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from sdkd.models import ModelSummary, build_model, summary
-from sdkd.models.summary import count_flops, count_parameters, measure_latency
+from sdkd.models.summary import count_flops, count_parameters, latency_stats, measure_latency
 
 
 @pytest.fixture(autouse=True)
@@ -113,6 +113,40 @@ def test_measure_latency_is_median_of_runs():
 
     assert measure_latency(Slow(), torch.zeros(1), runs=3, warmup=2) >= 0
     assert len(calls) == 5
+
+
+class _Clocked(nn.Module):
+    """A model whose every call takes the next duration (ms) on a fake clock, so timing tests are exact."""
+
+    def __init__(self, durations_ms):
+        super().__init__()
+        self.now, self.durations, self.calls = 0.0, list(durations_ms), 0
+
+    def clock(self) -> float:
+        return self.now
+
+    def forward(self, x):
+        self.now += self.durations[min(self.calls, len(self.durations) - 1)] / 1e3
+        self.calls += 1
+        return x
+
+
+def test_latency_stats_skip_warmup_report_median_and_spread():
+    m = _Clocked([50, 50, 50] + [1.0, 1.1, 1.2, 1.0, 1.1, 1.2, 1.0, 1.1, 1.2, 1.1])  # slow warm-up: not timed
+    st = latency_stats(m, torch.zeros(1), runs=10, warmup=3, clock=m.clock)
+    assert m.calls == 13 and st.runs == 10
+    assert st.median_ms == pytest.approx(1.1) and st.p10_ms == pytest.approx(1.0) and st.p90_ms == pytest.approx(1.2)
+    assert st.spread == pytest.approx(1.2) and st.reliable
+    busy = _Clocked([1, 1, 30, 1, 1, 40, 1, 25])  # interrupted now and then, as under load
+    assert not latency_stats(busy, torch.zeros(1), runs=8, warmup=0, clock=busy.clock).reliable
+
+
+def test_latency_stats_times_short_models_for_min_seconds():
+    m = _Clocked([1.0])
+    st = latency_stats(m, torch.zeros(1), runs=5, warmup=0, min_seconds=0.03, clock=m.clock)
+    assert st.runs == 30 and st.spread == pytest.approx(1.0)
+    capped = _Clocked([1.0])
+    assert latency_stats(capped, torch.zeros(1), runs=2, warmup=0, min_seconds=10, clock=capped.clock).runs == 40
 
 
 def test_count_parameters_shared_weights_counted_once():

@@ -51,12 +51,14 @@ def test_smoke_writes_every_stage_table_and_figures(smoke):
         assert rows["spectralkd"]["mse"] == pytest.approx(torch.mean((model(x) - y) ** 2).item(), rel=1e-4)
     md = (out / "results.md").read_text()
     assert "| T1: ST-AlterNet |" in md and "| S: U-Net |" in md and "| +CA-MKD (w SpectralKD) |" in md
+    for label in ("+SpectralKD latent (T1)", "+A2D/AEKD (w latent SpectralKD)", "+AT (T1 attention maps)"):
+        assert f"| {label} |" in md
     assert "torch" in md and "command:" in md
     with open(out / "results.csv") as fh:
         table = list(csv.DictReader(fh))
     assert [r["stage"] for r in table] == list(MAIN_STAGES) and "improvement_pct" in table[0]
     assert all(int(r["epochs"]) == 1 and float(r["train_s"]) > 0 for r in table)
-    for name in ("spectral_error.png", "improvement.png", "speed.png"):
+    for name in ("spectral_error.png", "improvement.png", "speed.png", "figure2.png"):
         assert (out / name).stat().st_size > 1000, name
 
 
@@ -67,21 +69,36 @@ def test_smoke_stages_use_the_paper_strategies(smoke):
     d = {s: c["distill"] for s, c in cfg.items() if c["stage"] == "distill"}
     assert {s: v["strategy"] for s, v in d.items()} == {
         "spectralkd": "single",
+        "spectralkd_latent": "single",
+        "at": "single",
         "aver": "aver",
         "a2d_mse": "a2d",
         "a2d_ab": "a2d",
         "a2d_spectralkd": "a2d",
+        "a2d_spectralkd_latent": "a2d",
         "camkd": "camkd",
     }
-    assert len(d["spectralkd"]["teachers"]) == 1 and all(
-        len(v["teachers"]) == 2 for k, v in d.items() if k != "spectralkd"
-    )
+    single = ("spectralkd", "spectralkd_latent", "at")
+    assert all(len(v["teachers"]) == 1 for k, v in d.items() if k in single)
+    assert all(len(v["teachers"]) == 2 for k, v in d.items() if k not in single)
     assert d["a2d_mse"]["kd"]["type"] == "mse" and d["camkd"]["kd"]["type"] == "spectral"
     ab = d["a2d_ab"]
     assert ab["kd"]["type"] == "none" and ab["feature_loss"] == "ab" and ab["features"][0] == {"enc": "block0"}
     # the AB feature term was trained (logged per teacher), and its connector was optimised with the student
     logged = json.loads((out / "a2d_ab" / "metrics.jsonl").read_text().splitlines()[0])
     assert logged["train_feat/0"] > 0 and logged["train_feat/1"] > 0 and logged["train_kd/0"] == 0
+    # latent SpectralKD: T1's bands from its own branches, T2's (no branches) from its last block; the main
+    # rows' SpectralKD setting; no prediction KD (task loss + latent term only)
+    branches = {"low": "block0.low", "high": "block0.high"}
+    for stage, taps in (("spectralkd_latent", [branches]), ("a2d_spectralkd_latent", [branches, "block0"])):
+        v = d[stage]
+        assert v["feature_loss"] == "spectral" and v["kd"] == {"type": "none"} and v["feature_lam"] == 1.0
+        assert [f["enc"] for f in v["features"]] == taps and v["feature_cfg"]["alpha"] == 2.0
+        logged = json.loads((out / stage / "metrics.jsonl").read_text().splitlines()[0])
+        assert all(logged[f"train_feat/{m}"] > 0 for m in range(len(taps))) and logged["train_kd/0"] == 0
+    # attention transfer from T1's attention branch
+    assert d["at"]["feature_loss"] == "at" and d["at"]["features"] == [{"enc": "block0.low"}]
+    assert json.loads((out / "at" / "metrics.jsonl").read_text().splitlines()[0])["train_feat/0"] > 0
 
 
 def test_rerun_reuses_finished_stages(smoke):
@@ -93,6 +110,29 @@ def test_rerun_reuses_finished_stages(smoke):
     rows = json.loads((out / "results.json").read_text())["rows"]
     for s in MAIN_STAGES:
         assert rows[s]["mse"] == pytest.approx(before[s]["mse"], rel=1e-6)
+
+
+def test_a_stage_stored_before_a_new_config_key_is_reused(smoke, tmp_path):
+    # a finished stage written before distill.feature_cfg existed keeps its weights on a rerun
+    import shutil
+
+    from sdkd.train.checkpoint import save_checkpoint
+    from sdkd.train.demo import run_or_reuse
+
+    out, _ = smoke
+    stage = tmp_path / "spectralkd"
+    shutil.copytree(out / "spectralkd", stage)
+    ck = load_checkpoint(stage / "last.pt")
+    cfg = build_config(base={**ck["config"], "out_dir": str(stage)})
+    del ck["config"]["distill"]["feature_cfg"]
+    ck["config"]["out_dir"] = str(stage)
+    save_checkpoint(stage / "last.pt", ck)
+    before = (stage / "last.pt").stat().st_mtime
+    datasets = build_datasets(cfg["data"])
+    assert run_or_reuse(cfg, datasets, "cpu", lambda _m: None) == stage / "best.pt"
+    assert (stage / "last.pt").stat().st_mtime == before and "feature_cfg" not in load_checkpoint(stage / "last.pt")[
+        "config"
+    ]["distill"]
 
 
 def test_ablation_adds_single_teacher_spectralkd_variants(tmp_path):
@@ -110,6 +150,14 @@ def test_ablation_adds_single_teacher_spectralkd_variants(tmp_path):
     fixed = [k for k in kd.values() if k.get("weighting") == "fixed"]
     assert fixed and all(k["alpha"] != 1.0 or k["reduction"] != "mean" for k in fixed)
     assert all(cfgs[s]["distill"]["strategy"] == "single" for s in ABLATION_STAGES)
+
+
+@pytest.mark.parametrize("dataset", ["rbc", "weatherbench", "taxibj"])
+def test_feature_rows_on_every_dataset(dataset, tmp_path):
+    cfgs = stage_configs(dataset, "smoke", tmp_path, data_path=str(tmp_path / "data"))
+    for stage in ("spectralkd_latent", "a2d_spectralkd_latent", "at"):
+        assert stage in cfgs and cfgs[stage]["distill"]["features"][0]["enc"], stage
+    assert cfgs["spectralkd_latent"]["distill"]["features"][0]["enc"] == {"low": "block0.low", "high": "block0.high"}
 
 
 def test_bad_arguments_are_clear(tmp_path):

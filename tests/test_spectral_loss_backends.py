@@ -49,7 +49,7 @@ def path(request, monkeypatch):
 
 @pytest.fixture(params=["box", "torch_fft", "fft_kernel"])
 def cpu_path(request, monkeypatch):
-    """cpu backend: force its box-DFT kernel or the torch.fft path, or leave its real-FFT kernel (powers of two)."""
+    """cpu backend: force its box-DFT kernel or the torch.fft path, or leave its real-FFT kernel (W >= 8)."""
     if request.param != "fft_kernel":
         monkeypatch.setattr(SL, "CPU_FFT_KERNEL", False)
         monkeypatch.setattr(SL, "DFT_MAX_FRACTION", 1.0 if request.param == "box" else 0.0)
@@ -138,6 +138,46 @@ def test_cpu_fft_kernel_parity(shape, cuts, dtype, monkeypatch):
     monkeypatch.setattr(SL, "_cpu_fft_fused", lambda *a, **k: calls.append(1) or real(*a, **k))
     _compare(shape, cuts, "mean", False, "cpu", dtype)
     assert calls  # the kernel ran (not the box kernel or the torch.fft fallback)
+
+
+@pytest.mark.skipif(not HAS_CPU, reason="sdkd._C not built")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "shape",
+    [
+        (1, 2, 32, 480),  # the paper's RBC grid: rows 480 = 4*4*2*3*5
+        (1, 1, 121, 240),  # a 2.5-degree climate grid: columns 121 = 11*11
+        (2, 3, 24),  # H = 3, W = 24 = 8*3 (radix 3 both ways, partly filled row groups)
+        (1, 1, 35, 56),  # 35 = 5*7, 56 = 8*7 (radix 7; W % 16 != 0)
+        (1, 1, 13, 104),  # 13 and 104 = 8*13 (radix 13)
+        (1, 1, 17, 136),  # 17 and 136 = 8*17: both Bluestein
+        (1, 1, 9, 8),  # 9 = 3*3, one vector per row
+        (1, 2, 37, 49),  # a 5-degree-ish climate grid: 37 Bluestein, 49 = 7*7 and a partial last vector per row
+        (2, 1, 5, 9),  # W = 9: one full and one 1-lane vector per row
+        (1, 1, 16, 20),  # powers of two down the columns, W % 8 = 4
+    ],
+)
+@pytest.mark.parametrize("cuts", CUTOFFS)
+def test_cpu_fft_kernel_mixed_radix_parity(shape, cuts, dtype, monkeypatch):
+    """The real-FFT kernel at sizes that are not powers of two: mixed-radix passes (2, 3, 4, 5, 7, 11, 13),
+    Bluestein's algorithm for larger prime factors, and rows whose width is not a multiple of the 8-lane vector,
+    forward and backward against the reference."""
+    H, W = shape[-2:]
+    assert SL._cpu_fft_ok(H, W)
+    calls = []
+    real = SL._cpu_fft_fused
+    monkeypatch.setattr(SL, "_cpu_fft_fused", lambda *a, **k: calls.append(1) or real(*a, **k))
+    _compare(shape, cuts, "mean", False, "cpu", dtype)
+    assert calls
+
+
+@pytest.mark.skipif(not HAS_CPU, reason="sdkd._C not built")
+@pytest.mark.parametrize("reduction,adaptive", MODES)
+@pytest.mark.parametrize("shape", [(1, 2, 24, 40), (1, 1, 17, 136), (1, 2, 12, 30)])
+def test_cpu_fft_kernel_mixed_radix_modes(shape, reduction, adaptive):
+    """Every reduction and weighting through the mixed-radix and Bluestein transforms (W = 40: W % 16 != 0;
+    W = 30: a partial last vector per row, band_mean's Nyquist column in it)."""
+    _compare(shape, (0.1, 0.3), reduction, adaptive, "cpu", torch.float64)
 
 
 @pytest.mark.skipif(not HAS_CPU, reason="sdkd._C not built")
@@ -337,11 +377,12 @@ def test_auto_on_cpu_picks_the_cpu_backend_at_every_size(monkeypatch):
         assert pick(pow2) == pick(odd) == "reference"
         return
     assert pick(pow2, requested="auto") == "cpu"  # real-FFT kernel: ~5x the reference (bench)
-    assert pick(odd, requested="auto") == "cpu"  # box kernel or torch.fft path: 1.4-2.4x (CPU_BOX_MAX_COST)
+    assert pick(odd, requested="auto") == "cpu"  # mixed-radix real-FFT kernel (W >= 8)
     assert pick(odd.double(), requested="auto") == "cpu"
     assert pick(odd.half(), requested="auto") == "reference"  # float32 / float64 only
     calls = []
     monkeypatch.setattr(SL, "_fft_loss_grad", lambda *a: calls.append(a) or _FFT_LOSS_GRAD(*a))
+    monkeypatch.setattr(SL, "CPU_FFT_KERNEL", False)  # without the real-FFT kernel:
     big = torch.randn(2, 3, 63, 65)  # box cost 25 > CPU_BOX_MAX_COST: the torch.fft path
     loss = spectral_loss(big, torch.zeros_like(big), 0.25)
     assert len(calls) == 1

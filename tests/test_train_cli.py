@@ -1,5 +1,6 @@
 """End to end through the CLI: train a teacher and a student, distill, evaluate (tiny data)."""
 
+import importlib
 import json
 from pathlib import Path
 
@@ -207,3 +208,19 @@ def test_eval_figures_without_matplotlib_names_the_extra(student_ckpt, tmp_path,
     assert console_main(argv) == 2
     err = capsys.readouterr().err
     assert err == "sdkd: error: the optional package 'matplotlib' is not installed: pip install 'sdkd[plot]'\n"
+
+
+def test_eval_latency_is_marked_machine_dependent_and_a_busy_machine_warns(student_ckpt, tmp_path, monkeypatch, capsys):
+    summary_module = importlib.import_module("sdkd.models.summary")  # the module (sdkd.models.summary is a function)
+
+    out = tmp_path / "eval"
+    assert main(["eval", "--checkpoint", str(student_ckpt), "--name", "s", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "latency_ms: median time of one single-sample forward pass on this machine" in printed
+    row = json.loads((out / "results.json").read_text())["s"]
+    assert row["latency_ms"] > 0 and row["latency_spread"] >= 1.0
+
+    busy = summary_module.LatencyStats(median_ms=3.0, p10_ms=1.0, p90_ms=600.0, runs=10)
+    monkeypatch.setattr(summary_module, "latency_stats", lambda *a, **k: busy)
+    with pytest.warns(RuntimeWarning, match=r"varied 600\.0x between runs.*latency_ms is unreliable"):
+        assert main(["eval", "--checkpoint", str(student_ckpt), "--name", "s", "--out", str(tmp_path / "e2")]) == 0

@@ -1,5 +1,5 @@
-// Fused SpectralKD loss on the CPU for power-of-two H and W: band energies and the gradient from real
-// FFTs computed here, in one pass per (H, W) slice (OpenMP over slices).
+// Fused SpectralKD loss on the CPU for any H and any W >= 8: band energies and the gradient from
+// real FFTs computed here, in one pass per (H, W) slice (OpenMP over slices).
 //
 // Why not the truncated-DFT box of spectral_loss.cpp: at 64x64 the box needs ~9x the arithmetic of an FFT.
 // Why not call pocketfft through torch: the reference already does, and pays for three transforms (its
@@ -19,8 +19,13 @@
 //      z = x - x_low (never total - low: that cancels badly); the gradient is
 //      2 V(c_last x + sum_{b<last} (c_b - c_last) P_b x), V as in spectral_loss.cpp ("mean": identity;
 //      "band_mean": row-mean and Nyquist-column parts), written with streaming stores a cache line at a time.
-// Transforms: a radix-8 first pass that reads its input in natural order (the bit reversal costs nothing),
-// then pairs of radix-2 stages. The next slice's inputs are prefetched during the forward row pass.
+// Transforms: powers of two take a radix-8 first pass that reads its input in natural order (the bit reversal costs
+// nothing), then pairs of radix-2 stages. Other lengths whose prime factors are all <= 13 (480 = 4*4*2*3*5,
+// 121 = 11*11, 240, ...) take a mixed-radix Stockham transform (self-sorting: natural order in and out, ping-pong
+// between the output and a per-thread scratch, one pass per factor; radix 2 and 4 as above, odd radices
+// 3/5/7/11/13 with their symmetric butterflies); a length with a larger prime factor takes Bluestein's algorithm
+// (a chirp convolution through a power-of-two transform), as pocketfft and FFTW do.
+// The next slice's inputs are prefetched during the forward row pass.
 // fp32 inputs compute in fp32 (energies summed in fp32 vectors per column block or row group, then in fp64),
 // fp64 inputs in fp64.
 #include <pybind11/pybind11.h>
@@ -61,8 +66,6 @@ struct Vec<double> {
   typedef double type __attribute__((vector_size(64)));
 };
 
-bool is_pow2(int64_t n) { return n >= 1 && (n & (n - 1)) == 0; }
-
 // Zero-initialised, 64-byte aligned array of vectors (std::vector drops the vector type's alignment).
 template <typename VT>
 class Buf {
@@ -97,25 +100,109 @@ template <typename T>
 static inline __attribute__((always_inline)) void storev(T* p, const typename Vec<T>::type& v) {
   std::memcpy(p, &v, sizeof(v));
 }
-// Bit-reversal permutation and twiddles e^{-2 pi i k / n}, k < n/2, of one transform length.
+// Largest prime factor the mixed-radix transform takes as a butterfly; a length with a larger one uses Bluestein.
+constexpr int MAX_RADIX = 13;
+
+// Radices of a mixed-radix length n, in pass order (4s first, then 2, then odd primes <= MAX_RADIX), or empty when
+// n has a prime factor above MAX_RADIX.
+inline std::vector<int> mixed_radices(int n) {
+  std::vector<int> r;
+  while (n % 4 == 0) r.push_back(4), n /= 4;
+  if (n % 2 == 0) r.push_back(2), n /= 2;
+  for (int p : {3, 5, 7, 11, 13})
+    while (n % p == 0) r.push_back(p), n /= p;
+  if (n != 1) r.clear();
+  return r;
+}
+
+// Plain double-precision FFT of a power-of-two length (forward, in place), for building Bluestein's tables once
+// per plan.
+inline void fft_double(std::vector<double>& re, std::vector<double>& im) {
+  const size_t n = re.size();
+  for (size_t i = 1, j = 0; i < n; ++i) {
+    size_t bit = n >> 1;
+    for (; j & bit; bit >>= 1) j ^= bit;
+    j ^= bit;
+    if (i < j) std::swap(re[i], re[j]), std::swap(im[i], im[j]);
+  }
+  for (size_t len = 2; len <= n; len <<= 1) {
+    const double a = -2.0 * M_PI / double(len);
+    for (size_t i = 0; i < n; i += len)
+      for (size_t k = 0; k < len / 2; ++k) {
+        const double c = std::cos(a * double(k)), sn = std::sin(a * double(k));
+        const size_t u = i + k, v = u + len / 2;
+        const double xr = re[v] * c - im[v] * sn, xi = re[v] * sn + im[v] * c;
+        re[v] = re[u] - xr, im[v] = im[u] - xi, re[u] += xr, im[u] += xi;
+      }
+  }
+}
+
+// Tables of one transform length n (forward sign e^{-2 pi i k / n}; inverses conjugate on the fly).
+//   power of two: bit-reversal permutation and twiddles, k < n/2;
+//   mixed radix: per pass, the twiddles w_len^{p u} (p < len / r, 1 <= u < r) and the radix's roots;
+//   Bluestein: the chirp e^{-pi i j^2 / n} (j < n) and the spectrum of its conjugate, zero-padded to a power of
+//   two M >= 2n - 1 (with its own power-of-two plan).
 template <typename T>
 struct Plan {
   int n = 1;
+  bool pow2 = true;
   std::vector<int> rev;
   std::vector<T> wr, wi;
-  explicit Plan(int n_) : n(n_), rev(n_), wr(std::max(1, n_ / 2)), wi(std::max(1, n_ / 2)) {
-    int bits = 0;
-    while ((1 << bits) < n) ++bits;
-    for (int i = 0; i < n; ++i) {
-      int r = 0;
-      for (int b = 0; b < bits; ++b) r |= ((i >> b) & 1) << (bits - 1 - b);
-      rev[i] = r;
+  std::vector<int> radix;                // mixed radix: the passes' radices
+  std::vector<std::vector<T>> twr, twi;  // per pass
+  std::vector<std::vector<T>> rc, rs;    // per pass: cos, sin(2 pi j / r), j < r
+  std::vector<Plan<T>> sub;              // Bluestein: the power-of-two plan of length M (one element)
+  std::vector<T> chr, chi;               // Bluestein: chirp, n
+  std::vector<T> bfr, bfi;               // Bluestein: spectrum of conj(chirp) (forward; the inverse mirrors it), M
+  explicit Plan(int n_) : n(n_), pow2(n_ >= 1 && (n_ & (n_ - 1)) == 0) {
+    if (pow2) {
+      rev.resize(n), wr.resize(std::max(1, n / 2)), wi.resize(std::max(1, n / 2));
+      int bits = 0;
+      while ((1 << bits) < n) ++bits;
+      for (int i = 0; i < n; ++i) {
+        int r = 0;
+        for (int b = 0; b < bits; ++b) r |= ((i >> b) & 1) << (bits - 1 - b);
+        rev[i] = r;
+      }
+      for (int k = 0; k < n / 2; ++k) {
+        const double a = 2.0 * M_PI * double(k) / double(n);
+        wr[k] = T(std::cos(a));
+        wi[k] = T(-std::sin(a));
+      }
+      return;
     }
-    for (int k = 0; k < n / 2; ++k) {
-      const double a = 2.0 * M_PI * double(k) / double(n);
-      wr[k] = T(std::cos(a));
-      wi[k] = T(-std::sin(a));
+    radix = mixed_radices(n);
+    if (!radix.empty()) {
+      int len = n;
+      for (int r : radix) {
+        const int m = len / r;
+        std::vector<T> tr(size_t(m) * (r - 1)), ti(size_t(m) * (r - 1)), c(r), sn(r);
+        for (int p = 0; p < m; ++p)
+          for (int u = 1; u < r; ++u) {
+            const double a = 2.0 * M_PI * double((int64_t(p) * u) % len) / double(len);
+            tr[size_t(p) * (r - 1) + u - 1] = T(std::cos(a)), ti[size_t(p) * (r - 1) + u - 1] = T(-std::sin(a));
+          }
+        for (int j = 0; j < r; ++j) c[j] = T(std::cos(2.0 * M_PI * j / r)), sn[j] = T(std::sin(2.0 * M_PI * j / r));
+        twr.push_back(std::move(tr)), twi.push_back(std::move(ti)), rc.push_back(std::move(c)), rs.push_back(std::move(sn));
+        len = m;
+      }
+      return;
     }
+    int M = 1;
+    while (M < 2 * n - 1) M <<= 1;
+    sub.emplace_back(M);
+    chr.resize(n), chi.resize(n);
+    std::vector<double> br(M, 0.0), bi(M, 0.0);
+    for (int j = 0; j < n; ++j) {
+      const int64_t q = (int64_t(j) * j) % (2 * int64_t(n));  // e^{-pi i j^2 / n} has period 2n in j^2
+      const double a = M_PI * double(q) / double(n);
+      chr[j] = T(std::cos(a)), chi[j] = T(-std::sin(a));
+      br[j] = std::cos(a), bi[j] = std::sin(a);  // conj(chirp)
+      if (j > 0) br[M - j] = br[j], bi[M - j] = bi[j];
+    }
+    fft_double(br, bi);
+    bfr.resize(M), bfi.resize(M);
+    for (int k = 0; k < M; ++k) bfr[k] = T(br[k] / M), bfi[k] = T(bi[k] / M);  // 1/M of the inverse folded in
   }
 };
 
@@ -171,7 +258,7 @@ static inline __attribute__((always_inline)) void radix8_first(const Plan<T>& p,
 // (re, im) in natural order. n >= 8: radix-8 first pass straight from src, then pairs of radix-2 stages
 // (half the loads and stores of one stage per pass) and one radix-2 stage when an odd number is left.
 template <bool INV, typename T, typename VT>
-static inline __attribute__((always_inline)) void fft_impl(const Plan<T>& p, const T* __restrict sre,
+static inline __attribute__((always_inline)) void fft_pow2(const Plan<T>& p, const T* __restrict sre,
                                                       const T* __restrict sim, int64_t stride, VT* __restrict re,
                                                       VT* __restrict im) {
   const int n = p.n;
@@ -235,6 +322,165 @@ static inline __attribute__((always_inline)) void fft_impl(const Plan<T>& p, con
       }
     }
   }
+}
+
+// Per-thread scratch of at least n vectors (slot `which`), kept between calls: the mixed-radix passes ping-pong
+// through it and Bluestein's convolution lives in it. Not inlined, so every CPU clone shares one set.
+template <typename VT>
+__attribute__((noinline)) VT* fft_scratch(int which, size_t n) {
+  static thread_local Buf<VT> bufs[4];
+  static thread_local size_t cap[4] = {0, 0, 0, 0};
+  if (cap[which] < n) bufs[which].resize(n), cap[which] = n;
+  return bufs[which].data();
+}
+
+// Odd-radix DFT of R points in place (R = 3, 5, ... 13), pairing points t and R - t:
+// b_u = a_0 + sum_t cos(2 pi t u / R)(a_t + a_{R-t}) -/+ i sum_t sin(2 pi t u / R)(a_t - a_{R-t}), and b_{R-u} with
+// the other sign. c, sn: cos and sin of 2 pi j / R.
+template <int R, bool INV, typename T, typename VT>
+static inline __attribute__((always_inline)) void dft_odd(VT* ar, VT* ai, const T* c, const T* sn) {
+  constexpr int h = (R - 1) / 2;
+  VT sr[h], si[h], dr[h], di[h];
+  VT b0r = ar[0], b0i = ai[0];
+  for (int t = 1; t <= h; ++t) {
+    sr[t - 1] = ar[t] + ar[R - t], si[t - 1] = ai[t] + ai[R - t];
+    dr[t - 1] = ar[t] - ar[R - t], di[t - 1] = ai[t] - ai[R - t];
+    b0r += sr[t - 1], b0i += si[t - 1];
+  }
+  VT outr[R], outi[R];
+  for (int u = 1; u <= h; ++u) {
+    VT Ar = ar[0], Ai = ai[0], Br = {}, Bi = {};
+    for (int t = 1; t <= h; ++t) {
+      const int q = (t * u) % R;
+      Ar += sr[t - 1] * c[q], Ai += si[t - 1] * c[q];
+      Br += dr[t - 1] * sn[q], Bi += di[t - 1] * sn[q];
+    }
+    // forward: b_u = A - iB, b_{R-u} = A + iB; inverse: the other way round
+    const VT pr = Ar + Bi, pi = Ai - Br, mr = Ar - Bi, mi = Ai + Br;
+    outr[u] = INV ? mr : pr, outi[u] = INV ? mi : pi;
+    outr[R - u] = INV ? pr : mr, outi[R - u] = INV ? pi : mi;
+  }
+  ar[0] = b0r, ai[0] = b0i;
+  for (int u = 1; u < R; ++u) ar[u] = outr[u], ai[u] = outi[u];
+}
+
+// One self-sorting (Stockham) pass of radix R over sub-transforms of length len at stride s (s * len = n):
+// y[q + s (R p + u)] = w_len^{p u} * DFT_R(x[q + s (p + t len / R)], t < R)[u]. x: point i at xr + i * xs.
+template <int R, bool INV, typename T, typename VT>
+static inline __attribute__((always_inline)) void stockham_pass(const Plan<T>& pl, int pass, const T* __restrict xr,
+                                                                const T* __restrict xi, int64_t xs,
+                                                                VT* __restrict yr, VT* __restrict yi, int len,
+                                                                int64_t s) {
+  const int m = len / R;
+  const T* twr = pl.twr[pass].data();
+  const T* twi = pl.twi[pass].data();
+  const T* c = pl.rc[pass].data();
+  const T* sn = pl.rs[pass].data();
+  for (int p = 0; p < m; ++p) {
+    T wr[R], wi[R];
+    for (int u = 1; u < R; ++u)
+      wr[u] = twr[size_t(p) * (R - 1) + u - 1], wi[u] = INV ? -twi[size_t(p) * (R - 1) + u - 1]
+                                                               : twi[size_t(p) * (R - 1) + u - 1];
+    for (int64_t q = 0; q < s; ++q) {
+      VT ar[R], ai[R];
+      for (int t = 0; t < R; ++t) {
+        const int64_t i = q + s * (p + int64_t(t) * m);
+        ar[t] = loadv(xr + i * xs), ai[t] = loadv(xi + i * xs);
+      }
+      if constexpr (R == 2) {
+        const VT r0 = ar[0], i0 = ai[0];
+        ar[0] = r0 + ar[1], ai[0] = i0 + ai[1], ar[1] = r0 - ar[1], ai[1] = i0 - ai[1];
+      } else if constexpr (R == 4) {
+        dft4<INV>(ar[0], ai[0], ar[1], ai[1], ar[2], ai[2], ar[3], ai[3]);
+      } else {
+        dft_odd<R, INV>(ar, ai, c, sn);
+      }
+      VT* __restrict orr = yr + q + s * R * p;
+      VT* __restrict oi = yi + q + s * R * p;
+      orr[0] = ar[0], oi[0] = ai[0];
+      for (int u = 1; u < R; ++u) {
+        if (p == 0) {
+          orr[u * s] = ar[u], oi[u * s] = ai[u];
+        } else {
+          orr[u * s] = ar[u] * wr[u] - ai[u] * wi[u], oi[u * s] = ar[u] * wi[u] + ai[u] * wr[u];
+        }
+      }
+    }
+  }
+}
+
+// Mixed-radix FFT (every prime factor <= MAX_RADIX): one Stockham pass per radix, the last one into (re, im).
+template <bool INV, typename T, typename VT>
+static inline __attribute__((always_inline)) void fft_mixed(const Plan<T>& p, const T* __restrict sre,
+                                                            const T* __restrict sim, int64_t stride, VT* re, VT* im) {
+  const int passes = int(p.radix.size());
+  VT* tr = fft_scratch<VT>(0, p.n);
+  VT* ti = fft_scratch<VT>(1, p.n);
+  const T* xr = sre;
+  const T* xi = sim;
+  int64_t xs = stride, s = 1;
+  int len = p.n;
+  for (int k = 0; k < passes; ++k) {
+    const bool to_out = (passes - 1 - k) % 2 == 0;
+    VT* yr = to_out ? re : tr;
+    VT* yi = to_out ? im : ti;
+    switch (p.radix[k]) {
+      case 2: stockham_pass<2, INV>(p, k, xr, xi, xs, yr, yi, len, s); break;
+      case 3: stockham_pass<3, INV>(p, k, xr, xi, xs, yr, yi, len, s); break;
+      case 4: stockham_pass<4, INV>(p, k, xr, xi, xs, yr, yi, len, s); break;
+      case 5: stockham_pass<5, INV>(p, k, xr, xi, xs, yr, yi, len, s); break;
+      case 7: stockham_pass<7, INV>(p, k, xr, xi, xs, yr, yi, len, s); break;
+      case 11: stockham_pass<11, INV>(p, k, xr, xi, xs, yr, yi, len, s); break;
+      default: stockham_pass<13, INV>(p, k, xr, xi, xs, yr, yi, len, s); break;
+    }
+    s *= p.radix[k], len /= p.radix[k];
+    xr = reinterpret_cast<const T*>(yr), xi = reinterpret_cast<const T*>(yi), xs = L;
+  }
+}
+
+// Bluestein: X_k = c_k sum_j (x_j c_j) conj(c_{k-j}), c_j = e^{-pi i j^2 / n} (conjugated for the inverse), the
+// convolution through power-of-two FFTs of length M >= 2n - 1.
+template <bool INV, typename T, typename VT>
+static inline __attribute__((always_inline)) void fft_bluestein(const Plan<T>& p, const T* __restrict sre,
+                                                                const T* __restrict sim, int64_t stride, VT* re,
+                                                                VT* im) {
+  const Plan<T>& q = p.sub[0];
+  const int n = p.n, M = q.n;
+  VT* ar = fft_scratch<VT>(0, M);
+  VT* ai = fft_scratch<VT>(1, M);
+  VT* fr = fft_scratch<VT>(2, M);
+  VT* fi = fft_scratch<VT>(3, M);
+  for (int j = 0; j < n; ++j) {
+    const VT xr = loadv(sre + j * stride), xi = loadv(sim + j * stride);
+    const T cr = p.chr[j], ci = INV ? -p.chi[j] : p.chi[j];
+    ar[j] = xr * cr - xi * ci, ai[j] = xr * ci + xi * cr;
+  }
+  for (int j = n; j < M; ++j) ar[j] = VT{}, ai[j] = VT{};
+  fft_pow2<false>(q, reinterpret_cast<const T*>(ar), reinterpret_cast<const T*>(ai), L, fr, fi);
+  for (int k = 0; k < M; ++k) {  // the inverse's kernel is conj(chirp)'s conjugate: B_inv[k] = conj(B[-k])
+    const int kk = INV ? (M - k) & (M - 1) : k;
+    const T br = p.bfr[kk], bi = INV ? -p.bfi[kk] : p.bfi[kk];
+    const VT xr = fr[k], xi = fi[k];
+    fr[k] = xr * br - xi * bi, fi[k] = xr * bi + xi * br;
+  }
+  fft_pow2<true>(q, reinterpret_cast<const T*>(fr), reinterpret_cast<const T*>(fi), L, ar, ai);
+  for (int k = 0; k < n; ++k) {
+    const T cr = p.chr[k], ci = INV ? -p.chi[k] : p.chi[k];
+    re[k] = ar[k] * cr - ai[k] * ci, im[k] = ar[k] * ci + ai[k] * cr;
+  }
+}
+
+// FFT of L signals of any length n whose point m is src[m * stride] (natural order), into (re, im) in natural
+// order (unnormalised; INV: e^{+2 pi i k / n}).
+template <bool INV, typename T, typename VT>
+static inline __attribute__((always_inline)) void fft_impl(const Plan<T>& p, const T* __restrict sre,
+                                                           const T* __restrict sim, int64_t stride, VT* re, VT* im) {
+  if (p.pow2)
+    fft_pow2<INV>(p, sre, sim, stride, re, im);
+  else if (!p.radix.empty())
+    fft_mixed<INV>(p, sre, sim, stride, re, im);
+  else
+    fft_bluestein<INV>(p, sre, sim, stride, re, im);
 }
 
 // The transforms, compiled once per direction and type (and CPU clone), called from the slice code: inlining them
@@ -301,7 +547,7 @@ struct Work {
   Buf<VT> yr, yi, zr, zi;            // H per column block: masked / gain-weighted column spectra
   std::vector<double> e;             // nb
   Work(const Shared<T>& sh) {
-    const int64_t n = std::max(sh.H, sh.W);
+    const int64_t n = std::max(sh.H, (sh.W + L - 1) / L * L);  // rows are handled L columns at a time
     re.resize(n), im.resize(n), re2.resize(n), im2.resize(n), nre.resize(n), nim.resize(n);
     ire.resize(n), iim.resize(n);
     cr.resize(sh.H * sh.KP), ci.resize(sh.H * sh.KP);
@@ -435,7 +681,7 @@ template <typename T>
 static inline __attribute__((always_inline)) void columns_direct(const Shared<T>& sh, Work<T>& k, int64_t kb,
                                                                  T scale) {
   using VT = typename Vec<T>::type;
-  const int64_t H = sh.H, KB = sh.KB, KP = sh.KP, mask = H - 1;
+  const int64_t H = sh.H, KB = sh.KB, KP = sh.KP;
   const int* rows = sh.direct_rows[kb].data();
   const int nr = int(sh.direct_rows[kb].size());
   const T* cs = sh.cosh.data();
@@ -443,11 +689,13 @@ static inline __attribute__((always_inline)) void columns_direct(const Shared<T>
   T* cr = k.cr.data() + kb * L;
   T* ci = k.ci.data() + kb * L;
   VT dr[MAX_DIRECT_ROWS] = {}, di[MAX_DIRECT_ROWS] = {};
+  int64_t qs[MAX_DIRECT_ROWS] = {};  // (rows[r] * h) mod H, stepped with h
   for (int64_t h = 0; h < H; ++h) {
     const VT xr = loadv(cr + h * KP), xi = loadv(ci + h * KP);
     for (int r = 0; r < nr; ++r) {
-      const int64_t q = (rows[r] * h) & mask;
+      const int64_t q = qs[r];
       dr[r] += xr * cs[q] - xi * sn[q], di[r] += xr * sn[q] + xi * cs[q];
+      qs[r] = q + rows[r] >= H ? q + rows[r] - H : q + rows[r];
     }
   }
   const int last = sh.nb - 1;
@@ -468,10 +716,12 @@ static inline __attribute__((always_inline)) void columns_direct(const Shared<T>
   }
   T* gr = sh.two ? k.gr.data() + kb * L : nullptr;
   T* gi = sh.two ? k.gi.data() + kb * L : nullptr;
+  for (int r = 0; r < nr; ++r) qs[r] = 0;
   for (int64_t h = 0; h < H; ++h) {  // e^{+i theta} = cs - i sn
     VT ar = {}, ai = {}, br = {}, bi = {};
     for (int r = 0; r < nr; ++r) {
-      const int64_t q = (rows[r] * h) & mask;
+      const int64_t q = qs[r];
+      qs[r] = q + rows[r] >= H ? q + rows[r] - H : q + rows[r];
       ar += yr[r] * cs[q] + yi[r] * sn[q], ai += yi[r] * cs[q] - yr[r] * sn[q];
       if (sh.two) br += zr[r] * cs[q] + zi[r] * sn[q], bi += zi[r] * cs[q] - zr[r] * sn[q];
     }
@@ -486,6 +736,29 @@ static inline __attribute__((always_inline)) typename Vec<T>::type load_x(const 
   return tp != nullptr ? loadv(sp + off) - loadv(tp + off) : loadv(sp + off);
 }
 
+// The first cnt < L lanes of a vector at p (the rest zero), and their store: a row's last columns when W % L != 0.
+template <typename T>
+static inline __attribute__((always_inline)) typename Vec<T>::type load_part(const T* p, int64_t cnt) {
+  typename Vec<T>::type v = {};
+  std::memcpy(&v, p, size_t(cnt) * sizeof(T));
+  return v;
+}
+template <typename T>
+static inline __attribute__((always_inline)) void store_part(T* p, const typename Vec<T>::type& v, int64_t cnt) {
+  std::memcpy(p, &v, size_t(cnt) * sizeof(T));
+}
+template <typename T>
+static inline __attribute__((always_inline)) typename Vec<T>::type load_x_part(const T* sp, const T* tp,
+                                                                               int64_t off, int64_t cnt) {
+  return tp != nullptr ? load_part(sp + off, cnt) - load_part(tp + off, cnt) : load_part(sp + off, cnt);
+}
+// x at row offset off, columns [w, w + L) of a row of width W (zero past the row's end).
+template <typename T>
+static inline __attribute__((always_inline)) typename Vec<T>::type load_x_row(const T* sp, const T* tp, int64_t off,
+                                                                              int64_t w, int64_t W) {
+  return w + L <= W ? load_x(sp, tp, off) : load_x_part(sp, tp, off, W - w);
+}
+
 // Steps 3b and 4 of a slice, per group of 2L rows: inverse row transforms of the column outputs give x_low (and,
 // with more than two bands, the gradient's low part u); the residual z = x - x_low gives the last band's energy,
 // and the gradient 2 V(c_last x + (c_0 - c_last) x_low) (or 2 V(c_last x + u)) is written at once, so neither
@@ -497,7 +770,8 @@ static inline __attribute__((always_inline)) void finish_rows(const Shared<T>& s
   const int64_t H = sh.H, W = sh.W, HW = H * W;
   const T s2 = T(1) / T(HW);  // unnormalised forward and inverse transforms
   const bool even_w = W % 2 == 0;
-  const bool stream = !BM && GRAD && can_stream(gp);  // the gradient is not read back: bypass the caches
+  // the gradient is not read back: bypass the caches (whole aligned vectors: every row starts aligned)
+  const bool stream = !BM && GRAD && W % L == 0 && can_stream(gp);
   VT sg;
   for (int l = 0; l < L; ++l) sg[l] = (l & 1) ? T(-1) : T(1);
   const VT two = VT{} + T(2);
@@ -512,7 +786,7 @@ static inline __attribute__((always_inline)) void finish_rows(const Shared<T>& s
     VT zz = {};
     VT rs[2 * L] = {}, as[2 * L] = {}, ry[2 * L] = {}, ay[2 * L] = {};  // per row of the group (BM)
     // Two vectors (one 64-byte line) of a row at a time, so streaming stores fill whole lines.
-    const int halves = W >= 2 * L ? 2 : 1;
+    const int halves = W % (2 * L) == 0 ? 2 : 1;
     for (int64_t w0 = 0; w0 < W; w0 += halves * L) {
       VT lo[2][2][L], up[2][2][L];  // [half][odd row][l]
       for (int hf = 0; hf < halves; ++hf) {
@@ -532,7 +806,20 @@ static inline __attribute__((always_inline)) void finish_rows(const Shared<T>& s
           const int i = 2 * l + odd;
           if (h0 + i >= H) continue;
           for (int hf = 0; hf < halves; ++hf) {
-            const int64_t off = (h0 + i) * W + w0 + hf * L;
+            const int64_t off = (h0 + i) * W + w0 + hf * L, cnt = W - (w0 + hf * L);
+            if (cnt < L) {  // the row's last columns (W % L != 0; then halves == 1): lanes past W set to zero
+              VT xl = lo[hf][odd][l], u = TWO ? up[hf][odd][l] : VT{};
+              for (int j = int(cnt); j < L; ++j) xl[j] = T(0), u[j] = T(0);
+              const VT x = load_x_part(sp, tp, off, cnt);
+              const VT z = x - xl;
+              zz += z * z;
+              if (BM) rs[i] += z, as[i] += z * sg;
+              if (!GRAD) continue;
+              const VT y = sh.cl * x + (TWO ? u : sh.c01 * xl);
+              if (BM) ry[i] += y, ay[i] += y * sg;
+              store_part(gp + off, BM ? y : y * two, cnt);
+              continue;
+            }
             const VT x = load_x(sp, tp, off), xl = lo[hf][odd][l];
             const VT z = x - xl;
             zz += z * z;
@@ -559,13 +846,19 @@ static inline __attribute__((always_inline)) void finish_rows(const Shared<T>& s
       const T rsum = hsum(ry[i]) / T(W), asum = even_w ? hsum(ay[i]) / T(W) : T(0);
       const VT corr = rsum + asum * sg;
       T* g = gp + (h0 + i) * W;
-      for (int64_t w0 = 0; w0 < W; w0 += L) storev(g + w0, loadv(g + w0) + corr);
+      for (int64_t w0 = 0; w0 < W; w0 += L) {
+        if (w0 + L <= W)
+          storev(g + w0, loadv(g + w0) + corr);
+        else
+          store_part(g + w0, load_part(g + w0, W - w0) + corr, W - w0);
+      }
     }
   }
   k.e[sh.nb - 1] += BM ? 0.5 * (ez + erow / double(W)) : ez;
 }
 
-// One (H, W) slice: energies into k.e, gradient into gp when given. W >= L. ns, nt: the next slice's inputs.
+// One (H, W) slice: energies into k.e, gradient into gp when given. W >= L (any W: a row's last L columns may
+// be partial). ns, nt: the next slice's inputs.
 template <typename T>
 static inline __attribute__((always_inline)) void slice_impl(const Shared<T>& sh, Work<T>& k, const T* sp,
                                                              const T* tp, T* gp, const T* ns, const T* nt) {
@@ -585,8 +878,8 @@ static inline __attribute__((always_inline)) void slice_impl(const Shared<T>& sh
       for (int l = 0; l < L; ++l) {
         const int64_t ha = h0 + 2 * l, hb = ha + 1;
         a[l] = VT{}, b[l] = VT{};
-        if (ha < H) a[l] = load_x(sp, tp, ha * W + w0);
-        if (hb < H) b[l] = load_x(sp, tp, hb * W + w0);
+        if (ha < H) a[l] = load_x_row(sp, tp, ha * W + w0, w0, W);
+        if (hb < H) b[l] = load_x_row(sp, tp, hb * W + w0, w0, W);
       }
       if (ns != nullptr && (w0 * sizeof(T)) % 64 == 0)  // the same lines of the next slice, a slice ahead
         for (int64_t h = h0; h < std::min(H, h0 + 2 * L); ++h) {
@@ -600,7 +893,7 @@ static inline __attribute__((always_inline)) void slice_impl(const Shared<T>& sh
     for (int64_t kx0 = 0; kx0 < KP; kx0 += L) {
       VT Ar[L], Ai[L], Br[L], Bi[L];
       for (int j = 0; j < L; ++j) {
-        const int64_t kx = kx0 + j, m = (W - kx) & (W - 1);
+        const int64_t kx = kx0 + j, m = kx == 0 ? 0 : W - kx;  // kx < W: KP <= W
         Ar[j] = (re[kx] + re[m]) * T(0.5), Ai[j] = (im[kx] - im[m]) * T(0.5);
         Br[j] = (im[kx] + im[m]) * T(0.5), Bi[j] = (re[m] - re[kx]) * T(0.5);
       }
@@ -745,9 +1038,8 @@ void run(uintptr_t s_, uintptr_t t_, uintptr_t grad_, uintptr_t energies, uintpt
 void spectral_loss_cpu_fft(uintptr_t s, uintptr_t t, uintptr_t grad, uintptr_t energies, uintptr_t gains, int dtype,
                            int64_t N, int64_t H, int64_t W, uintptr_t bmap, int64_t Kc, int nb, bool band_mean,
                            uintptr_t loss) {
-  if (N < 1 || !is_pow2(H) || !is_pow2(W) || W < L || H > (1 << 20) || W > (1 << 20) || Kc < 1 || Kc > W / 2 + 1 ||
-      nb < 2)
-    throw std::invalid_argument("spectral_loss_cpu_fft: bad sizes (H and W powers of two, W >= 8)");
+  if (N < 1 || H < 1 || W < L || H > (1 << 20) || W > (1 << 20) || Kc < 1 || Kc > W / 2 + 1 || nb < 2)
+    throw std::invalid_argument("spectral_loss_cpu_fft: bad sizes (H >= 1, W >= 8)");
   if (s == 0 || (energies == 0 && loss == 0) || bmap == 0 || ((grad != 0 || loss != 0) && gains == 0))
     throw std::invalid_argument("spectral_loss_cpu_fft: null pointer");
   const int32_t* bm = reinterpret_cast<const int32_t*>(bmap);
@@ -764,7 +1056,8 @@ void spectral_loss_cpu_fft(uintptr_t s, uintptr_t t, uintptr_t grad, uintptr_t e
 
 void register_spectral_loss_fft(py::module_& m) {
   m.def("spectral_loss_cpu_fft", &spectral_loss_cpu_fft,
-        "Fused SpectralKD energies (+ gradient when grad != 0) on CPU through real FFTs, for power-of-two H and W. "
+        "Fused SpectralKD energies (+ gradient when grad != 0) on CPU through real FFTs, for any H and W >= 8 "
+        "(mixed-radix or Bluestein transforms where not a power of two). "
         "Pointers are contiguous buffers: s, t (t = 0: x = s), grad (0: energies only), energies (float64[nb], out; "
         "0: none), gains (float64[nb]); bmap int32 (H x Kc): band of every bin with kx < Kc (every bin with kx >= Kc "
         "is in the last band); loss (0-dim, input dtype, out; 0: none): sum_b gains[b] energies[b]. "
@@ -772,4 +1065,6 @@ void register_spectral_loss_fft(py::module_& m) {
         py::arg("s"), py::arg("t"), py::arg("grad"), py::arg("energies"), py::arg("gains"), py::arg("dtype"),
         py::arg("N"), py::arg("H"), py::arg("W"), py::arg("bmap"), py::arg("Kc"), py::arg("nb"),
         py::arg("band_mean"), py::arg("loss") = 0);
+  // Lets the Python side tell this kernel from older builds that took powers of two only.
+  m.attr("spectral_loss_cpu_fft_any_size") = true;
 }

@@ -36,7 +36,8 @@ from .cache import PRED, TeacherCache, as_teacher_list, run_teacher
 from .strategies import a2d_output_weights, a2d_solve, camkd_weights, check_strategy, gram, per_sample_loss
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-FeatureMap = Union[None, Mapping[str, str], Sequence[Mapping[str, str]]]
+# {student feature: teacher tap}; a tap is a teacher feature name or {band: name} (per-band branch taps)
+FeatureMap = Union[None, Mapping[str, Any], Sequence[Mapping[str, Any]]]
 TeacherOutputs = Union[torch.Tensor, Sequence[Union[torch.Tensor, Mapping[str, torch.Tensor]]]]
 
 
@@ -111,7 +112,9 @@ class Distiller(nn.Module):
         lam: weight of the KD term (lambda in eq. 11/12).
         task_loss: ``(pred, y) -> scalar`` (default ``nn.MSELoss()``).
         features: ``{student_feature: teacher_feature}`` for every teacher, or one mapping per
-            teacher; adds ``feature_lam * feature_loss(fs, ft)`` to each teacher's KD term.
+            teacher; adds ``feature_lam * feature_loss(fs, ft)`` to each teacher's KD term. A teacher
+            side may be ``{band: teacher_feature}`` (e.g. ``{"low": "block0.low", "high": "block0.high"}``);
+            the loss then receives ``{band: tensor}`` (:class:`sdkd.losses.BranchSpectralKD`).
         feature_loss: one loss for all pairs, a mapping ``{student_feature: loss}``, or one of
             those per teacher. ``nn.Module`` losses (adapters) are registered and trained.
         C: A2D cap, ``0 <= alpha_m <= C`` (``C * M >= 1`` required).
@@ -183,8 +186,8 @@ class Distiller(nn.Module):
         self.feature_loss_modules = nn.ModuleList(mods.values())
         self._check_devices()
         if cache is not None:
-            for m, pairs in enumerate(self.feature_pairs):
-                missing = [tn for tn in pairs.values() if tn not in cache.keys(m)]
+            for m in range(M):
+                missing = [tn for tn in self.teacher_feature_names(m) if tn not in cache.keys(m)]
                 if missing:
                     raise KeyError(
                         f"features: the cache has no feature(s) {missing} for teacher {m}; it holds {cache.keys(m)}"
@@ -192,15 +195,30 @@ class Distiller(nn.Module):
 
     # ------------------------------------------------------------------ configuration helpers
     @staticmethod
-    def _feature_pairs(features: FeatureMap, M: int) -> list[dict[str, str]]:
+    def _feature_pairs(features: FeatureMap, M: int) -> list[dict[str, Any]]:
         if features is None:
             return [{} for _ in range(M)]
         if isinstance(features, Mapping):
-            return [dict(features) for _ in range(M)]
-        rows = list(features)
-        if len(rows) != M or not all(isinstance(r, Mapping) for r in rows):
-            raise ValueError(f"features: give one {{student: teacher}} mapping, or one mapping per teacher ({M})")
-        return [dict(r) for r in rows]
+            rows = [features] * M
+        else:
+            rows = list(features)
+            if len(rows) != M or not all(isinstance(r, Mapping) for r in rows):
+                raise ValueError(f"features: give one {{student: teacher}} mapping, or one mapping per teacher ({M})")
+        out = []
+        for r in rows:
+            for s, tap in r.items():
+                if isinstance(tap, Mapping) and not (tap and all(isinstance(n, str) for n in tap.values())):
+                    raise ValueError(
+                        f"features: {s!r} maps to per-band taps {dict(tap)!r}; give {{band: feature name}}"
+                    )
+                if not isinstance(tap, (str, Mapping)):
+                    raise TypeError(f"features: {s!r} maps to {tap!r}; give a teacher feature name")
+            out.append({s: dict(tap) if isinstance(tap, Mapping) else tap for s, tap in r.items()})
+        return out
+
+    def teacher_feature_names(self, m: int) -> list[str]:
+        """Sorted names of the features that teacher ``m`` must provide (band taps flattened)."""
+        return teacher_feature_names(self.feature_pairs[m])
 
     def _feature_loss_table(self, feature_loss: Any, M: int) -> list[dict[str, LossFn]]:
         def row(spec: Any, m: int) -> dict[str, LossFn]:
@@ -279,15 +297,13 @@ class Distiller(nn.Module):
             if outs and outs[0][PRED].shape[0] != x.shape[0]:
                 raise ValueError(f"index: {outs[0][PRED].shape[0]} indices for a batch of {x.shape[0]} samples")
         elif len(self.teachers):
-            outs = [
-                run_teacher(t, x, sorted(set(self.feature_pairs[m].values())), m) for m, t in enumerate(self.teachers)
-            ]
+            outs = [run_teacher(t, x, self.teacher_feature_names(m), m) for m, t in enumerate(self.teachers)]
         else:
             raise ValueError("teacher_outputs or index: no live teachers, so pass cached outputs")
         for m, o in enumerate(outs):
             if PRED not in o:
                 raise KeyError(f"teacher_outputs[{m}] has no {PRED!r} entry")
-            missing = [tn for tn in self.feature_pairs[m].values() if tn not in o]
+            missing = [tn for tn in self.teacher_feature_names(m) if tn not in o]
             if missing:
                 raise KeyError(f"features: teacher {m} outputs have no feature(s) {missing}; available: {sorted(o)}")
         return outs
@@ -313,10 +329,15 @@ class Distiller(nn.Module):
                 )
             kd.append(per_sample_loss(self.kd_loss, pred, t) if per_sample else self.kd_loss(pred, t))
             fterm = pred.new_zeros(pred.shape[:1] if per_sample else ())
-            for s_name, t_name in self.feature_pairs[m].items():
+            for s_name, tap in self.feature_pairs[m].items():
                 fn = self._feature_losses[m][s_name]
-                tf = self._to(o[t_name], sfeats[s_name])
-                fterm = fterm + (per_sample_loss(fn, sfeats[s_name], tf) if per_sample else fn(sfeats[s_name], tf))
+                sf = sfeats[s_name]
+                tf = (
+                    {b: self._to(o[n], sf) for b, n in tap.items()}
+                    if isinstance(tap, Mapping)
+                    else self._to(o[tap], sf)
+                )
+                fterm = fterm + (per_sample_loss(fn, sf, tf) if per_sample else fn(sf, tf))
             feat.append(fterm)
         return kd, feat
 
@@ -471,6 +492,14 @@ class Distiller(nn.Module):
                 if g is not None:
                     p.grad = g.clone() if p.grad is None else p.grad + g
         out.applied = True
+
+
+def teacher_feature_names(pairs: Mapping[str, Any]) -> list[str]:
+    """Sorted teacher feature names read by ``{student: tap}`` pairs (a tap: a name or ``{band: name}``)."""
+    names = set()
+    for tap in pairs.values():
+        names.update(tap.values() if isinstance(tap, Mapping) else (tap,))
+    return sorted(names)
 
 
 def _flat(g: torch.Tensor | None, ref: torch.Tensor) -> torch.Tensor:

@@ -49,10 +49,16 @@ def per_sample_loss(loss_fn: Callable[..., torch.Tensor], a: torch.Tensor, b: to
     """Loss of every sample of the batch, ``(B,)``, such that its mean is ``loss_fn(a, b)`` for
     mean-reduced element-wise losses.
 
-    Element-wise ``nn`` losses with ``reduction="mean"`` are vectorised; a loss object with a
-    ``per_sample(a, b)`` method is asked directly; any other callable is evaluated sample by
-    sample (exact for every loss, slower).
+    A loss object with a ``per_sample(a, b)`` method is asked directly (its inputs may differ in
+    shape, e.g. an adapted feature loss); element-wise ``nn`` losses with ``reduction="mean"`` are
+    vectorised; any other callable is evaluated sample by sample (exact for every loss, slower).
     """
+    per_sample = getattr(loss_fn, "per_sample", None)
+    if callable(per_sample):  # asked first: adapted feature losses compare tensors of different shapes
+        out = per_sample(a, b)
+        if out.shape != a.shape[:1]:
+            raise ValueError(f"per_sample_loss: {type(loss_fn).__name__}.per_sample returned shape {tuple(out.shape)}")
+        return out
     if a.shape != b.shape:
         raise ValueError(f"per_sample_loss: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}")
     for cls, fn in _ELEMENTWISE.items():
@@ -61,12 +67,6 @@ def per_sample_loss(loss_fn: Callable[..., torch.Tensor], a: torch.Tensor, b: to
             return fn(a, b, reduction="none", **kwargs).flatten(1).mean(1)
     if loss_fn in (F.mse_loss, F.l1_loss):
         return loss_fn(a, b, reduction="none").flatten(1).mean(1)
-    per_sample = getattr(loss_fn, "per_sample", None)
-    if callable(per_sample):
-        out = per_sample(a, b)
-        if out.shape != a.shape[:1]:
-            raise ValueError(f"per_sample_loss: {type(loss_fn).__name__}.per_sample returned shape {tuple(out.shape)}")
-        return out
     return torch.stack([loss_fn(a[i : i + 1], b[i : i + 1]).reshape(()) for i in range(a.shape[0])])
 
 

@@ -53,6 +53,15 @@ class AdaptedFeatureLoss(nn.Module):
         s, t = self.adapt(student, teacher)
         return check_finite_loss(self._owner, self.criterion(s, t), student=student, teacher=teacher)
 
+    def per_sample(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        """Loss of each sample, ``(B,)`` (per-sample strategies such as CA-MKD). The whole batch goes
+        through the adapter at once (BatchNorm sees the batch, as in ``forward``); the criterion is then
+        evaluated per sample, so the mean over samples is ``forward`` for mean-reduced criteria."""
+        s, t = self.adapt(student, teacher)
+        if self.criterion is F.mse_loss:
+            return F.mse_loss(s, t, reduction="none").flatten(1).mean(1)
+        return torch.stack([self.criterion(s[i : i + 1], t[i : i + 1]).reshape(()) for i in range(s.shape[0])])
+
 
 class FeatureMSE(AdaptedFeatureLoss):
     """Mean squared error between the adapted student feature and the teacher feature.

@@ -7,8 +7,8 @@ adapted loss per pair from example shapes, and returns the weighted sum of the p
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Union
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Union
 
 import torch
 from torch import nn
@@ -16,11 +16,15 @@ from torch import nn
 from ._checks import MissingFeatureError
 from .ab import ABLoss
 from .adapters import FeatureAdapter
+from .attention_transfer import AttentionTransfer
+from .branch_spectral import BranchSpectralKD
 from .feature import AdaptedFeatureLoss, FeatureMSE
 from .spectral import SpectralKD
 
-FEATURE_LOSSES = ("mse", "ab", "spectral")
-Pairs = Union[Mapping[str, str], Sequence[tuple[str, str]]]
+Pairs = Union[Mapping[str, Any], Sequence[tuple[str, Any]]]
+Shape = Union[Sequence[int], torch.Tensor]
+# A teacher tap: one feature name, or {band: feature name} for spectral (each band from its own branch).
+TeacherTap = Union[str, Mapping[str, str]]
 
 
 def _lookup(features: Mapping[str, object], name: str, side: str) -> object:
@@ -31,35 +35,104 @@ def _lookup(features: Mapping[str, object], name: str, side: str) -> object:
     return features[name]
 
 
-def build_feature_loss(
-    loss: str, student_shape, teacher_shape, adapter_kwargs: Mapping | None = None, **loss_kwargs
-) -> nn.Module:
-    """One adapted loss of kind ``loss`` (``"mse"``, ``"ab"`` or ``"spectral"``) for the given example shapes."""
-    adapter_kwargs = dict(adapter_kwargs or {})
-    if loss == "mse":
-        if loss_kwargs:
-            raise ValueError(f"FeatureKD: loss='mse' takes no loss options, got {sorted(loss_kwargs)}")
-        return FeatureMSE.from_shapes(student_shape, teacher_shape, **adapter_kwargs)
-    if loss == "ab":
-        return ABLoss.from_shapes(student_shape, teacher_shape, **loss_kwargs, **adapter_kwargs)
-    if loss == "spectral":
-        return AdaptedFeatureLoss(
-            FeatureAdapter.from_shapes(student_shape, teacher_shape, **adapter_kwargs), SpectralKD(**loss_kwargs)
+def lookup_tap(features: Mapping[str, object], tap: TeacherTap, side: str = "teacher") -> object:
+    """The teacher feature (or ``{band: feature}``) a tap names, from ``{name: feature}``."""
+    if isinstance(tap, Mapping):
+        return {band: _lookup(features, name, side) for band, name in tap.items()}
+    return _lookup(features, tap, side)
+
+
+def _as_tap(tap: object) -> TeacherTap:
+    if isinstance(tap, Mapping):
+        if not tap:
+            raise ValueError("FeatureKD: a per-band teacher tap {band: feature} is empty")
+        return {str(band): str(name) for band, name in tap.items()}
+    return str(tap)
+
+
+def _tap_label(tap: TeacherTap) -> str:
+    return "+".join(f"{band}:{name}" for band, name in tap.items()) if isinstance(tap, Mapping) else tap
+
+
+def _no_band_taps(loss: str, teacher_shape: object) -> None:
+    if isinstance(teacher_shape, Mapping):
+        raise ValueError(
+            f"FeatureKD: per-band teacher taps {{band: feature}} need loss='spectral', not {loss!r}; "
+            "give one teacher feature name"
         )
-    raise ValueError(f"FeatureKD: loss must be one of {FEATURE_LOSSES}, got {loss!r}")
+
+
+def _mse(student_shape: Shape, teacher_shape: Shape, adapter_kwargs: Mapping, **loss_kwargs) -> nn.Module:
+    _no_band_taps("mse", teacher_shape)
+    if loss_kwargs:
+        raise ValueError(f"FeatureKD: loss='mse' takes no loss options, got {sorted(loss_kwargs)}")
+    return FeatureMSE.from_shapes(student_shape, teacher_shape, **adapter_kwargs)
+
+
+def _ab(student_shape: Shape, teacher_shape: Shape, adapter_kwargs: Mapping, **loss_kwargs) -> nn.Module:
+    _no_band_taps("ab", teacher_shape)
+    return ABLoss.from_shapes(student_shape, teacher_shape, **loss_kwargs, **adapter_kwargs)
+
+
+def _spectral(
+    student_shape: Shape, teacher_shape: Shape | Mapping[str, Shape], adapter_kwargs: Mapping, **loss_kwargs
+) -> nn.Module:
+    if isinstance(teacher_shape, Mapping):  # each band from its own teacher branch
+        return BranchSpectralKD.from_shapes(student_shape, teacher_shape, adapter_kwargs, **loss_kwargs)
+    return AdaptedFeatureLoss(
+        FeatureAdapter.from_shapes(student_shape, teacher_shape, **adapter_kwargs), SpectralKD(**loss_kwargs)
+    )
+
+
+def _at(student_shape: Shape, teacher_shape: Shape, adapter_kwargs: Mapping, **loss_kwargs) -> nn.Module:
+    _no_band_taps("at", teacher_shape)
+    if adapter_kwargs:
+        raise ValueError(
+            f"FeatureKD: loss='at' compares channel-pooled maps and has no adapter; drop {sorted(adapter_kwargs)}"
+        )
+    return AttentionTransfer.from_shapes(student_shape, teacher_shape, **loss_kwargs)
+
+
+# The feature losses by name: ``builder(student_shape, teacher_shape, adapter_kwargs, **loss_kwargs)``
+# -> an ``nn.Module`` ``(student_feature, teacher_feature) -> scalar`` with a ``per_sample`` method.
+# ``FeatureKD(loss=...)`` and the config key ``distill.feature_loss`` take these names.
+FEATURE_LOSSES: dict[str, Callable[..., nn.Module]] = {
+    "mse": _mse,  # FeatureMSE: FitNets-style hints through a 1x1 conv + BN adapter
+    "ab": _ab,  # ABLoss: activation boundaries (Heo et al. 2019)
+    "spectral": _spectral,  # SpectralKD on adapted features; {band: tap} distills each band from its own branch
+    "at": _at,  # AttentionTransfer: spatial attention maps (Zagoruyko & Komodakis 2017)
+}
+
+
+def build_feature_loss(
+    loss: str,
+    student_shape: Shape,
+    teacher_shape: Shape | Mapping[str, Shape],
+    adapter_kwargs: Mapping | None = None,
+    **loss_kwargs,
+) -> nn.Module:
+    """One feature loss of kind ``loss`` (a :data:`FEATURE_LOSSES` name) for the given example shapes;
+    ``teacher_shape`` may be ``{band: shape}`` for ``"spectral"`` (per-band branch taps)."""
+    if loss not in FEATURE_LOSSES:
+        raise ValueError(f"FeatureKD: loss must be one of {tuple(FEATURE_LOSSES)}, got {loss!r}")
+    return FEATURE_LOSSES[loss](student_shape, teacher_shape, dict(adapter_kwargs or {}), **loss_kwargs)
 
 
 class FeatureKD(nn.Module):
     """Weighted sum of adapted feature losses over named (student, teacher) feature pairs.
 
     Args:
-        pairs: ``{student_feature_name: teacher_feature_name}`` (or a list of name pairs).
+        pairs: ``{student_feature_name: teacher_tap}`` (or a list of pairs); a tap is a teacher feature
+            name, or for ``loss="spectral"`` ``{band: teacher feature name}`` (e.g.
+            ``{"low": "block0.low", "high": "block0.high"}``: each band from its own branch).
         student_shapes, teacher_shapes: ``{name: shape or example tensor}`` (batch dim included),
             e.g. the feature dicts of one forward pass; used to size the adapters.
-        loss: ``"mse"`` (FeatureMSE), ``"ab"`` (ABLoss) or ``"spectral"`` (SpectralKD on adapted features).
+        loss: a :data:`FEATURE_LOSSES` name: ``"mse"`` (FeatureMSE), ``"ab"`` (ABLoss), ``"spectral"``
+            (SpectralKD on adapted features, BranchSpectralKD for band taps) or ``"at"`` (AttentionTransfer).
         weights: one weight per pair (sequence in pair order, or ``{student_name: weight}``); default 1.
         adapter_kwargs: options of :class:`FeatureAdapter` (``bn``, ``project``, ``time_fold``).
-        loss_kwargs: options of the loss (``margin``/``reduction`` for AB, SpectralKD's for spectral).
+        loss_kwargs: options of the loss (``margin``/``reduction`` for AB, SpectralKD's for spectral,
+            ``p``/``reduction`` for AT).
 
     A name missing from the features raises :class:`MissingFeatureError` (a ``ValueError`` and a
     ``KeyError``) naming it and listing the available names.
@@ -76,18 +149,18 @@ class FeatureKD(nn.Module):
         **loss_kwargs,
     ) -> None:
         super().__init__()
-        self.pairs = [(str(a), str(b)) for a, b in (pairs.items() if isinstance(pairs, Mapping) else pairs)]
+        self.pairs = [(str(a), _as_tap(b)) for a, b in (pairs.items() if isinstance(pairs, Mapping) else pairs)]
         if not self.pairs:
             raise ValueError("FeatureKD: pairs is empty; give at least one {student_name: teacher_name}")
         if loss not in FEATURE_LOSSES:
-            raise ValueError(f"FeatureKD: loss must be one of {FEATURE_LOSSES}, got {loss!r}")
+            raise ValueError(f"FeatureKD: loss must be one of {tuple(FEATURE_LOSSES)}, got {loss!r}")
         self.loss_type = loss
         self.weights = self._weights(weights)
         self.losses = nn.ModuleList(
             build_feature_loss(
                 loss,
                 _lookup(student_shapes, s, "student"),
-                _lookup(teacher_shapes, t, "teacher"),
+                lookup_tap(teacher_shapes, t),
                 adapter_kwargs,
                 **loss_kwargs,
             )
@@ -130,7 +203,11 @@ class FeatureKD(nn.Module):
 
     def _terms(self, student_features: Mapping[str, torch.Tensor], teacher_features: Mapping[str, torch.Tensor]):
         for (s, t), w, fn in zip(self.pairs, self.weights, self.losses):
-            yield f"{s}->{t}", w, fn(_lookup(student_features, s, "student"), _lookup(teacher_features, t, "teacher"))
+            yield (
+                f"{s}->{_tap_label(t)}",
+                w,
+                fn(_lookup(student_features, s, "student"), lookup_tap(teacher_features, t)),
+            )
 
     def forward(
         self, student_features: Mapping[str, torch.Tensor], teacher_features: Mapping[str, torch.Tensor]

@@ -1,14 +1,16 @@
 """``summary(model, in_shape)``: parameters, FLOPs and inference latency of a forecaster.
 
 FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (a multiply-add counts as 2 FLOPs;
-ops torch has no formula for, such as custom kernels, count as 0). Latency is the median of a few
-timed forward passes in ``inference_mode`` after warm-up, with CUDA synchronisation on GPU.
+ops torch has no formula for, such as custom kernels, count as 0). Latency is the median of repeated
+timed forward passes in ``inference_mode`` after warm-up, with CUDA synchronisation on GPU; its spread
+(90th over 10th percentile) tells whether the machine was quiet enough for the number to mean anything.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -55,19 +57,59 @@ def count_flops(model: nn.Module, x: torch.Tensor) -> int:
     return int(counter.get_total_flops())
 
 
-def measure_latency(model: nn.Module, x: torch.Tensor, runs: int = 5, warmup: int = 2) -> float:
-    """Median wall time in milliseconds of ``model(x)`` over ``runs`` timed calls."""
+#: Timings whose 90th percentile exceeds their 10th by more than this factor were disturbed (a busy machine,
+#: frequency changes): the median is reported, with a warning that it is unreliable.
+BUSY_SPREAD = 2.0
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Wall times in milliseconds of repeated ``model(x)`` calls after warm-up: median and 10th/90th percentiles."""
+
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    runs: int
+
+    @property
+    def spread(self) -> float:
+        """``p90 / p10``: about 1 on a quiet machine."""
+        return self.p90_ms / self.p10_ms if self.p10_ms > 0 else float("inf")
+
+    @property
+    def reliable(self) -> bool:
+        return self.spread <= BUSY_SPREAD
+
+
+def latency_stats(
+    model: nn.Module,
+    x: torch.Tensor,
+    runs: int = 5,
+    warmup: int = 2,
+    min_seconds: float = 0.0,
+    clock: Callable[[], float] = time.perf_counter,
+) -> LatencyStats:
+    """Time ``model(x)``: ``warmup`` untimed calls, then at least ``runs`` timed ones, more (up to ``20 * runs``)
+    until ``min_seconds`` of timed calls have passed, so short models are timed over many calls. ``clock``: seconds
+    (tests pass a fake one)."""
     sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
-    times = []
+    times: list[float] = []
     with torch.inference_mode():
-        for i in range(warmup + runs):
-            sync()
-            t0 = time.perf_counter()
+        for _ in range(warmup):
+            model(x)
+        sync()
+        while len(times) < runs or (sum(times) < min_seconds * 1e3 and len(times) < 20 * runs):
+            t0 = clock()
             model(x)
             sync()
-            if i >= warmup:
-                times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+            times.append((clock() - t0) * 1e3)
+    q = statistics.quantiles(times, n=10, method="inclusive") if len(times) > 1 else [times[0]] * 9
+    return LatencyStats(median_ms=statistics.median(times), p10_ms=q[0], p90_ms=q[-1], runs=len(times))
+
+
+def measure_latency(model: nn.Module, x: torch.Tensor, runs: int = 5, warmup: int = 2) -> float:
+    """Median wall time in milliseconds of ``model(x)`` over ``runs`` timed calls after ``warmup`` calls."""
+    return latency_stats(model, x, runs, warmup).median_ms
 
 
 def summary(

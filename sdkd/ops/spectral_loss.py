@@ -193,7 +193,8 @@ DFT_MAX_FRACTION = 0.3
 #: box / FFT path): 63x65 cost 12.9: 1.9x / 1.6x, 25: 1.0x / 1.4x; 96x96 cost 12: 1.6x / 1.5x, 19.5: 1.3x / 1.5x;
 #: 181x360 cost 20: 2.6x / 1.8x, 41: 1.3x / 1.6x. The FFT path is 1.4-1.8x at every size measured.
 CPU_BOX_MAX_COST = 16.0
-#: cpu backend: its real-FFT kernel (csrc/cpu/spectral_loss_fft.cpp) for power-of-two H and W >= 8, any cutoff;
+#: cpu backend: its real-FFT kernel (csrc/cpu/spectral_loss_fft.cpp) for any H and W >= 8 (mixed-radix /
+#: Bluestein transforms where not a power of two), any cutoff;
 #: ~5x the reference in bench/bench_spectral_loss.py (2 cores). False: the box kernel / torch.fft path as for
 #: other sizes.
 CPU_FFT_KERNEL = True
@@ -471,13 +472,17 @@ def _is_pow2(n: int) -> bool:
 
 
 def _cpu_fft_ok(H: int, W: int) -> bool:
-    """Whether the cpu backend's own real-FFT kernel takes (H, W): powers of two, W >= 8 (one 8-lane vector)."""
+    """Whether the cpu backend's own real-FFT kernel takes (H, W): any H, W >= 8 (8-lane vectors along rows);
+    builds older than the mixed-radix transforms take powers of two only."""
     return CPU_FFT_KERNEL and _cpu_fft_size_ok(H, W)
 
 
 @lru_cache(maxsize=256)
 def _cpu_fft_size_ok(H: int, W: int) -> bool:
-    return _is_pow2(H) and _is_pow2(W) and W >= 8 and hasattr(extension(), "spectral_loss_cpu_fft")
+    ext = extension()
+    if W < 8 or not hasattr(ext, "spectral_loss_cpu_fft"):
+        return False
+    return (_is_pow2(H) and _is_pow2(W)) or bool(getattr(ext, "spectral_loss_cpu_fft_any_size", False))
 
 
 @lru_cache(maxsize=128)
@@ -674,7 +679,7 @@ def _reference_reasons(**_: object) -> list[str]:
 
 
 def _cpu_reasons(s=None, cutoffs=(), **_: object) -> list[str]:
-    # every size: its real-FFT kernel (powers of two, ~5x the reference), else the box kernel for small boxes or
+    # every size: its real-FFT kernel (W >= 8, ~5x the reference), else the box kernel for small boxes or
     # the torch.fft path with the loss folded in (1.4-2.4x the reference, see CPU_BOX_MAX_COST)
     why = [r for r in [unavailable_reason("spectral_loss_cpu")] if r]
     if s is not None:

@@ -16,7 +16,13 @@ from typing import Any
 import yaml
 
 # Sections whose contents are free-form (validated by the component that consumes them).
-FREE_FORM = {("model", "cfg"), ("distill", "kd"), ("distill", "teachers"), ("distill", "features")}
+FREE_FORM = {
+    ("model", "cfg"),
+    ("distill", "kd"),
+    ("distill", "teachers"),
+    ("distill", "features"),
+    ("distill", "feature_cfg"),
+}
 
 DEFAULTS: dict[str, Any] = {
     "stage": "train",  # train | distill
@@ -47,14 +53,18 @@ DEFAULTS: dict[str, Any] = {
         "log_every": 50,  # steps between reads of the training loss (progress bar, non-finite check)
         "max_steps_per_epoch": None,
         "deterministic": True,
+        "loggers": [],  # extra metric sinks besides metrics.csv/jsonl: tensorboard (sdkd.train.loggers.LOGGERS)
     },
     "distill": {
         "teachers": [],  # checkpoint paths
         "strategy": "single",  # single | aver | a2d | camkd
         "lam": 1.0,
         "kd": {"type": "spectral", "cutoffs": 0.25, "alpha": 1.0, "reduction": "mean", "weighting": "fixed"},
-        "features": {},  # {student_feature: teacher_feature}, or one mapping per teacher
-        "feature_loss": "mse",  # mse | ab (adapter + loss per feature pair)
+        # {student_feature: teacher_feature}, or one mapping per teacher; with feature_loss spectral a
+        # teacher side may be {low: block0.low, high: block0.high} (each band from its own branch)
+        "features": {},
+        "feature_loss": "mse",  # a sdkd.losses.FEATURE_LOSSES name: mse | ab | spectral | at
+        "feature_cfg": {},  # options of the feature loss (spectral: cutoffs, alpha, ...; ab: margin; at: p)
         "feature_lam": 0.0,
         "C": 0.6,
         "grad_space": "output",

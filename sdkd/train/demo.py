@@ -95,15 +95,19 @@ def _merge(a: dict, b: dict) -> dict:
 
 
 def run_or_reuse(cfg: dict, datasets: dict, device: str | None, log) -> Path:
-    """Train ``cfg``'s stage, resume it from last.pt, or reuse it when last.pt's config equals ``cfg``."""
+    """Train ``cfg``'s stage, resume it from last.pt, or reuse it when last.pt's config equals ``cfg``.
+
+    The stored config is compared after filling in today's defaults, so a key added to the schema since
+    it was written (with its default value) does not count as a change."""
     from .checkpoint import load_checkpoint
+    from .config import build_config
     from .run import _plain, run_stage
 
     out = Path(cfg["out_dir"])
     last = out / "last.pt"
     if last.is_file():
         try:
-            same = load_checkpoint(last)["config"] == _plain(cfg)
+            same = _plain(build_config(base=load_checkpoint(last)["config"])) == _plain(cfg)
         except Exception:
             same = False
         if not same:

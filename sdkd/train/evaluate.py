@@ -8,6 +8,7 @@ range of the normalised test targets) so rows are comparable; band errors split 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,6 +19,13 @@ from torch.utils.data import DataLoader
 from sdkd import metrics as M
 
 COLUMNS = ("mse", "mae", "psnr", "ssim", "low_err", "high_err", "mse_phys", "params", "latency_ms")
+#: latency_ms: median over at least LATENCY_RUNS single-sample forward passes (and LATENCY_MIN_SECONDS of them)
+#: after LATENCY_WARMUP untimed ones.
+LATENCY_RUNS, LATENCY_WARMUP, LATENCY_MIN_SECONDS = 10, 3, 0.3
+LATENCY_NOTE = (
+    "latency_ms: median time of one single-sample forward pass on this machine, after warm-up; "
+    "machine-dependent: compare rows of one table, not across machines or runs"
+)
 
 
 def target_range(dataset: Any, batch_size: int = 64) -> float:
@@ -40,6 +48,7 @@ def evaluate(
 ) -> dict[str, float]:
     """Metrics of ``model`` over ``dataset`` (normalised ``(x, y)`` windows with ``denormalize``)."""
     from sdkd.models import summary
+    from sdkd.models.summary import latency_stats
 
     model = model.to(device).eval()
     R = data_range if data_range is not None else target_range(dataset)
@@ -69,9 +78,21 @@ def evaluate(
         "high_err": sums["high"] / n_pix,
         "mse_phys": sums["sse_phys"] / n_pix,
     }
-    s = summary(model, tuple(dataset.in_shape), batch_size=1, latency=latency, device=device)
+    s = summary(model, tuple(dataset.in_shape), batch_size=1, latency=False, device=device)
     row["params"] = int(s.params)  # a count: results.json stores 483898, not 483898.0
-    row["latency_ms"] = float(s.latency_ms) if s.latency_ms is not None else float("nan")
+    row["latency_ms"] = float("nan")
+    if latency:
+        x1 = torch.randn(1, *tuple(dataset.in_shape), device=device)
+        lat = latency_stats(model, x1, runs=LATENCY_RUNS, warmup=LATENCY_WARMUP, min_seconds=LATENCY_MIN_SECONDS)
+        row["latency_ms"], row["latency_spread"] = lat.median_ms, lat.spread
+        if not lat.reliable:
+            warnings.warn(
+                f"latency of {type(model).__name__}: single-sample times varied {lat.spread:.1f}x between runs "
+                f"(p10 {lat.p10_ms:.3g} ms, p90 {lat.p90_ms:.3g} ms): the machine is busy, so latency_ms is "
+                "unreliable; time on a quiet machine",
+                RuntimeWarning,
+                stacklevel=2,
+            )
     return row
 
 
@@ -90,4 +111,6 @@ def format_table(rows: Mapping[str, Mapping[str, float]], columns: Sequence[str]
     lines = [head, sep]
     for name, row in rows.items():
         lines.append(f"| {name} | " + " | ".join(fmt(c, float(row[c])) for c in columns) + " |")
+    if "latency_ms" in columns:
+        lines += ["", LATENCY_NOTE]
     return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""Figures of ``sdkd eval`` / ``sdkd demo``: frames, energy spectra, band errors (matplotlib)."""
+"""Figures of ``sdkd eval`` / ``sdkd demo``: frames, energy spectra, band errors; and of ``sdkd reproduce``:
+Figure 2's claims (teacher latent spectrum against -5/3, band errors per model). Matplotlib."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -90,3 +92,61 @@ def write_figures(models: Mapping[str, nn.Module], dataset: Any, out: str | Path
     fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
     return paths
+
+
+KOLMOGOROV_SLOPE = -5.0 / 3.0
+
+
+def latent_spectrum(latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """``(k, E(k), slope)`` of a latent ``(N, D, h, w)``: the energy spectrum averaged over samples and
+    channels for ``k >= 1`` (``k = 0`` is the mean) and its least-squares log-log slope over those shells."""
+    k, E = M.energy_spectrum(latent)
+    k, E = k[1:], E[1:]
+    return k, E, M.spectrum_slope(k, E)
+
+
+def write_spectral_claims(
+    latent: torch.Tensor,
+    band_errors: Mapping[str, tuple[float, float]],
+    out: str | Path,
+    cutoff: float = 0.25,
+    title: str = "teacher latent",
+) -> tuple[Path, float]:
+    """Figure 2's two claims in ``out`` (a PNG path): left, the teacher's latent energy spectrum with its
+    fitted power law next to Kolmogorov's ``k^(-5/3)``; right, each model's low/high band test errors on
+    a log axis. ``band_errors``: ``{model label: (low, high)}``. Returns the path and the fitted slope."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    out = Path(out)
+    k, E, slope = latent_spectrum(latent)
+    kk, EE = k.numpy(), E.numpy()
+    keep = EE > 0
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [1, 1.5]})
+    a1.loglog(kk[keep], EE[keep], "o-", color="k", ms=3, label="E(k)")
+    # both lines through the spectrum's log-mean point, so only the slopes differ
+    k0, logE0 = float(np.exp(np.log(kk[keep]).mean())), float(np.log(EE[keep]).mean())
+    for s, style, name in ((slope, "--", f"fit: slope {slope:.2f}"), (KOLMOGOROV_SLOPE, ":", "Kolmogorov -5/3")):
+        a1.loglog(kk[keep], np.exp(logE0 + s * np.log(kk[keep] / k0)), style, lw=1.5, label=name)
+    a1.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    a1.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    a1.set(title=f"{title} energy spectrum (test)", xlabel="wavenumber k", ylabel="E(k)")
+    a1.legend(fontsize=8, loc="lower left")
+
+    names = list(band_errors)
+    xs = np.arange(len(names), dtype=np.float64)
+    low = [band_errors[n][0] for n in names]
+    high = [band_errors[n][1] for n in names]
+    a2.bar(xs - 0.2, low, 0.4, label=f"low band (r <= {cutoff:g})", color="tab:blue")
+    a2.bar(xs + 0.2, high, 0.4, label="high band", color="tab:orange")
+    a2.set_yscale("log")
+    a2.set_xticks(xs, names, rotation=35, ha="right", fontsize=8)
+    a2.set(ylabel="test MSE carried by the band (log)", title="low/high band errors per model")
+    a2.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out, slope

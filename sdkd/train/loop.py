@@ -4,7 +4,7 @@ The loop is model-agnostic: it optimises ``model`` (plus optional ``extra_module
 distillation adapters) with a ``loss_fn(batch, model) -> dict(loss=..., logs=...)`` and
 validates with ``val_fn(batch, model) -> (sum of squared errors, count)``. Each epoch it
 writes ``last.pt`` (for ``resume``), keeps ``best.pt`` (lowest validation loss), and appends
-metrics to ``metrics.csv`` and ``metrics.jsonl``. Data order depends only on (seed, epoch),
+metrics to ``metrics.csv`` and ``metrics.jsonl`` (and to any ``loggers``, see ``sdkd.train.loggers``). Data order depends only on (seed, epoch),
 so a resumed run ends with the same weights as an uninterrupted one.
 """
 
@@ -14,7 +14,7 @@ import csv
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .distributed import DistInfo, all_reduce_sum, barrier
+from .loggers import MetricLogger
 
 LossFn = Callable[[Any, nn.Module], Mapping[str, Any]]
 ValFn = Callable[[Any, nn.Module], tuple[torch.Tensor, int]]
@@ -142,6 +143,7 @@ class Trainer:
         num_workers: int = 0,
         log: Callable[[str], None] = print,
         batch_to_device: Callable[[Any, torch.device], Any] = to_device,
+        loggers: Iterable[MetricLogger] = (),
     ):
         self.dist = dist_info or DistInfo()
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -154,6 +156,7 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.seed = seed
         self.log = log if self.dist.is_main else (lambda _msg: None)
+        self.loggers = list(loggers) if self.dist.is_main else []  # rank 0 logs, as it writes metrics.csv
         if batch_size % self.dist.world_size:
             raise ValueError(f"batch_size {batch_size} must be divisible by the world size {self.dist.world_size}")
         self.local_batch = batch_size // self.dist.world_size
@@ -311,6 +314,8 @@ class Trainer:
                     save_checkpoint(best_path, state)
                 save_checkpoint(last_path, state)
                 self._append_metrics(row)
+                for logger in self.loggers:
+                    logger.log_metrics(row, epoch + 1)
             barrier(self.dist)
             self.log(
                 f"epoch {epoch + 1}/{self.cfg['epochs']}  train {row.get('train_loss', float('nan')):.4g}  "
@@ -318,6 +323,8 @@ class Trainer:
             )
         if stopped:
             self.log(f"early stop: no improvement for {patience} epochs (best epoch {best_epoch + 1})")
+        for logger in self.loggers:
+            logger.close()
         return FitResult(
             best_val=best_val,
             best_epoch=best_epoch,

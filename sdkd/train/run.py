@@ -20,6 +20,7 @@ import sdkd
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import ConfigError
 from .distributed import DistInfo, init_distributed
+from .loggers import LOGGERS, build_loggers
 from .loop import FitResult, Trainer, to_device
 
 SPLITS = ("train", "val", "test")
@@ -150,6 +151,26 @@ def check_free_form(cfg: Mapping[str, Any]) -> None:
         raise ConfigError(f"model.name: {exc}") from None
     if cfg["stage"] == "distill":
         build_kd_loss(cfg["distill"]["kd"])
+        check_feature_loss(cfg["distill"])
+    loggers = cfg["train"].get("loggers") or []
+    if isinstance(loggers, str) or not all(name in LOGGERS for name in loggers):
+        raise ConfigError(f"train.loggers must be a list of {sorted(LOGGERS)}, got {loggers!r}")
+
+
+def check_feature_loss(d: Mapping[str, Any]) -> None:
+    """``distill.feature_loss`` names a registered feature loss and ``distill.feature_cfg`` holds options
+    it accepts (checked by building it for small example shapes, before any data or model exists)."""
+    from sdkd.losses import FEATURE_LOSSES, build_feature_loss
+
+    kind, options = d["feature_loss"], d.get("feature_cfg") or {}
+    if kind not in FEATURE_LOSSES:
+        raise ConfigError(f"distill.feature_loss must be one of {', '.join(FEATURE_LOSSES)}, got {kind!r}")
+    if not isinstance(options, Mapping):
+        raise ConfigError(f"distill.feature_cfg must be a mapping of {kind} loss options, got {options!r}")
+    try:
+        build_feature_loss(kind, (2, 4, 4, 4), (2, 4, 4, 4), **options)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"distill.feature_cfg: {exc}") from None
 
 
 def _check_teachers_exist(cfg: Mapping[str, Any]) -> None:
@@ -160,8 +181,9 @@ def _check_teachers_exist(cfg: Mapping[str, Any]) -> None:
                 raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
 
 
-def _feature_pairs(d: Mapping[str, Any], num_teachers: int) -> list[dict[str, str]]:
-    """``distill.features``: one ``{student: teacher}`` mapping for all teachers or a list, one per teacher."""
+def _feature_pairs(d: Mapping[str, Any], num_teachers: int) -> list[dict[str, Any]]:
+    """``distill.features``: one ``{student: teacher}`` mapping for all teachers or a list, one per teacher;
+    a teacher side is a feature name or ``{band: feature name}`` (per-band branch taps, ``spectral`` only)."""
     feats = d.get("features") or {}
     rows = [feats] * num_teachers if isinstance(feats, Mapping) else list(feats)
     if len(rows) != num_teachers or not all(isinstance(r, Mapping) for r in rows):
@@ -170,32 +192,50 @@ def _feature_pairs(d: Mapping[str, Any], num_teachers: int) -> list[dict[str, st
         )
     if any(rows) and not float(d["feature_lam"]) > 0:
         raise ConfigError("distill.features is set but distill.feature_lam is 0; give feature_lam > 0")
-    return [{str(k): str(v) for k, v in r.items()} for r in rows]
+    return [{str(k): _tap(v, str(k)) for k, v in r.items()} for r in rows]
 
 
-def _feature_losses(kind: str, pairs: list[dict[str, str]], student: nn.Module, teachers: list, sample: Any, device):
-    """One adapter loss (``mse``: FeatureMSE, ``ab``: ABLoss) per teacher and pair, sized from one sample."""
+def _tap(value: Any, student_name: str) -> str | dict[str, str]:
+    if isinstance(value, Mapping):
+        if not value:
+            raise ConfigError(f"distill.features: {student_name} maps to an empty {{band: teacher feature}}")
+        return {str(band): str(name) for band, name in value.items()}
+    return str(value)
+
+
+def _feature_losses(
+    d: Mapping[str, Any], pairs: list[dict[str, Any]], student: nn.Module, teachers: list, sample, device
+):
+    """One feature loss (``distill.feature_loss`` with the options ``distill.feature_cfg``) per teacher and pair,
+    its adapter sized from one sample."""
     from sdkd.distill.cache import run_teacher
-    from sdkd.losses import ABLoss, FeatureMSE
+    from sdkd.distill.distiller import teacher_feature_names
+    from sdkd.losses import build_feature_loss
 
-    if kind not in ("mse", "ab"):
-        raise ConfigError(f"distill.feature_loss must be 'mse' or 'ab', got {kind!r}")
-    make = FeatureMSE.from_shapes if kind == "mse" else ABLoss.from_shapes
+    kind, options = d["feature_loss"], dict(d.get("feature_cfg") or {})
     x = sample[0].unsqueeze(0).to(device)
     with torch.no_grad():
         _, sfeats = student.to(device)(x, return_features=True)
     table = []
     for m, (row, teacher) in enumerate(zip(pairs, teachers)):
-        tfeats = run_teacher(teacher, x, sorted(set(row.values())), m)
+        tfeats = run_teacher(teacher, x, teacher_feature_names(row), m)
         missing = [s for s in row if s not in sfeats]
         if missing:
             raise ConfigError(f"distill.features: the student has no feature(s) {missing}; available: {sorted(sfeats)}")
-        table.append({s: make(sfeats[s].shape, tfeats[t].shape).to(device) for s, t in row.items()})
+        losses = {}
+        for s, tap in row.items():
+            t_shape = {b: tfeats[n].shape for b, n in tap.items()} if isinstance(tap, Mapping) else tfeats[tap].shape
+            try:
+                losses[s] = build_feature_loss(kind, sfeats[s].shape, t_shape, **options).to(device)
+            except ValueError as exc:
+                raise ConfigError(f"distill.features ({s} -> {tap}, teacher {m}): {exc}") from None
+        table.append(losses)
     return table
 
 
 def _distill_parts(cfg: Mapping, data: Mapping[str, Any], student: nn.Module, device: torch.device, log):
     from sdkd.distill import Distiller, IndexedDataset, TeacherCache
+    from sdkd.distill.distiller import teacher_feature_names
 
     d = cfg["distill"]
     teachers = []
@@ -211,12 +251,12 @@ def _distill_parts(cfg: Mapping, data: Mapping[str, Any], student: nn.Module, de
     pairs = _feature_pairs(d, len(teachers))
     feature_loss = None
     if any(pairs):
-        feature_loss = _feature_losses(d["feature_loss"], pairs, student, teachers, data["train"][0], device)
+        feature_loss = _feature_losses(d, pairs, student, teachers, data["train"][0], device)
     cache = None
     train_set = data["train"]
     if d.get("cache", True):
         log(f"caching {len(teachers)} teacher(s) over {len(train_set)} training samples")
-        names = [sorted(set(p.values())) for p in pairs]
+        names = [teacher_feature_names(p) for p in pairs]
         cache = TeacherCache.build(teachers, train_set, features=names, device=device)
         train_set = IndexedDataset(train_set)
     distiller = Distiller(
@@ -309,6 +349,7 @@ def run_stage(
         num_workers=int(cfg["data"].get("num_workers", 0)),
         log=log,
         batch_to_device=batch_to_device,
+        loggers=build_loggers(cfg["train"].get("loggers") or (), cfg["out_dir"]) if info.is_main else (),
         **({"loss_fn": loss_fn} if loss_fn is not None else {}),
     )
     if distiller is not None:

@@ -610,7 +610,8 @@ def capped_simplex_projection(
 ) -> torch.Tensor:
     """Euclidean projection of every row of ``y: (..., M)`` onto ``{x : sum x = 1, 0 <= x <= C}``.
 
-    Exact (breakpoint method), ``M <= 64`` on the fast backends (the reference takes any ``M``),
+    Exact (breakpoint method) and feasible for every finite input (``sum x = 1`` within ``M`` ulp,
+    ``0 <= x <= C`` exactly, however far apart the entries are), ``M <= 64`` on the fast backends (the reference takes any ``M``),
     float32/float64 (half inputs fall back to the reference, computed in float32). Differentiable
     with the closed-form backward. Requires ``C > 0`` and ``C * M >= 1``; ``check`` rejects
     non-finite ``y`` (asserted on the device, no host read: on the CPU a ``ValueError``, on CUDA a

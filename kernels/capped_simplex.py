@@ -11,6 +11,8 @@ tensors so that float64 runs are not rounded through a float32 scalar argument.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -219,7 +221,13 @@ def _rows_per_program(M_PAD: int, budget: int) -> int:
 
 
 def _scalar(v: float, like: torch.Tensor) -> torch.Tensor:
-    return torch.tensor([v], dtype=like.dtype, device=like.device)
+    """``[v]`` on ``like``'s device and dtype, cached: a host-to-device copy per call would synchronise on CUDA."""
+    return _cached_scalar(float(v), like.dtype, like.device)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_scalar(v: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.tensor([v], dtype=dtype, device=device)
 
 
 def projection_forward(y: torch.Tensor, C: float) -> torch.Tensor:

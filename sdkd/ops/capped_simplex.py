@@ -99,10 +99,9 @@ def _breakpoint_tau(v: torch.Tensor, C: float) -> tuple[torch.Tensor, torch.Tens
     bp = torch.cat([v, v - C], dim=1)  # (n, 2M) breakpoints of phi
     phi = (v[:, None, :] - bp[:, :, None]).clamp_(0, C).sum(-1)  # phi at every breakpoint
     ge, le = phi >= 1, phi <= 1
-    inf = torch.tensor(math.inf, dtype=v.dtype, device=v.device)
-    t_lo = torch.where(ge, bp, -inf).amax(1)
+    t_lo = torch.where(ge, bp, -math.inf).amax(1)  # Python scalars: no host-to-device copy
     t_lo = torch.where(ge.any(1), t_lo, bp.amin(1))  # only reachable through rounding at extreme scales
-    k_hi = torch.where(le, bp, inf).argmin(1)  # the row max always qualifies (phi = 0 there); first on ties
+    k_hi = torch.where(le, bp, math.inf).argmin(1)  # the row max always qualifies (phi = 0 there); first on ties
     t_hi = bp.gather(1, k_hi[:, None])[:, 0]
     phi_lo = (v - t_lo[:, None]).clamp(0, C).sum(1)
     phi_hi = (v - t_hi[:, None]).clamp(0, C).sum(1)

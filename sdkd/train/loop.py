@@ -264,7 +264,8 @@ class Trainer:
         if bar is not None:
             bar.close()
         keys = sorted(sums)
-        vec = torch.stack([sums[k] for k in keys] + [torch.tensor(float(n), dtype=torch.float64, device=self.device)])
+        count = torch.full((), float(n), dtype=torch.float64, device=self.device)  # a fill: no host-to-device copy
+        vec = torch.stack([sums[k] for k in keys] + [count])
         vec = all_reduce_sum(vec, self.dist).tolist()
         return {f"train_{k}": vec[i] / vec[-1] for i, k in enumerate(keys)}
 

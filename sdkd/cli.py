@@ -80,22 +80,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(_target(args._module).run(args) or 0)
 
 
+def _user_error(exc: BaseException) -> str | None:
+    """The one-line message of an error that is the user's to fix (bad input, a file that cannot be read or
+    written, a missing optional package), or ``None`` for a bug, which keeps its traceback."""
+    from sdkd.errors import SdkdError
+
+    if isinstance(exc, ImportError):
+        from sdkd._optional import import_error_message
+
+        return import_error_message(exc)
+    if isinstance(exc, OSError):  # permission, missing file, disk full...: name the file
+        names = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        return f"{exc.strerror or exc}: {names}" if names and exc.strerror else str(exc)
+    if type(exc).__module__.startswith("yaml") and type(exc).__name__.endswith("Error"):
+        return f"invalid YAML: {' '.join(str(exc).split())}"
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    if isinstance(exc, (SdkdError, ValueError, TypeError, KeyError)):  # sdkd's checks of arguments and files
+        return str(exc)
+    return None
+
+
 def console_main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``sdkd`` command: bad input or a missing optional package ends with one clear
-    line, not a traceback (``SDKD_DEBUG=1`` shows the traceback)."""
+    """Entry point of the ``sdkd`` command: sdkd's own errors (bad input, an unreadable or unwritable file, a
+    diverging run, a missing optional package) end with one clear line, not a traceback; anything else is a
+    bug and keeps its traceback. ``SDKD_DEBUG=1`` shows the traceback of everything."""
     import os
 
     try:
         return main(argv)
-    except (ValueError, TypeError, KeyError, FileNotFoundError, RuntimeError, ImportError) as exc:
-        if os.environ.get("SDKD_DEBUG") == "1":
+    except Exception as exc:
+        msg = None if os.environ.get("SDKD_DEBUG") == "1" else _user_error(exc)
+        if msg is None:
             raise
-        if isinstance(exc, ImportError):
-            from sdkd._optional import import_error_message
-
-            msg = import_error_message(exc)
-        else:
-            msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"sdkd: error: {msg}", file=sys.stderr)
         return 2
 

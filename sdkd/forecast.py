@@ -297,7 +297,9 @@ def _check_output_path(out: str | Path) -> Path:
     out = Path(out).expanduser()
     if out.suffix.lower() not in OUTPUT_SUFFIXES:
         raise ValueError(f"--out: unsupported output type {out.suffix!r} for {out}; expected one of {OUTPUT_SUFFIXES}")
-    return out
+    from sdkd.outputs import check_writable_file
+
+    return check_writable_file(out, "--out")  # a folder or a read-only place fails now, not after forecasting
 
 
 def write_forecast(out: str | Path, forecast: np.ndarray, starts: np.ndarray | None, attrs: Mapping[str, Any]) -> Path:
@@ -393,6 +395,10 @@ def predict_file(
 
     where = f"--input {Path(input).name}"
     out = _check_output_path(out)
+    if figure is not None:
+        from sdkd.outputs import check_writable_file
+
+        check_writable_file(figure, "--figure")
     stride = _positive_int(stride, "stride")
     bs = _positive_int(batch_size or forecaster.batch_size, "batch_size")
     windows = _Windows(open_array(input, variable, where), forecaster, stride, last, where)

@@ -10,9 +10,14 @@ improvement per method; inference speed). ``--ablation`` adds single-teacher Spe
 (cutoff, alpha, reduction, weighting vs plain output MSE) as extra rows.
 
 Every stage lives in ``<out>/<stage>/``; a finished stage whose stored config equals the new one
-is reused, an interrupted one resumes from ``last.pt``, a changed one is trained again
-(``sdkd.train.demo.run_or_reuse``). Budgets: ``smoke`` (CI, seconds), ``cpu`` (NSE, about an hour
-on 2 CPU cores), ``paper`` (300 epochs, 1000/100/100 split at 64x64, a GPU).
+is reused, an interrupted one resumes from ``last.pt``, a changed one is trained again after its
+files are moved aside, never deleted (``sdkd.train.demo.run_or_reuse``); ``--set out_dir`` is
+refused. Budgets: ``smoke`` (CI, seconds), ``cpu`` (NSE, about an hour on 2 CPU cores), ``paper``
+(300 epochs, 1000/100/100 split at 64x64, a GPU).
+
+Data: ``ns`` and ``rbc`` are generated and cached on first use (``rbc``: the ``sdkd.data.rbc_cache`` preset ``tiny``,
+``small`` or ``paper`` for the smoke, cpu and paper budgets; ``--data FILE`` uses a user's RBC array file instead);
+weatherbench and taxibj need ``--data``.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from typing import Any
 
 import torch
 
-from .train.config import build_config
+from .train.config import build_config, parse_override
 
 # SpectralKD setting of the main rows: fixed band weights with the low band weighted 2x, the best
 # setting on validation MSE in the NSE cpu-budget ablation (docs/results.md).
@@ -103,10 +108,13 @@ BUDGETS: dict[str, dict[str, Any]] = {
 # dataset -> (data config, model preset name); frames come from configs/models/<preset>.yaml.
 DATASETS: dict[str, tuple[dict[str, Any], str]] = {
     "ns": ({"name": "ns"}, "nse"),
-    "rbc": ({"name": "array"}, "rbc"),
+    "rbc": ({"name": "rbc"}, "rbc"),
     "weatherbench": ({"name": "weatherbench", "variables": ["t2m", "tcc", "r"]}, "weatherbench"),
     "taxibj": ({"name": "taxibj"}, "taxibj"),
 }
+
+# Generated RBC data (sdkd.data.rbc_cache) per budget; a --data FILE replaces it.
+RBC_PRESETS = {"smoke": "tiny", "cpu": "small", "paper": "paper"}
 
 STUDENT_NAMES = {"unet": "U-Net", "resnet": "ResNet", "mixer": "MLP-Mixer"}
 
@@ -238,7 +246,11 @@ def stage_configs(
         raise ValueError(f"budget must be one of {sorted(BUDGETS)}, got {budget!r}")
     if student not in STUDENT_NAMES:
         raise ValueError(f"student must be one of {sorted(STUDENT_NAMES)}, got {student!r}")
-    if dataset != "ns" and not data_path:
+    if any(parse_override(o)[0] == ["out_dir"] for o in overrides):
+        raise ValueError(
+            "--set out_dir=... would put every stage in one folder; use --out FOLDER (stage s -> FOLDER/s)"
+        )
+    if dataset not in ("ns", "rbc") and not data_path:
         raise ValueError(f"dataset {dataset!r} needs --data PATH (the data file or folder)")
     b, out = BUDGETS[budget], Path(out)
     data_base, preset_name = DATASETS[dataset]
@@ -252,6 +264,11 @@ def stage_configs(
     }
     if dataset == "ns":
         data["preset"] = b["preset"]
+    if dataset == "rbc":
+        if data_path and Path(data_path).is_file():  # a user's RBC array file instead of the generator
+            data["name"] = "array"
+        else:
+            data["preset"] = RBC_PRESETS[budget]
     if data_path:
         data["path"] = str(data_path)
     common = {
@@ -295,7 +312,7 @@ def stage_configs(
             }
             if stage in FEATURE_STAGES:  # student bottleneck <-> each teacher's last latent block
                 loss, tap, options = FEATURE_STAGES[stage]
-                sample_in = (in_shape[0], in_shape[1], *_data_hw(dataset, b, in_shape))
+                sample_in = (in_shape[0], in_shape[1], *_data_hw(dataset, budget, in_shape))
                 cfg["distill"]["features"] = [{"enc": _teacher_tap(tap, *teachers[t], sample_in)} for t in used]
                 cfg["distill"]["feature_loss"] = loss
                 cfg["distill"]["feature_lam"] = 1.0
@@ -305,12 +322,18 @@ def stage_configs(
     return cfgs
 
 
-def _data_hw(dataset: str, b: Mapping[str, Any], in_shape: tuple[int, ...]) -> tuple[int, int]:
+def _data_hw(dataset: str, budget: str, in_shape: tuple[int, ...]) -> tuple[int, int]:
+    b = BUDGETS[budget]
     if dataset == "ns":
         from .data.navier_stokes import PRESETS
 
         r = int(PRESETS[b["preset"]]["resolution"])
         return r, r
+    if dataset == "rbc":
+        from .data.rbc_cache import PRESETS as RBC
+
+        p = RBC[RBC_PRESETS[budget]]
+        return int(p["height"]), round(p["aspect"] * p["height"])
     return int(in_shape[2]), int(in_shape[3])
 
 
@@ -528,6 +551,7 @@ def run_reproduce(
 
     Returns ``{stage: metrics}``; files go to ``out`` (default ``runs/reproduce/<dataset>-<budget>-<student>``).
     """
+    from .outputs import check_writable_dir
     from .train.demo import run_or_reuse
     from .train.run import build_datasets
 
@@ -536,7 +560,7 @@ def run_reproduce(
         dataset, budget, out, student=student, ablation=ablation, data_path=data_path, seed=seed, overrides=overrides
     )
     roles = {s: (MAIN_STAGES.get(s) or ABLATION_STAGES[s])[1] for s in cfgs}
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable_dir(out, "--out")  # before any data is made
     t0 = time.perf_counter()
     first = next(iter(cfgs.values()))
     log(f"[data] {dataset}: {first['data']}")
@@ -585,11 +609,19 @@ def run_reproduce(
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dataset", choices=sorted(DATASETS), help="ns (generated), or rbc/weatherbench/taxibj (--data)")
+    parser.add_argument(
+        "dataset",
+        choices=sorted(DATASETS),
+        help="ns, rbc (generated; --data FILE overrides), weatherbench/taxibj (--data)",
+    )
     parser.add_argument("--budget", default="smoke", choices=list(BUDGETS), help="smoke: CI; cpu: ~1 h; paper: GPU")
     parser.add_argument("--student", default="unet", choices=list(STUDENT_NAMES))
     parser.add_argument("--ablation", action="store_true", help="add the SpectralKD ablation rows")
-    parser.add_argument("--data", default=None, help="data file/folder (for ns: the generated-data cache folder)")
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="data file/folder (for ns and rbc: the generated-data cache folder, or an rbc file)",
+    )
     parser.add_argument(
         "--out", default=None, help="output folder (default runs/reproduce/<dataset>-<budget>-<student>)"
     )

@@ -162,7 +162,7 @@ def test_feature_rows_on_every_dataset(dataset, tmp_path):
 
 def test_bad_arguments_are_clear(tmp_path):
     with pytest.raises(ValueError, match="needs --data"):
-        stage_configs("rbc", "smoke", tmp_path)
+        stage_configs("taxibj", "smoke", tmp_path)
     with pytest.raises(ValueError, match="budget"):
         stage_configs("ns", "huge", tmp_path)
     with pytest.raises(ValueError, match="student"):

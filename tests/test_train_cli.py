@@ -136,7 +136,7 @@ class _FakeRun:
         self.calls = []
         monkeypatch.setattr("sdkd.train.run.run_stage", self)
 
-    def __call__(self, cfg, resume=False, device=None):
+    def __call__(self, cfg, resume=False, device=None, overwrite=False):
         from sdkd.train import FitResult
 
         self.calls.append((cfg, device))

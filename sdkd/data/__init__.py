@@ -17,7 +17,7 @@ _EXPORTS = {
     "WeatherBenchDataset": "weatherbench",
     "TaxiBJDataset": "taxibj",
 }
-_SUBMODULES = ("windows", "array", "fno", "weatherbench", "taxibj", "navier_stokes", "cache", "cli")
+_SUBMODULES = ("windows", "array", "fno", "weatherbench", "taxibj", "navier_stokes", "rbc", "rbc_cache", "cache", "cli")
 
 __all__ = sorted(_EXPORTS)
 

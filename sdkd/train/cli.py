@@ -17,6 +17,9 @@ from .config import build_config
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", action="append", default=[], help="YAML config file (repeatable)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the run in OUT_DIR (only its last.pt, best.pt, metrics.*)"
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.lr=3e-4")
 
@@ -39,7 +42,7 @@ def run_train(args: argparse.Namespace, stage: str = "train") -> int:
             f"{cfg['out_dir']}; configs/ holds the paper's settings",
             file=sys.stderr,
         )
-    res = run_stage(cfg, resume=args.resume, device=args.device)
+    res = run_stage(cfg, resume=args.resume, device=args.device, overwrite=args.overwrite)
     if is_main_process():  # under torchrun, one summary line, not one per rank
         print(f"best val MSE {res.best_val:.5g} at epoch {res.best_epoch + 1}; checkpoint {res.best_path}")
     return 0
@@ -71,6 +74,10 @@ def run_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate, format_table, target_range
     from .run import build_datasets, load_model
 
+    if args.out:  # before any model is evaluated
+        from sdkd.outputs import check_writable_dir
+
+        check_writable_dir(args.out, "--out")
     models = [load_model(p, args.device) for p in args.checkpoint]
     base = models[0][1]["config"]
     cfg = build_config([], [f"data.{k}={json.dumps(v)}" for k, v in base["data"].items()] + args.overrides)

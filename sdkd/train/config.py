@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from sdkd.errors import SdkdError
+
 # Sections whose contents are free-form (validated by the component that consumes them).
 FREE_FORM = {
     ("model", "cfg"),
@@ -29,8 +31,8 @@ DEFAULTS: dict[str, Any] = {
     "seed": 42,
     "out_dir": "runs/default",
     "data": {
-        "name": "ns",  # ns | ns_mat | weatherbench | taxibj | array
-        "preset": "small",  # for generated NSE data
+        "name": "ns",  # ns | rbc | ns_mat | weatherbench | taxibj | array
+        "preset": "small",  # for generated NSE / RBC data
         "path": None,  # file or folder for real data
         "variables": None,
         "input_frames": 10,
@@ -74,7 +76,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(SdkdError, ValueError):
     """A configuration key or value is invalid."""
 
 
@@ -105,7 +107,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     parts = [p for p in key.strip().split(".") if p]
     if not parts:
         raise ConfigError(f"override {text!r} has an empty key")
-    return parts, _coerce_number(yaml.safe_load(raw)) if raw.strip() else None
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML: {' '.join(str(exc).split())}") from None
+    return parts, _coerce_number(value)
 
 
 def _coerce_number(value: Any) -> Any:
@@ -134,8 +140,11 @@ def build_config(files: Iterable[str | Path] = (), overrides: Iterable[str] = ()
         path = Path(f)
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r} does not exist")
-        with open(path) as fh:
-            data = yaml.safe_load(fh) or {}
+        try:
+            with open(path) as fh:
+                data = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {' '.join(str(exc).split())}") from None
         if not isinstance(data, Mapping):
             raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level")
         try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -98,21 +97,32 @@ def run_or_reuse(cfg: dict, datasets: dict, device: str | None, log) -> Path:
     """Train ``cfg``'s stage, resume it from last.pt, or reuse it when last.pt's config equals ``cfg``.
 
     The stored config is compared after filling in today's defaults, so a key added to the schema since
-    it was written (with its default value) does not count as a change."""
-    from .checkpoint import load_checkpoint
-    from .config import build_config
+    it was written (with its default value) does not count as a change. Nothing is deleted: a run with other
+    settings (or without a last.pt) has its files moved into an ``outdated-<time>`` subfolder
+    (``run_dir.move_run_aside``); an unreadable last.pt is only reported."""
+    from .checkpoint import CheckpointError, load_checkpoint
+    from .config import ConfigError, build_config
     from .run import _plain, run_stage
+    from .run_dir import RunFolderError, move_run_aside, run_files
 
     out = Path(cfg["out_dir"])
     last = out / "last.pt"
+    found = run_files(out) if out.is_dir() else []
     if last.is_file():
         try:
-            same = _plain(build_config(base=load_checkpoint(last)["config"])) == _plain(cfg)
-        except Exception:
+            stored = load_checkpoint(last).get("config")
+        except CheckpointError as exc:
+            raise RunFolderError(
+                f"{exc}; sdkd leaves it untouched: move or delete it yourself, or choose another --out"
+            ) from None
+        try:
+            same = _plain(build_config(base=stored)) == _plain(cfg)
+        except (ConfigError, TypeError):  # a config this sdkd no longer accepts: a different run
             same = False
         if not same:
-            log(f"{out}: settings changed, training again")
-            shutil.rmtree(out)
+            log(f"{out}: settings changed; previous run moved to {move_run_aside(out)}; training again")
+    elif found:
+        log(f"{out}: {', '.join(found)} without last.pt moved to {move_run_aside(out)}; training again")
     run_stage(cfg, resume=True, device=device, log=log, datasets=datasets)
     return out / "best.pt"
 
@@ -133,11 +143,14 @@ def run_demo(
     log=print,
 ) -> dict[str, dict[str, float]]:
     """Run the demo; returns ``{"teacher" | "baseline" | "distilled": metrics}``."""
+    from sdkd.outputs import check_writable_dir
+
     from .evaluate import evaluate, format_table, target_range
     from .run import build_datasets, load_model
 
     out = Path(out)
     cfgs = stage_configs(budget, out, seed, kd)
+    check_writable_dir(out, "--out")  # before any data is made
     t0 = time.perf_counter()
     log(f"[1/4] data: Navier-Stokes preset {cfgs['teacher']['data']['preset']!r}")
     datasets = build_datasets(cfgs["teacher"]["data"], seed)

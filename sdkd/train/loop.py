@@ -3,9 +3,12 @@
 The loop is model-agnostic: it optimises ``model`` (plus optional ``extra_modules`` such as
 distillation adapters) with a ``loss_fn(batch, model) -> dict(loss=..., logs=...)`` and
 validates with ``val_fn(batch, model) -> (sum of squared errors, count)``. Each epoch it
-writes ``last.pt`` (for ``resume``), keeps ``best.pt`` (lowest validation loss), and appends
-metrics to ``metrics.csv`` and ``metrics.jsonl`` (and to any ``loggers``, see ``sdkd.train.loggers``). Data order depends only on (seed, epoch),
-so a resumed run ends with the same weights as an uninterrupted one.
+writes ``last.pt`` (for ``resume``), keeps ``best.pt`` (lowest validation loss), and rewrites
+``metrics.csv`` and ``metrics.jsonl`` from the checkpoint's history (atomically, so they always
+match it); each epoch's row also goes to any ``loggers`` (see ``sdkd.train.loggers``). Data order
+depends only on (seed, epoch), so a resumed run ends with the same weights as an uninterrupted one.
+A non-finite training loss or validation MSE (a diverging run) stops the fit at the end of its
+epoch, before anything of that epoch is saved.
 """
 
 from __future__ import annotations
@@ -23,12 +26,19 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from sdkd.data.cache import atomic_path
+from sdkd.errors import SdkdError
+
 from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .distributed import DistInfo, all_reduce_sum, barrier
 from .loggers import MetricLogger
 
 LossFn = Callable[[Any, nn.Module], Mapping[str, Any]]
 ValFn = Callable[[Any, nn.Module], tuple[torch.Tensor, int]]
+
+
+class TrainingDiverged(SdkdError, FloatingPointError):
+    """The training loss became non-finite (NaN or inf): the run diverged."""
 
 
 @dataclass
@@ -102,15 +112,18 @@ class _LossWindow:
         self.first_bad = torch.where(newly_bad, float(step), self.first_bad)
         self.count += 1
 
-    def read(self, epoch: int) -> float:
-        """Mean loss of the interval (one host read); ``FloatingPointError`` naming the first non-finite step."""
-        total, first_bad = torch.stack([self.total, self.first_bad]).tolist()
+    def read(self, epoch: int, trainer: Trainer) -> float:
+        """Mean loss of the interval (one host read). A non-finite loss on any process (the flags are summed
+        over processes, so all of them stop together) raises ``TrainingDiverged`` naming the first such step."""
+        flags = all_reduce_sum((self.first_bad >= 0).to(torch.float64).reshape(1), trainer.dist)
+        total, first_bad, any_bad = torch.cat([self.total.reshape(1), self.first_bad.reshape(1), flags]).tolist()
         count = max(self.count, 1)
         self._reset()
-        if first_bad >= 0:
-            raise FloatingPointError(
-                f"non-finite training loss at epoch {epoch + 1}, step {int(first_bad)} (lower train.lr or check the "
-                "data; train.clip_grad bounds the update size)"
+        if any_bad > 0:
+            where = f"step {int(first_bad)}" if first_bad >= 0 else "a step of another process"
+            raise TrainingDiverged(
+                f"training diverged: non-finite training loss at epoch {epoch + 1}, {where} (train.lr="
+                f"{trainer.cfg['lr']}); lower train.lr or set train.clip_grad; the checkpoints hold the last finite epoch"
             )
         return total / count
 
@@ -258,7 +271,7 @@ class Trainer:
             if bar is not None:
                 bar.update(1)
             if n % log_every == 0 or n == self.steps_per_epoch:
-                mean_loss = window.read(epoch)  # the one host read of the interval; raises on a non-finite loss
+                mean_loss = window.read(epoch, self)  # the interval's one host read; raises on a non-finite loss
                 if bar is not None:
                     bar.set_postfix(loss=f"{mean_loss:.4g}")
         if bar is not None:
@@ -300,6 +313,11 @@ class Trainer:
             t0 = time.perf_counter()
             row = {"epoch": epoch + 1, **self._train_epoch(epoch)}
             row["val_mse"] = self.validate()
+            if not math.isfinite(row["val_mse"]):  # the last steps' updates overflowed the weights
+                raise TrainingDiverged(
+                    f"training diverged: non-finite validation MSE after epoch {epoch + 1} (train.lr="
+                    f"{self.cfg['lr']}); lower train.lr or set train.clip_grad; the checkpoints hold the last finite epoch"
+                )
             row["lr"] = self.optimizer.param_groups[0]["lr"]
             row["seconds"] = time.perf_counter() - t0
             improved = row["val_mse"] < best_val
@@ -314,7 +332,7 @@ class Trainer:
                 if improved:
                     save_checkpoint(best_path, state)
                 save_checkpoint(last_path, state)
-                self._append_metrics(row)
+                self._write_metrics(history)
                 for logger in self.loggers:
                     logger.log_metrics(row, epoch + 1)
             barrier(self.dist)
@@ -336,14 +354,14 @@ class Trainer:
             last_path=last_path if last_path.is_file() else None,
         )
 
-    def _append_metrics(self, row: Mapping[str, Any]) -> None:
+    def _write_metrics(self, history: list[Mapping[str, Any]]) -> None:
+        """Rewrite ``metrics.jsonl``/``metrics.csv`` from the whole history, atomically: one header, its columns
+        those of every row, and the rows always those of ``last.pt`` (also after a kill or a resume)."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.out_dir / "metrics.jsonl", "a") as fh:
-            fh.write(json.dumps(dict(row)) + "\n")
-        csv_path = self.out_dir / "metrics.csv"
-        new = not csv_path.is_file()
-        with open(csv_path, "a", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(row), extrasaction="ignore")
-            if new:
-                w.writeheader()
-            w.writerow(row)
+        with atomic_path(self.out_dir / "metrics.jsonl") as tmp:
+            tmp.write_text("".join(json.dumps(dict(row)) + "\n" for row in history))
+        columns = list(dict.fromkeys(k for row in history for k in row))
+        with atomic_path(self.out_dir / "metrics.csv") as tmp, open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=columns, restval="")
+            w.writeheader()
+            w.writerows(history)

@@ -22,6 +22,7 @@ from .config import ConfigError
 from .distributed import DistInfo, init_distributed
 from .loggers import LOGGERS, build_loggers
 from .loop import FitResult, Trainer, to_device
+from .run_dir import check_resume_config, prepare_run_dir
 
 SPLITS = ("train", "val", "test")
 
@@ -40,6 +41,17 @@ def build_datasets(data_cfg: Mapping[str, Any], seed: int = 42, progress: bool =
 
         array, _ = load_or_generate(preset=data_cfg.get("preset") or "small", root=path, progress=progress)
         make = lambda split: D.NavierStokesDataset(array, split, t_in, t_out, splits)  # noqa: E731
+    elif name == "rbc":
+        from sdkd.data.rbc_cache import PRESET_SPLITS, load_or_generate
+
+        preset = data_cfg.get("preset") or "small"
+        if preset not in PRESET_SPLITS:
+            raise ConfigError(f"data.preset for data.name='rbc' must be one of {sorted(PRESET_SPLITS)}, got {preset!r}")
+        _, rbc_path = load_or_generate(preset, root=path, progress=progress)
+        rbc_splits = splits if splits is not None else PRESET_SPLITS[preset]
+        make = lambda split: D.ArrayDataset(  # noqa: E731
+            rbc_path, input_frames=t_in, output_frames=t_out, split=split, splits=rbc_splits
+        )
     elif name == "ns_mat":
         make = lambda split: D.NavierStokesDataset(_need(path, name), split, t_in, t_out, splits)  # noqa: E731
     elif name == "weatherbench":
@@ -57,7 +69,7 @@ def build_datasets(data_cfg: Mapping[str, Any], seed: int = 42, progress: bool =
             _need(path, name), variable=variable, input_frames=t_in, output_frames=t_out, split=split, **kw
         )
     else:
-        raise ConfigError(f"data.name must be ns, ns_mat, weatherbench, taxibj or array, got {name!r}")
+        raise ConfigError(f"data.name must be ns, rbc, ns_mat, weatherbench, taxibj or array, got {name!r}")
     return {split: make(split) for split in SPLITS}
 
 
@@ -304,12 +316,18 @@ def run_stage(
     device: str | None = None,
     log: Callable[[str], None] = print,
     datasets: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> FitResult:
     """Train (``cfg["stage"] == "train"``) or distill a model as configured; writes
-    ``best.pt``/``last.pt``/metrics into ``cfg["out_dir"]``."""
+    ``best.pt``/``last.pt``/metrics into ``cfg["out_dir"]``.
+
+    A folder that already holds a run is refused unless ``resume`` (continue it; its config must match up to
+    ``run_dir.RESUMABLE_KEYS``) or ``overwrite`` (replace sdkd's files there); see ``sdkd.train.run_dir``."""
     check_free_form(cfg)  # typos fail here, not after data generation
     _check_teachers_exist(cfg)
     info: DistInfo = init_distributed(device)
+    if info.is_main:  # before any data is made: the folder is usable, and a resume continues the same run
+        _prepare_out_dir(cfg, resume, overwrite, log)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type == "cuda" and info.enabled:
         dev = torch.device("cuda", info.local_rank)
@@ -355,6 +373,15 @@ def run_stage(
     if distiller is not None:
         distiller.student = trainer.wrapped  # gradients of the student sync under DDP
     return trainer.fit(resume=resume)
+
+
+def _prepare_out_dir(cfg: Mapping[str, Any], resume: bool, overwrite: bool, log: Callable[[str], None]) -> None:
+    out = prepare_run_dir(cfg["out_dir"], resume=resume, overwrite=overwrite)
+    last = out / "last.pt"
+    if resume and last.is_file():
+        changed = check_resume_config(load_checkpoint(last).get("config"), _plain(cfg), last)
+        if changed:
+            log(f"resuming {last} with changed {', '.join(changed)}")
 
 
 def _plain(value: Any) -> Any:

@@ -211,6 +211,12 @@ def test_trainer_names_the_first_nonfinite_step(tmp_path):
     assert not (tmp_path / "last.pt").exists()
 
 
+@pytest.mark.parametrize("bad", [0, -3, 2.5, "often", True])
+def test_trainer_rejects_bad_log_every(tmp_path, bad):
+    with pytest.raises(ValueError, match="train.log_every must be an integer >= 1"):
+        _trainer(tmp_path, bad)
+
+
 def test_nonfinite_checks_still_raise_on_cpu():
     s, t = torch.randn(1, 8, 8), torch.randn(1, 8, 8)
     t[0, 0, 0] = float("nan")

@@ -166,6 +166,11 @@ class Trainer:
         self.extra_state = dict(extra_state or {})
         self.loss_fn, self.val_fn = loss_fn, val_fn
         self.batch_to_device = batch_to_device
+        self.log_every = self.cfg.get("log_every", 50)
+        if isinstance(self.log_every, bool) or not isinstance(self.log_every, int) or self.log_every < 1:
+            raise ValueError(
+                f"train.log_every must be an integer >= 1 (steps between loss reads), got {self.log_every!r}"
+            )
         self.out_dir = Path(out_dir)
         self.seed = seed
         self.log = log if self.dist.is_main else (lambda _msg: None)
@@ -245,7 +250,7 @@ class Trainer:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}", leave=False)
-        log_every = max(1, int(self.cfg.get("log_every", 50) or 50))
+        log_every = self.log_every
         window = _LossWindow(self.device)
         for step, batch in enumerate(self.train_loader):
             if step >= self.steps_per_epoch:

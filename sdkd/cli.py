@@ -17,7 +17,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("sdkd.train.cli:eval_", "metrics table and figures of checkpoints on the test split"),
     "predict": ("sdkd.forecast:predict_command", "physical-unit forecasts of an input file from a checkpoint"),
     "export": ("sdkd.forecast:export_command", "export a checkpoint's model to ONNX or torch.export"),
+    "configs": ("sdkd.config_files", "list the packaged configs (--config NAME works from any folder), or show one"),
     "demo": ("sdkd.train.demo", "generate data, train teacher + baseline + distilled student, print the table"),
+    "bench": ("sdkd.bench", "time every hot op on this machine: the backend auto picks vs the reference"),
     "reproduce": ("sdkd.reproduce", "the paper's experiments: teachers, student, KD methods -> tables and figures"),
 }
 
@@ -94,11 +96,30 @@ def _user_error(exc: BaseException) -> str | None:
         return f"{exc.strerror or exc}: {names}" if names and exc.strerror else str(exc)
     if type(exc).__module__.startswith("yaml") and type(exc).__name__.endswith("Error"):
         return f"invalid YAML: {' '.join(str(exc).split())}"
-    if isinstance(exc, KeyError) and exc.args:
-        return str(exc.args[0])
-    if isinstance(exc, (SdkdError, ValueError, TypeError, KeyError)):  # sdkd's checks of arguments and files
+    if isinstance(exc, SdkdError):
         return str(exc)
+    if isinstance(exc, (ValueError, TypeError, KeyError)) and _raised_on_purpose_by_sdkd(exc):
+        return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)  # an argument check
     return None
+
+
+def _raised_on_purpose_by_sdkd(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from a ``raise`` statement in sdkd's own code (a check of the user's arguments),
+    not from inside torch or numpy or an implicit failure (a missing dict key, a wrong call): those are bugs
+    and keep their traceback."""
+    import traceback
+    from pathlib import Path
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return False
+    last = frames[-1]
+    package = Path(__file__).resolve().parent
+    try:
+        inside = Path(last.filename).resolve().is_relative_to(package)
+    except (OSError, ValueError):
+        return False
+    return inside and (last.line or "").lstrip().startswith("raise ")
 
 
 def console_main(argv: Sequence[str] | None = None) -> int:

@@ -249,7 +249,7 @@ class _Windows:
 
     Layouts: ``(N, T_in, C, H, W)`` (windows), ``(time, C, H, W)`` or ``(time, H, W)`` for one
     channel (a series: one window if ``time == T_in``, else sliding windows ``stride`` frames apart,
-    or only the last ``T_in`` frames with ``last=True``).
+    or only the last ``T_in`` frames with ``last=True``, a single window).
     """
 
     def __init__(self, source: Any, forecaster: Forecaster, stride: int, last: bool, where: str):
@@ -268,7 +268,7 @@ class _Windows:
             time = shape[0]
             if time < T:
                 raise ValueError(f"{where}: the series has {time} frames but {forecaster.name} needs T_in = {T}")
-            self.series, self.single = True, time == T
+            self.series, self.single = True, time == T or last  # --last: one window, written (T_out, C, H, W)
             self.starts = np.array([time - T]) if last else np.arange(0, time - T + 1, stride)
         else:
             raise ValueError(
@@ -335,10 +335,18 @@ def write_forecast(out: str | Path, forecast: np.ndarray, starts: np.ndarray | N
     return out
 
 
+def evenly_spaced_leads(frames: int, max_frames: int) -> list[int]:
+    """Indices of at most ``max_frames`` frames out of ``frames``, evenly spaced and ending with the last
+    one: 10 leads, 6 shown -> +2, +4, +6, +8, +10 (equal steps, unlike rounding a linspace)."""
+    step = -(-frames // max(1, max_frames))
+    return list(range(frames - 1, -1, -step))[::-1]
+
+
 def write_forecast_figure(
     x: np.ndarray, y: np.ndarray, path: str | Path, title: str = "", max_frames: int = 6, max_channels: int = 3
 ) -> Path:
-    """PNG of one forecast: per channel, the last input frames above the forecast frames (shared colour scale)."""
+    """PNG of one forecast: per channel, input frames above forecast frames at evenly spaced lead times
+    (each row evenly spaced and ending at its last frame), one colour scale and colorbar per channel."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -347,25 +355,34 @@ def write_forecast_figure(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     C = min(x.shape[1], max_channels)
-    n_in, n_out = min(x.shape[0], max_frames), min(y.shape[0], max_frames)
-    leads = np.unique(np.linspace(0, y.shape[0] - 1, n_out).round().astype(int))
-    cols = max(n_in, len(leads))
-    fig, axes = plt.subplots(2 * C, cols, figsize=(1.9 * cols, 2.0 * 2 * C), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
+    T_in, T_out = x.shape[0], y.shape[0]
+    leads = evenly_spaced_leads(T_out, max_frames)
+    cols = len(leads)
+    in_step = max(1, (T_in - 1) // (cols - 1)) if cols > 1 else 1  # as many input frames as columns, evenly spaced
+    inputs = list(range(T_in - 1, -1, -in_step))[:cols][::-1]
+    fig, axes = plt.subplots(2 * C, cols, figsize=(1.9 * cols + 1.0, 2.0 * 2 * C + 0.4), squeeze=False)
+    fig.set_layout_engine("constrained")
     for c in range(C):
         lo = float(min(x[:, c].min(), y[:, c].min()))
         hi = float(max(x[:, c].max(), y[:, c].max()))
-        T_in = x.shape[0]
-        for j, t in enumerate(range(T_in - n_in, T_in)):
+        suffix = f" c{c}" if C > 1 else ""
+        for j in range(cols):
+            if j >= len(inputs):  # fewer input frames than lead times: no empty framed cell
+                fig.delaxes(axes[2 * c, j])
+                continue
+            t = inputs[j]
             ax = axes[2 * c, j]
             im = ax.imshow(x[t, c], vmin=lo, vmax=hi, cmap="RdBu_r")
-            ax.set_title(f"input t={t - T_in + 1}" + (f" c{c}" if C > 1 else ""), fontsize=8)
+            ax.set_title(f"input t={t - T_in + 1}{suffix}", fontsize=8)
         for j, t in enumerate(leads):
             ax = axes[2 * c + 1, j]
             im = ax.imshow(y[t, c], vmin=lo, vmax=hi, cmap="RdBu_r")
-            ax.set_title(f"forecast +{t + 1}" + (f" c{c}" if C > 1 else ""), fontsize=8)
-        fig.colorbar(im, ax=list(axes[2 * c : 2 * c + 2].flat), shrink=0.8)
+            ax.set_title(f"forecast +{t + 1}{suffix}", fontsize=8)
+        for ax in axes[2 * c : 2 * c + 2].flat:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        shown = [ax for ax in axes[2 * c : 2 * c + 2].flat if ax in fig.axes]
+        fig.colorbar(im, ax=shown, shrink=0.8, label=f"channel {c}" if C > 1 else None)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.savefig(path, dpi=100)
@@ -455,8 +472,12 @@ def _configure_predict(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="forecast file (.npy .npz .h5 .nc)")
     parser.add_argument("--variable", default=None, help="array name inside .npz/.h5/.nc (if it holds several)")
     parser.add_argument("--stride", type=int, default=1, help="frames between sliding windows of a series")
-    parser.add_argument("--last", action="store_true", help="a series: forecast from its last T_in frames only")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--last", action="store_true", help="a series: forecast from its last T_in frames only; writes (T_out, C, H, W)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=64, help="windows per forward pass (lower it if memory runs out; default 64)"
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     parser.add_argument("--figure", default=None, help="write a PNG of one forecast (needs matplotlib)")
     parser.add_argument("--sample", type=int, default=0, help="which window the figure shows")

@@ -450,6 +450,33 @@ def test_other_exceptions_keep_their_traceback(monkeypatch):
         console_main(["train", "train.epochs=1"])
 
 
+def test_implicit_value_type_key_errors_are_bugs_with_a_traceback(monkeypatch):
+    """A KeyError from a dict lookup or a TypeError from a wrong call inside sdkd is a bug, not a user's mistake:
+    only ``raise`` statements of sdkd's own argument checks become one line."""
+    for exc_type, body in ((KeyError, lambda: {}["missing"]), (TypeError, lambda: len(3))):
+
+        def bug(*_a, _body=body, **_k):
+            return _body()
+
+        monkeypatch.setattr("sdkd.train.run.run_stage", bug)
+        with pytest.raises(exc_type):
+            console_main(["train", "train.epochs=1"])
+
+
+def test_a_deliberate_argument_check_in_sdkd_is_one_line(capsys):
+    from sdkd.cli import _user_error
+    from sdkd.models import build_model
+
+    with pytest.raises(ValueError) as info:
+        build_model("unet", in_shape=(1, 16, 16), out_frames=1)
+    assert _user_error(info.value) == str(info.value)
+    with pytest.raises(ValueError) as info:  # raised inside torch: not sdkd's check
+        import torch
+
+        torch.nn.functional.mse_loss(torch.zeros(2), torch.zeros(2), reduction="bogus")
+    assert _user_error(info.value) is None
+
+
 # ---------------------------------------------------------------------------------- kill -9 and concurrent writers
 def _kill9(proc):
     os.kill(proc.pid, signal.SIGKILL)

@@ -35,6 +35,8 @@ from torch.utils.data import DataLoader, Dataset
 from sdkd.data.cache import file_digest, remove_stale_temps, temp_prefix
 from sdkd.errors import SdkdError
 
+from .taps import forward_with_features
+
 CACHE_VERSION = 1
 META_FILE = "meta.json"
 
@@ -101,30 +103,13 @@ def feature_lists(features: FeatureSpec, num_teachers: int, arg: str = "features
 def run_teacher(teacher: nn.Module, x: torch.Tensor, names: Sequence[str], index: int) -> dict[str, torch.Tensor]:
     """Run a frozen teacher under ``no_grad``; ``{"pred": ..., name: feature}``.
 
-    Raises ``KeyError`` naming ``features`` when the teacher does not produce a requested name.
+    A feature name is one the teacher returns from ``forward(x, return_features=True)`` or the path of
+    one of its submodules (a forward hook, :mod:`sdkd.distill.taps`), so any ``nn.Module`` can be a
+    teacher. Raises ``KeyError`` naming ``features`` when the teacher has no such feature.
     """
     with torch.no_grad():
-        if not names:
-            out = teacher(x)
-            return {PRED: _prediction(out, f"teachers[{index}]")}
-        out = teacher(x, return_features=True)
-        if not (isinstance(out, (tuple, list)) and len(out) == 2 and isinstance(out[1], dict)):
-            raise TypeError(f"teachers[{index}](x, return_features=True) must return (prediction, {{name: feature}})")
-        pred, feats = out
-        missing = [n for n in names if n not in feats]
-        if missing:
-            raise KeyError(f"features: teachers[{index}] has no feature(s) {missing}; available: {sorted(feats)}")
-        res = {PRED: _prediction(pred, f"teachers[{index}]")}
-        res.update({n: feats[n] for n in names})
-        return res
-
-
-def _prediction(out: Any, who: str) -> torch.Tensor:
-    if isinstance(out, (tuple, list)):  # a model that returns (pred, features) unasked
-        out = out[0]
-    if not isinstance(out, torch.Tensor):
-        raise TypeError(f"{who} must return a tensor prediction, got {type(out).__name__}")
-    return out
+        pred, feats = forward_with_features(teacher, x, names, f"teachers[{index}]")
+    return {PRED: pred, **feats}
 
 
 def fingerprint(teachers: Sequence[nn.Module]) -> str:

@@ -1,7 +1,7 @@
 """``sdkd train``, ``sdkd distill`` and ``sdkd eval``.
 
-Configs are YAML files (``--config``, repeatable, later files win) plus ``section.key=value``
-overrides; ``configs/`` holds one per dataset and stage.
+Configs are YAML files (``--config``, repeatable, later files win; a packaged config by name, ``nse/teacher``,
+from any folder) plus ``section.key=value`` overrides; ``configs/`` holds one per dataset and stage.
 """
 
 from __future__ import annotations
@@ -15,7 +15,13 @@ from .config import build_config
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", action="append", default=[], help="YAML config file (repeatable)")
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        help="YAML file, or a packaged config's name from any folder (nse/teacher; `sdkd configs` lists them); "
+        "repeatable, later ones win",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace the run in OUT_DIR (only its last.pt, best.pt, metrics.*)"
@@ -39,9 +45,11 @@ def run_train(args: argparse.Namespace, stage: str = "train") -> int:
         print(
             f"sdkd {stage}: no --config: the built-in defaults (model {cfg['model']['name']}, data {d['name']}"
             f"{'/' + str(d['preset']) if d['name'] == 'ns' else ''}, {cfg['train']['epochs']} epochs) into "
-            f"{cfg['out_dir']}; configs/ holds the paper's settings",
+            f"{cfg['out_dir']}; `sdkd configs` lists the paper's settings",
             file=sys.stderr,
         )
+    if is_main_process():  # where to look while it runs (metrics.csv, checkpoints)
+        print(f"sdkd {stage}: output folder {Path(cfg['out_dir']).resolve()}", file=sys.stderr)
     res = run_stage(cfg, resume=args.resume, device=args.device, overwrite=args.overwrite)
     if is_main_process():  # under torchrun, one summary line, not one per rank
         print(f"best val MSE {res.best_val:.5g} at epoch {res.best_epoch + 1}; checkpoint {res.best_path}")
@@ -62,16 +70,28 @@ def run_distill(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- eval
 def configure_eval(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", action="append", required=True, help="checkpoint(s) to evaluate")
-    parser.add_argument("--name", action="append", default=[], help="row name per checkpoint (default: file path)")
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        required=True,
+        help="checkpoint to evaluate (repeat it for several, one row each)",
+    )
+    parser.add_argument(
+        "--name", action="append", default=[], help="row name, repeated in --checkpoint order (default: the file path)"
+    )
     parser.add_argument("--out", default=None, help="folder for results.md/.json and figures")
     parser.add_argument("--figures", action="store_true", help="write figures (needs matplotlib: sdkd[plot])")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1: where the models run")
+    parser.add_argument(
+        "--openstl-metrics",
+        action="store_true",
+        help="also MSE/MAE in OpenSTL's convention (per frame, sum over C, H, W; mean over samples and frames)",
+    )
     parser.add_argument("overrides", nargs="*", help="data.* overrides (default: the first checkpoint's data config)")
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate, format_table, target_range
+    from .evaluate import COLUMNS, OPENSTL_COLUMNS, evaluate, format_table, target_range
     from .run import build_datasets, load_model
 
     if args.out:  # before any model is evaluated
@@ -84,8 +104,9 @@ def run_eval(args: argparse.Namespace) -> int:
     test = build_datasets(cfg["data"], cfg["seed"])["test"]
     names = args.name + [str(p) for p in args.checkpoint[len(args.name) :]]
     R = target_range(test)
-    rows = {n: evaluate(m, test, device=args.device, data_range=R) for n, (m, _) in zip(names, models)}
-    table = format_table(rows)
+    openstl = args.openstl_metrics
+    rows = {n: evaluate(m, test, device=args.device, data_range=R, openstl=openstl) for n, (m, _) in zip(names, models)}
+    table = format_table(rows, COLUMNS + OPENSTL_COLUMNS if openstl else COLUMNS)
     print(table)
     if args.out:
         out = Path(args.out)

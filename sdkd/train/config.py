@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from sdkd.config_files import ConfigNotFoundError, resolve_config
 from sdkd.errors import SdkdError
 
 # Sections whose contents are free-form (validated by the component that consumes them).
@@ -38,10 +39,11 @@ DEFAULTS: dict[str, Any] = {
         "input_frames": 10,
         "output_frames": 10,
         "splits": None,
+        "interval": None,  # taxibj only: 30min (default) | day (TaxiBJ+ daily totals, Table 2)
         "batch_size": 16,
         "num_workers": 0,
     },
-    "model": {"name": "unet", "cfg": {}},
+    "model": {"name": "unet", "cfg": {}},  # a registry name, or "package.module:Class" with cfg as its kwargs
     "train": {
         "epochs": 50,
         "lr": 1e-4,
@@ -58,7 +60,7 @@ DEFAULTS: dict[str, Any] = {
         "loggers": [],  # extra metric sinks besides metrics.csv/jsonl: tensorboard (sdkd.train.loggers.LOGGERS)
     },
     "distill": {
-        "teachers": [],  # checkpoint paths
+        "teachers": [],  # sdkd checkpoint paths, or {checkpoint: state_dict.pt, model: {name, cfg}} (train/teachers.py)
         "strategy": "single",  # single | aver | a2d | camkd
         "lam": 1.0,
         "kd": {"type": "spectral", "cutoffs": 0.25, "alpha": 1.0, "reduction": "mean", "weighting": "fixed"},
@@ -132,14 +134,16 @@ def _nest(parts: list[str], value: Any) -> dict:
 
 
 def build_config(files: Iterable[str | Path] = (), overrides: Iterable[str] = (), base: Mapping | None = None) -> dict:
-    """Defaults, then each YAML file in order, then ``key=value`` overrides."""
+    """Defaults, then each YAML file (a path, or a packaged config's name such as ``nse/teacher``) in order, then
+    ``key=value`` overrides."""
     cfg = copy.deepcopy(DEFAULTS)
     if base:
         _merge(cfg, base, ())
     for f in files:
-        path = Path(f)
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
+        try:
+            path = resolve_config(f)  # a file, or a packaged config by name (nse/teacher)
+        except ConfigNotFoundError as exc:
+            raise ConfigError(str(exc)) from None
         try:
             with open(path) as fh:
                 data = yaml.safe_load(fh) or {}
@@ -176,7 +180,9 @@ def validate(cfg: Mapping) -> None:
     if d["strategy"] not in ("single", "aver", "a2d", "camkd"):
         raise ConfigError(f"distill.strategy must be single, aver, a2d or camkd, got {d['strategy']!r}")
     if not isinstance(d["teachers"], (list, tuple)):
-        raise ConfigError(f"distill.teachers must be a list of checkpoint paths, got {d['teachers']!r}")
+        raise ConfigError(
+            f"distill.teachers must be a list of checkpoint paths or {{checkpoint, model}} mappings, got {d['teachers']!r}"
+        )
     if cfg["stage"] == "distill" and not d["teachers"]:
         raise ConfigError("stage 'distill' needs distill.teachers (checkpoint paths)")
     from .run import check_free_form

@@ -85,6 +85,7 @@ STRATEGIES = [
     ("a2d", {"per_sample": True}),
     ("a2d", {"grad_space": "params"}),
     ("a2d", {"features": {"hid": "hid"}}),
+    ("camkd", {"features": {"conv1": "conv1"}}),  # a submodule path: tapped by a forward hook
 ]
 
 

@@ -57,6 +57,7 @@ DEFAULTS: dict[str, Any] = {
         "clip_grad": 1.0,  # max grad norm; 0 disables
         "amp": True,  # mixed precision (bf16) on GPU only
         "progress": True,
+        "log_every": 50,  # steps between reads of the training loss (progress bar, non-finite check)
         "max_steps_per_epoch": None,
         "deterministic": True,
         "loggers": [],  # extra metric sinks besides metrics.csv/jsonl: tensorboard (sdkd.train.loggers.LOGGERS)

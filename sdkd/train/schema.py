@@ -271,6 +271,7 @@ SCHEMA: Mapping[str, Rule] = {
     "train.amp": Flag(),
     "train.progress": Flag(),
     "train.max_steps_per_epoch": Integer(1, none="every batch of the epoch"),
+    "train.log_every": Integer(1),
     "train.deterministic": Flag(),
     "train.loggers": NameList(_loggers),
     "distill.strategy": OneOf(_strategies),

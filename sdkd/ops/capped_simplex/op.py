@@ -8,7 +8,7 @@ import math
 import torch
 
 from .._device_checks import assert_on_device
-from .._dispatch import Backend, Op, Tuning, interpreter_key, plain_eager, register_op, requested_backend
+from .._dispatch import CHECK_DEFAULT, Backend, Op, Tuning, interpreter_key, plain_eager, register_op, requested_backend
 from .a2d import _a2d_solve_reference, _check_gram, default_a2d_tol
 from .native import (
     a2d_cpu,
@@ -198,7 +198,7 @@ def _(gram: torch.Tensor, C: float, max_iter: int, tol: float, backend: str) -> 
 
 # ----------------------------------------------------------------------------- public API
 def capped_simplex_projection(
-    y: torch.Tensor, C: float | torch.Tensor, *, backend: str = "auto", check: bool = True
+    y: torch.Tensor, C: float | torch.Tensor, *, backend: str = "auto", check: bool = CHECK_DEFAULT
 ) -> torch.Tensor:
     """Euclidean projection of every row of ``y: (..., M)`` onto ``{x : sum x = 1, 0 <= x <= C}``.
 
@@ -224,7 +224,7 @@ def a2d_weights(
     max_iter: int = 1000,
     tol: float | None = None,
     backend: str = "auto",
-    check: bool = True,
+    check: bool = CHECK_DEFAULT,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A2D teacher weights ``argmin_a 1/2 a^T G a`` s.t. ``sum a = 1, 0 <= a <= C``, one QP per Gram matrix.
 

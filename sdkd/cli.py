@@ -80,13 +80,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(_target(args._module).run(args) or 0)
 
 
+def _interrupted(exc: KeyboardInterrupt, argv: Sequence[str]) -> int:
+    """Ctrl-C: one line (where it stopped, what the last checkpoint holds, how to continue; rank 0 only) and
+    exit status 130, instead of a traceback."""
+    from sdkd.train.distributed import is_main_process
+    from sdkd.train.interrupt import EXIT_INTERRUPTED, interrupt_line
+    from sdkd.train.progress import close_bars
+
+    close_bars()
+    if is_main_process():
+        print(f"sdkd: {interrupt_line(exc, _command_of(argv), argv)}", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
 def console_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sdkd`` command: bad input or a missing optional package ends with one clear
-    line, not a traceback (``SDKD_DEBUG=1`` shows the traceback)."""
+    line, not a traceback (``SDKD_DEBUG=1`` shows the traceback); so does Ctrl-C (exit status 130)."""
     import os
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return main(argv)
+    except KeyboardInterrupt as exc:
+        if os.environ.get("SDKD_DEBUG") == "1":
+            raise
+        return _interrupted(exc, argv)
     except (ValueError, TypeError, KeyError, FileNotFoundError, RuntimeError, ImportError) as exc:
         if os.environ.get("SDKD_DEBUG") == "1":
             raise

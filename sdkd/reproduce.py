@@ -273,7 +273,6 @@ def stage_configs(
             "lr": b["lr"],
             "scheduler": b["scheduler"],
             "patience": b["patience"],
-            "progress": False,
             "max_steps_per_epoch": b["max_steps_per_epoch"],
         },
     }
@@ -339,21 +338,25 @@ def _label(stage: str, student: str) -> str:
 
 
 def evaluate_stages(
-    paths: Mapping[str, Path], test: Any, latency_runs: int, device: str = "cpu"
+    paths: Mapping[str, Path], test: Any, latency_runs: int, device: str = "cpu", progress: bool = False
 ) -> tuple[dict[str, dict[str, float]], dict[str, torch.Tensor], torch.Tensor]:
     """Metrics per stage (``sdkd.train.evaluate``, latency re-measured with more runs) plus the
-    test predictions and targets (for the figures)."""
+    test predictions and targets (for the figures). ``progress``: a bar over the stages."""
     from torch.utils.data import DataLoader
 
     from .models.summary import measure_latency
     from .train.evaluate import evaluate, target_range
+    from .train.progress import progress_bar
     from .train.run import load_model
 
     R = target_range(test)
     rows, preds = {}, {}
     y = torch.cat([yb for _, yb in DataLoader(test, 16)])
     x1 = test[0][0].unsqueeze(0).to(device)
+    bar = progress_bar(len(paths), "test split", progress, unit="model")
     for stage, path in paths.items():
+        if bar is not None:
+            bar.set_postfix_str(stage)
         model, _ = load_model(path, device)
         row = evaluate(model, test, device=device, data_range=R, latency=False)
         row["latency_ms"] = measure_latency(model, x1, runs=latency_runs, warmup=3)
@@ -361,6 +364,10 @@ def evaluate_stages(
         rows[stage] = row
         with torch.no_grad():
             preds[stage] = torch.cat([model(xb.to(device)).float().cpu() for xb, _ in DataLoader(test, 16)])
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
     # Improvement over the student alone, with the standard error of the paired per-window MSE
     # difference (how much of it the test set's size can resolve; seeds are not varied).
     per_window = {s: (p - y).square().flatten(1).mean(1).double() for s, p in preds.items()}
@@ -547,6 +554,8 @@ def run_reproduce(
     Returns ``{stage: metrics}``; files go to ``out`` (default ``runs/reproduce/<dataset>-<budget>-<student>``).
     """
     from .train.demo import run_or_reuse
+    from .train.interrupt import stopped_in
+    from .train.progress import StageProgress, progress_enabled
     from .train.run import build_datasets
 
     out = Path(out or f"runs/reproduce/{dataset}-{budget}-{student}")
@@ -558,15 +567,21 @@ def run_reproduce(
     t0 = time.perf_counter()
     first = next(iter(cfgs.values()))
     log(f"[data] {dataset}: {first['data']}")
-    datasets = build_datasets(first["data"], seed)
+    show = progress_enabled()
+    with stopped_in("the data preparation"):
+        datasets = build_datasets(first["data"], seed, progress=show)
     paths: dict[str, Path] = {}
+    stages = StageProgress({s: (c["train"]["epochs"], c["model"]["name"]) for s, c in cfgs.items()}, log)
     for i, (stage, cfg) in enumerate(cfgs.items(), start=1):
         model, epochs = cfg["model"]["name"], cfg["train"]["epochs"]
         log(f"[{i}/{len(cfgs)}] {stage}: {_label(stage, student)} ({model}, {epochs} ep)")
-        paths[stage] = run_or_reuse(cfg, datasets, device, log)
+        stages.start(stage)
+        with stopped_in(stages.label(stage), Path(cfg["out_dir"]) / "last.pt"):
+            paths[stage] = run_or_reuse(cfg, datasets, device, log, on_epoch_end=stages.epoch_done)
     log("[eval] test split")
     b = BUDGETS[budget]
-    rows, preds, y = evaluate_stages(paths, datasets["test"], b["latency_runs"])
+    with stopped_in("the evaluation (every stage is trained and saved)"):
+        rows, preds, y = evaluate_stages(paths, datasets["test"], b["latency_runs"], progress=show)
     table = format_results(rows, student, roles)
     env = _environment()
     header = [

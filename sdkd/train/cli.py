@@ -69,6 +69,7 @@ def configure_eval(parser: argparse.ArgumentParser) -> None:
 
 def run_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate, format_table, target_range
+    from .progress import progress_enabled
     from .run import build_datasets, load_model
 
     models = [load_model(p, args.device) for p in args.checkpoint]
@@ -77,7 +78,11 @@ def run_eval(args: argparse.Namespace) -> int:
     test = build_datasets(cfg["data"], cfg["seed"])["test"]
     names = args.name + [str(p) for p in args.checkpoint[len(args.name) :]]
     R = target_range(test)
-    rows = {n: evaluate(m, test, device=args.device, data_range=R) for n, (m, _) in zip(names, models)}
+    show = progress_enabled()
+    rows = {
+        n: evaluate(m, test, device=args.device, data_range=R, progress=show, desc=f"test: {n}")
+        for n, (m, _) in zip(names, models)
+    }
     table = format_table(rows)
     print(table)
     if args.out:

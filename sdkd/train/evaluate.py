@@ -45,17 +45,24 @@ def evaluate(
     data_range: float | None = None,
     cutoff: float = 0.25,
     latency: bool = True,
+    progress: bool = False,
+    desc: str = "evaluate",
 ) -> dict[str, float]:
-    """Metrics of ``model`` over ``dataset`` (normalised ``(x, y)`` windows with ``denormalize``)."""
+    """Metrics of ``model`` over ``dataset`` (normalised ``(x, y)`` windows with ``denormalize``).
+    ``progress``: a bar over the batches titled ``desc`` (``sdkd.train.progress.progress_enabled`` decides)."""
     from sdkd.models import summary
     from sdkd.models.summary import latency_stats
+
+    from .progress import progress_bar
 
     model = model.to(device).eval()
     R = data_range if data_range is not None else target_range(dataset)
     sums = dict.fromkeys(("sse", "sae", "sse_phys", "psnr", "ssim", "low", "high"), 0.0)
     n_pix = n_maps = 0
     small = min(dataset.in_shape[-2:]) < 11
-    for x, y in DataLoader(dataset, batch_size):
+    loader = DataLoader(dataset, batch_size)
+    bar = progress_bar(len(loader), desc, progress, unit="batch")
+    for x, y in loader:
         x, y = x.to(device), y.to(device)
         p = model(x).float()
         sums["sse"] += (p - y).square().sum().item()
@@ -69,6 +76,10 @@ def evaluate(
         sums["high"] += bands["high"].item() * y.numel()
         n_pix += y.numel()
         n_maps += y.numel() // (y.shape[-1] * y.shape[-2])
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
     row = {
         "mse": sums["sse"] / n_pix,
         "mae": sums["sae"] / n_pix,

@@ -25,7 +25,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .distributed import DistInfo, all_reduce_sum, barrier
+from .interrupt import Interrupted
 from .loggers import MetricLogger
+from .progress import progress_bar, progress_enabled
 
 LossFn = Callable[[Any, nn.Module], Mapping[str, Any]]
 ValFn = Callable[[Any, nn.Module], tuple[torch.Tensor, int]]
@@ -104,6 +106,7 @@ class Trainer:
         num_workers: int = 0,
         log: Callable[[str], None] = print,
         loggers: Iterable[MetricLogger] = (),
+        on_epoch_end: Callable[[int, int, float], None] | None = None,
     ):
         self.dist = dist_info or DistInfo()
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -116,6 +119,8 @@ class Trainer:
         self.seed = seed
         self.log = log if self.dist.is_main else (lambda _msg: None)
         self.loggers = list(loggers) if self.dist.is_main else []  # rank 0 logs, as it writes metrics.csv
+        self.on_epoch_end = on_epoch_end if self.dist.is_main else None  # (epoch done, epochs, seconds)
+        self._at: tuple[int, int | None] | None = None  # (epoch, step) now running, for the Ctrl-C message
         if batch_size % self.dist.world_size:
             raise ValueError(f"batch_size {batch_size} must be divisible by the world size {self.dist.world_size}")
         self.local_batch = batch_size // self.dist.world_size
@@ -184,14 +189,12 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         n = 0
         it = self.train_loader
-        bar = None
-        if self.cfg.get("progress", True) and self.dist.is_main:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}", leave=False)
+        enabled = progress_enabled(self.cfg.get("progress", True), self.dist.is_main)
+        bar = progress_bar(self.steps_per_epoch, f"epoch {epoch + 1}/{self.cfg['epochs']}", enabled, unit="step")
         for step, batch in enumerate(it):
             if step >= self.steps_per_epoch:
                 break
+            self._at = (epoch, step)
             batch = to_device(batch, self.device)
             self.optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
@@ -212,10 +215,10 @@ class Trainer:
                 sums[k] = sums.get(k, 0.0) + torch.as_tensor(v, dtype=torch.float64, device=self.device).detach()
             n += 1
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.4g}")
+                bar.update(1)  # counts steps only: reading the loss back here would sync the device every step
         if bar is not None:
             bar.close()
+        self._at = (epoch, None)  # the training steps are done: validating, saving
         keys = sorted(sums)
         vec = torch.stack([sums[k] for k in keys] + [torch.tensor(float(n), dtype=torch.float64, device=self.device)])
         vec = all_reduce_sum(vec, self.dist)
@@ -235,6 +238,29 @@ class Trainer:
         return (total[0] / total[1].clamp_min(1)).item()
 
     def fit(self, resume: bool = False) -> FitResult:
+        """Train for ``train.epochs`` (from ``last.pt`` if ``resume``). Ctrl-C raises :class:`Interrupted`
+        naming the epoch and step and ``last.pt`` (written atomically: it holds the last finished epoch)."""
+        try:
+            return self._fit(resume)
+        except Interrupted:
+            raise
+        except KeyboardInterrupt:
+            raise self._interrupted() from None
+
+    def _interrupted(self) -> Interrupted:
+        last = self.out_dir / "last.pt"
+        if self._at is None:
+            return Interrupted(["loading the checkpoint" if last.is_file() else "the start of training"], last)
+        epoch, step = self._at
+        where = f"epoch {epoch + 1}/{self.cfg['epochs']}"
+        where += (
+            f" at step {step + 1}/{self.steps_per_epoch}"
+            if step is not None
+            else " after its training steps (validating or saving)"
+        )
+        return Interrupted([where], last)
+
+    def _fit(self, resume: bool) -> FitResult:
         last_path, best_path = self.out_dir / "last.pt", self.out_dir / "best.pt"
         start, best_val, best_epoch, bad, history = 0, math.inf, -1, 0, []
         if resume and last_path.is_file():
@@ -274,6 +300,8 @@ class Trainer:
                 f"epoch {epoch + 1}/{self.cfg['epochs']}  train {row.get('train_loss', float('nan')):.4g}  "
                 f"val {row['val_mse']:.4g}{'  *' if improved else ''}"
             )
+            if self.on_epoch_end is not None:
+                self.on_epoch_end(epoch + 1, self.cfg["epochs"], time.perf_counter() - t0)
         if stopped:
             self.log(f"early stop: no improvement for {patience} epochs (best epoch {best_epoch + 1})")
         for logger in self.loggers:

@@ -19,9 +19,11 @@ import sdkd
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import ConfigError
-from .distributed import DistInfo, init_distributed
+from .distributed import DistInfo, init_distributed, is_main_process
+from .interrupt import stopped_in
 from .loggers import LOGGERS, build_loggers
 from .loop import FitResult, Trainer
+from .progress import progress_enabled
 
 SPLITS = ("train", "val", "test")
 
@@ -268,7 +270,9 @@ def _distill_parts(cfg: Mapping, data: Mapping[str, Any], student: nn.Module, de
     if d.get("cache", True):
         log(f"caching {len(teachers)} teacher(s) over {len(train_set)} training samples")
         names = [teacher_feature_names(p) for p in pairs]
-        cache = TeacherCache.build(teachers, train_set, features=names, device=device)
+        show = progress_enabled(cfg["train"].get("progress", True), is_main_process())
+        with stopped_in("the teacher cache build", Path(cfg["out_dir"]) / "last.pt"):
+            cache = TeacherCache.build(teachers, train_set, features=names, device=device, progress=show)
         train_set = IndexedDataset(train_set)
     distiller = Distiller(
         student,
@@ -307,9 +311,12 @@ def run_stage(
     device: str | None = None,
     log: Callable[[str], None] = print,
     datasets: Mapping[str, Any] | None = None,
+    on_epoch_end: Callable[[int, int, float], None] | None = None,
 ) -> FitResult:
     """Train (``cfg["stage"] == "train"``) or distill a model as configured; writes
-    ``best.pt``/``last.pt``/metrics into ``cfg["out_dir"]``."""
+    ``best.pt``/``last.pt``/metrics into ``cfg["out_dir"]``. ``on_epoch_end(epoch, epochs, seconds)`` is
+    called after each epoch (rank 0; e.g. ``StageProgress.epoch_done``). Ctrl-C raises
+    ``sdkd.train.interrupt.Interrupted`` saying where it stopped."""
     check_free_form(cfg)  # typos fail here, not after data generation
     _check_teachers_exist(cfg)
     info: DistInfo = init_distributed(device)
@@ -319,7 +326,12 @@ def run_stage(
     torch.manual_seed(int(cfg["seed"]))
     if cfg["train"].get("deterministic", True):
         torch.use_deterministic_algorithms(True, warn_only=True)
-    data = dict(datasets) if datasets is not None else build_datasets(cfg["data"], cfg["seed"], info.is_main)
+    if datasets is None:
+        with stopped_in("the data preparation", Path(cfg["out_dir"]) / "last.pt"):
+            datasets = build_datasets(
+                cfg["data"], cfg["seed"], progress_enabled(cfg["train"]["progress"], info.is_main)
+            )
+    data = dict(datasets)
     spec = model_spec(cfg["model"], data["train"].in_shape, data["train"].out_frames)
     model = build_from_spec(spec)
     extra_state = {
@@ -350,6 +362,7 @@ def run_stage(
         num_workers=int(cfg["data"].get("num_workers", 0)),
         log=log,
         loggers=build_loggers(cfg["train"].get("loggers") or (), cfg["out_dir"]) if info.is_main else (),
+        on_epoch_end=on_epoch_end,
         **({"loss_fn": loss_fn} if loss_fn is not None else {}),
     )
     if distiller is not None:

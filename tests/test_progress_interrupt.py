@@ -68,7 +68,9 @@ def test_fit_loop_and_teacher_cache_draw_bars_on_a_terminal(tmp_path, monkeypatc
 
 def test_stage_progress_line_estimates_this_stage_and_all():
     lines = []
-    stages = StageProgress({"teacher": (3, "st_alternet"), "baseline": (2, "unet"), "distilled": (2, "unet")}, lines.append)
+    stages = StageProgress(
+        {"teacher": (3, "st_alternet"), "baseline": (2, "unet"), "distilled": (2, "unet")}, lines.append
+    )
     stages.start("teacher")
     stages.epoch_done(1, 3, 10.0)
     assert lines[-1] == "stage 1/3 teacher: epoch 1/3, ~0:20 left in this stage; later stages not timed yet"

@@ -32,6 +32,8 @@ packages = [
     "sdkd.losses",
     "sdkd.distill",
     "sdkd.ops",
+    "sdkd.ops.spectral_loss",
+    "sdkd.ops.attention",
     "sdkd.train",
     "sdkd.kernels",
     "sdkd.configs",

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import fnmatch
+import os
+import tempfile
 
 import pytest
+
+# measured `auto` picks are made in this run (the warm-up call of each `auto` case), not read from an older run's
+# file; SDKD_CACHE_DIR set by the caller wins
+os.environ.setdefault("SDKD_CACHE_DIR", tempfile.mkdtemp(prefix="sdkd-bench-cache-"))
 
 
 def pytest_collect_file(file_path, parent):

@@ -4,7 +4,7 @@
 # extension in place for this GPU's architecture, run every `gpu`-marked test, then the GPU benchmarks
 # of the hot ops and the end-to-end ones, and write everything under $OUT (default bench/results/).
 # Every step has its own time limit and writes its own file, so a slow step costs only itself.
-# Target: under 8 minutes. At most 8 files come back from a device run: this writes 6.
+# Target: under 8 minutes. At most 8 files come back from a device run: this writes 7.
 #
 #   OUT=/tmp/out bash bench/gpu_check.sh
 #   TESTS="tests/test_spectral_loss_backends.py" BENCHES="spectral_loss" bash bench/gpu_check.sh
@@ -15,7 +15,7 @@ unset TRITON_INTERPRET
 
 OUT=${OUT:-bench/results}
 TESTS=${TESTS:-tests}
-BENCHES=${BENCHES:-"spectral_loss capped_simplex attention e2e"}
+BENCHES=${BENCHES:-"spectral_loss overhead capped_simplex attention e2e"}
 TEST_TIMEOUT=${TEST_TIMEOUT:-240}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-60}  # per bench group; attention gets 100 s, spectral_loss 90 s
 mkdir -p "$OUT"
@@ -66,11 +66,15 @@ log "GPU tests exit code: $rc ($(( $(date +%s) - start )) s)"
 tail -n 40 "$LOG" | grep -E "passed|failed|error|FAILED|ERROR" | tail -n 25 || true
 
 export SDKD_BENCH_DEVICE=cuda  # the capped-simplex reference runs on the GPU too
+# measured `auto`: picks are timed in this run (a fresh picks file), listed and compared with the reference below
+export SDKD_CACHE_DIR=${SDKD_CACHE_DIR:-$(mktemp -d /tmp/sdkd-gpu-check-cache.XXXXXX)}
+unset SDKD_AUTOTUNE SDKD_BACKEND
 brc=0
 for b in $BENCHES; do
   limit=$BENCH_TIMEOUT
   case $b in
     e2e) files=(bench/bench_kd_step.py bench/bench_forecast.py) ;;
+    overhead) files=(bench/bench_overhead.py); limit=40 ;;
     attention) files=(bench/bench_attention.py); limit=$(( BENCH_TIMEOUT + 40 )) ;;
     spectral_loss) files=(bench/bench_spectral_loss.py); limit=$(( BENCH_TIMEOUT + 30 )) ;;  # + forced and paired cases
     *) files=("bench/bench_${b}.py") ;;
@@ -83,5 +87,26 @@ for b in $BENCHES; do
   log "bench $b exit code: $r ($(( $(date +%s) - start )) s)"
   [ "$r" -ne 0 ] && brc=$r
 done
+log "measured auto: tuned picks (sdkd info) and auto / reference per case"
+python -m sdkd.cli info 2>&1 | sed -n '/^tuned picks/,$p' | tee -a "$LOG"
+SAFE_NAME="$SAFE_NAME" OUT="$OUT" python - <<'PY' 2>&1 | tee -a "$LOG"
+import json, os, pathlib
+out, name = pathlib.Path(os.environ["OUT"]), os.environ["SAFE_NAME"]
+for bench in ("spectral_loss", "overhead"):
+    path = out / f"bench_{bench}_{name}.json"
+    if not path.exists():
+        print(f"{bench}: no results ({path.name} missing)")
+        continue
+    groups = {}
+    for b in json.loads(path.read_text())["benchmarks"]:
+        label = b["extra_info"].get("backend") or b["param"]
+        groups.setdefault(b["group"], {})[label] = (b["stats"]["median"], b["extra_info"].get("pick", ""))
+    for group, cases in sorted(groups.items()):
+        ref = cases.get("reference") or cases.get("baseline")
+        for label, (median, pick) in sorted(cases.items()):
+            if label in ("auto", "sdkd") and ref:
+                print(f"{group:45s} {label} -> {pick:24s} {median * 1e6:10.1f} us  {ref[0] / median:6.2f}x the "
+                      f"{'reference' if 'reference' in cases else 'baseline'}")
+PY
 log "results under $OUT: gpu_check.log, gpu_tests.xml, bench_*_${SAFE_NAME}.json"
 exit $(( rc != 0 ? rc : brc ))

@@ -11,6 +11,8 @@ int sdkd_cuda_device_count(int* count);
 // cudaGetErrorName / cudaGetErrorString for a code.
 const char* sdkd_cuda_error_name(int err);
 const char* sdkd_cuda_error_string(int err);
+// The compiled architectures as 10 * major + minor (SASS for each, PTX for the last); returns the count.
+int sdkd_cuda_arch_list(int* out, int cap);
 
 // Throw a std::runtime_error (Python RuntimeError) for a failed CUDA call, naming the error.
 inline void sdkd_cuda_check(int err, const char* what) {

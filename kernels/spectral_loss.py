@@ -25,7 +25,6 @@ import triton
 import triton.language as tl
 
 MAX_SIDE = 128  # largest H or W one program holds in registers; larger slices use the FFT path
-MAX_BANDS = 8
 
 
 @triton.jit

@@ -93,9 +93,51 @@ def _interrupted(exc: KeyboardInterrupt, argv: Sequence[str]) -> int:
     return EXIT_INTERRUPTED
 
 
+def _user_error(exc: BaseException) -> str | None:
+    """The one-line message of an error that is the user's to fix (bad input, a file that cannot be read or
+    written, a missing optional package), or ``None`` for a bug, which keeps its traceback."""
+    from sdkd.errors import SdkdError
+
+    if isinstance(exc, ImportError):
+        from sdkd._optional import import_error_message
+
+        return import_error_message(exc)
+    if isinstance(exc, OSError):  # permission, missing file, disk full...: name the file
+        names = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        return f"{exc.strerror or exc}: {names}" if names and exc.strerror else str(exc)
+    if type(exc).__module__.startswith("yaml") and type(exc).__name__.endswith("Error"):
+        return f"invalid YAML: {' '.join(str(exc).split())}"
+    if isinstance(exc, SdkdError):
+        return str(exc)
+    if isinstance(exc, (ValueError, TypeError, KeyError)) and _raised_on_purpose_by_sdkd(exc):
+        return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)  # an argument check
+    return None
+
+
+def _raised_on_purpose_by_sdkd(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from a ``raise`` statement in sdkd's own code (a check of the user's arguments),
+    not from inside torch or numpy or an implicit failure (a missing dict key, a wrong call): those are bugs
+    and keep their traceback."""
+    import traceback
+    from pathlib import Path
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return False
+    last = frames[-1]
+    package = Path(__file__).resolve().parent
+    try:
+        inside = Path(last.filename).resolve().is_relative_to(package)
+    except (OSError, ValueError):
+        return False
+    return inside and (last.line or "").lstrip().startswith("raise ")
+
+
 def console_main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``sdkd`` command: bad input or a missing optional package ends with one clear
-    line, not a traceback (``SDKD_DEBUG=1`` shows the traceback); so does Ctrl-C (exit status 130)."""
+    """Entry point of the ``sdkd`` command: sdkd's own errors (bad input, an unreadable or unwritable file, a
+    diverging run, a missing optional package) end with one clear line, not a traceback; anything else is a
+    bug and keeps its traceback. Ctrl-C ends with one line too (exit status 130). ``SDKD_DEBUG=1`` shows
+    the traceback of everything."""
     import os
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -105,15 +147,10 @@ def console_main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("SDKD_DEBUG") == "1":
             raise
         return _interrupted(exc, argv)
-    except (ValueError, TypeError, KeyError, FileNotFoundError, RuntimeError, ImportError) as exc:
-        if os.environ.get("SDKD_DEBUG") == "1":
+    except Exception as exc:
+        msg = None if os.environ.get("SDKD_DEBUG") == "1" else _user_error(exc)
+        if msg is None:
             raise
-        if isinstance(exc, ImportError):
-            from sdkd._optional import import_error_message
-
-            msg = import_error_message(exc)
-        else:
-            msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"sdkd: error: {msg}", file=sys.stderr)
         return 2
 

@@ -23,12 +23,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from sdkd.errors import SdkdError
+
 FORMATS = ("onnx", "torch-export")
 NORMALIZATIONS = ("baked", "beside")
 INPUT_NAME, OUTPUT_NAME = "x", "forecast"
 
 
-class ExportError(RuntimeError):
+class ExportError(SdkdError, RuntimeError):
     """The model could not be exported, or the exported program disagrees with the eager model."""
 
 
@@ -101,7 +103,7 @@ def export_module(
                     opset_version=opset,
                     verbose=False,
                 )
-    except ImportError:
+    except (ImportError, OSError):  # a missing package or an unwritable file: not the model's fault
         raise
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -138,6 +140,10 @@ def export_checkpoint(
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+    from sdkd.outputs import check_writable_file
+
+    check_writable_file(out, "--out")  # before loading and tracing: a read-only folder is not an operator's fault
+    check_writable_file(meta_path_of(out), "the metadata file")
     f = Forecaster.from_checkpoint(checkpoint, device="cpu")
     gen = torch.Generator().manual_seed(0)
 

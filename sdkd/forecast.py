@@ -297,7 +297,9 @@ def _check_output_path(out: str | Path) -> Path:
     out = Path(out).expanduser()
     if out.suffix.lower() not in OUTPUT_SUFFIXES:
         raise ValueError(f"--out: unsupported output type {out.suffix!r} for {out}; expected one of {OUTPUT_SUFFIXES}")
-    return out
+    from sdkd.outputs import check_writable_file
+
+    return check_writable_file(out, "--out")  # a folder or a read-only place fails now, not after forecasting
 
 
 def write_forecast(out: str | Path, forecast: np.ndarray, starts: np.ndarray | None, attrs: Mapping[str, Any]) -> Path:
@@ -333,10 +335,18 @@ def write_forecast(out: str | Path, forecast: np.ndarray, starts: np.ndarray | N
     return out
 
 
+def evenly_spaced_leads(frames: int, max_frames: int) -> list[int]:
+    """Indices of at most ``max_frames`` frames out of ``frames``, evenly spaced and ending with the last
+    one: 10 leads, 6 shown -> +2, +4, +6, +8, +10 (equal steps, unlike rounding a linspace)."""
+    step = -(-frames // max(1, max_frames))
+    return list(range(frames - 1, -1, -step))[::-1]
+
+
 def write_forecast_figure(
     x: np.ndarray, y: np.ndarray, path: str | Path, title: str = "", max_frames: int = 6, max_channels: int = 3
 ) -> Path:
-    """PNG of one forecast: per channel, the last input frames above the forecast frames (shared colour scale)."""
+    """PNG of one forecast: per channel, input frames above forecast frames at evenly spaced lead times
+    (each row evenly spaced and ending at its last frame), one colour scale and colorbar per channel."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -345,25 +355,34 @@ def write_forecast_figure(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     C = min(x.shape[1], max_channels)
-    n_in, n_out = min(x.shape[0], max_frames), min(y.shape[0], max_frames)
-    leads = np.unique(np.linspace(0, y.shape[0] - 1, n_out).round().astype(int))
-    cols = max(n_in, len(leads))
-    fig, axes = plt.subplots(2 * C, cols, figsize=(1.9 * cols, 2.0 * 2 * C), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
+    T_in, T_out = x.shape[0], y.shape[0]
+    leads = evenly_spaced_leads(T_out, max_frames)
+    cols = len(leads)
+    in_step = max(1, (T_in - 1) // (cols - 1)) if cols > 1 else 1  # as many input frames as columns, evenly spaced
+    inputs = list(range(T_in - 1, -1, -in_step))[:cols][::-1]
+    fig, axes = plt.subplots(2 * C, cols, figsize=(1.9 * cols + 1.0, 2.0 * 2 * C + 0.4), squeeze=False)
+    fig.set_layout_engine("constrained")
     for c in range(C):
         lo = float(min(x[:, c].min(), y[:, c].min()))
         hi = float(max(x[:, c].max(), y[:, c].max()))
-        T_in = x.shape[0]
-        for j, t in enumerate(range(T_in - n_in, T_in)):
+        suffix = f" c{c}" if C > 1 else ""
+        for j in range(cols):
+            if j >= len(inputs):  # fewer input frames than lead times: no empty framed cell
+                fig.delaxes(axes[2 * c, j])
+                continue
+            t = inputs[j]
             ax = axes[2 * c, j]
             im = ax.imshow(x[t, c], vmin=lo, vmax=hi, cmap="RdBu_r")
-            ax.set_title(f"input t={t - T_in + 1}" + (f" c{c}" if C > 1 else ""), fontsize=8)
+            ax.set_title(f"input t={t - T_in + 1}{suffix}", fontsize=8)
         for j, t in enumerate(leads):
             ax = axes[2 * c + 1, j]
             im = ax.imshow(y[t, c], vmin=lo, vmax=hi, cmap="RdBu_r")
-            ax.set_title(f"forecast +{t + 1}" + (f" c{c}" if C > 1 else ""), fontsize=8)
-        fig.colorbar(im, ax=list(axes[2 * c : 2 * c + 2].flat), shrink=0.8)
+            ax.set_title(f"forecast +{t + 1}{suffix}", fontsize=8)
+        for ax in axes[2 * c : 2 * c + 2].flat:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        shown = [ax for ax in axes[2 * c : 2 * c + 2].flat if ax in fig.axes]
+        fig.colorbar(im, ax=shown, shrink=0.8, label=f"channel {c}" if C > 1 else None)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.savefig(path, dpi=100)
@@ -393,6 +412,10 @@ def predict_file(
 
     where = f"--input {Path(input).name}"
     out = _check_output_path(out)
+    if figure is not None:
+        from sdkd.outputs import check_writable_file
+
+        check_writable_file(figure, "--figure")
     stride = _positive_int(stride, "stride")
     bs = _positive_int(batch_size or forecaster.batch_size, "batch_size")
     windows = _Windows(open_array(input, variable, where), forecaster, stride, last, where)

@@ -20,6 +20,9 @@ def collect() -> dict:
 
     import sdkd
     from sdkd.ops import available_backends
+    from sdkd.ops._autotune import autotune_enabled
+    from sdkd.ops._dispatch import tuned_picks
+    from sdkd.ops._tuning_cache import cache_file
 
     try:
         from sdkd import _C  # noqa: F401
@@ -39,6 +42,9 @@ def collect() -> dict:
         "extension sdkd._C": ext,
         "devices": devices,
         "backends": available_backends(),
+        "autotune": "on" if autotune_enabled() else "off (static order)",
+        "autotune picks file": str(cache_file()),
+        "tuned picks": tuned_picks(),
     }
 
 
@@ -50,11 +56,17 @@ def run(args: argparse.Namespace) -> int:
     del args
     info = collect()
     for key, value in info.items():
-        if key == "backends":
+        if key in ("backends", "tuned picks"):
             continue
         print(f"{key:20s} {', '.join(value) if isinstance(value, list) else value}")
     print("backends (usable, or why not):")
     for op, backends in info["backends"].items():
         for name, reasons in backends.items():
             print(f"  {op:18s} {name:10s} {'usable' if not reasons else '; '.join(reasons)}")
+    picks = info["tuned picks"]
+    print(f"tuned picks ({len(picks)}; measured on the first auto call of each input kind):")
+    for key, entry in sorted(picks.items()):
+        label = entry.get("backend", "?") + (f":{entry['path']}" if entry.get("path") else "")
+        times = ", ".join(f"{k} {v:.3g} ms" for k, v in (entry.get("ms") or {}).items() if isinstance(v, (int, float)))
+        print(f"  {key}\n    -> {label}  ({times})")
     return 0

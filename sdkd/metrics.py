@@ -1,6 +1,8 @@
 """Evaluation metrics on ``(..., H, W)`` tensors (DESIGN.md section 7).
 
-- ``mse``/``mae``: per-pixel means over everything (not OpenSTL's per-frame sums).
+- ``mse``/``mae``: per-pixel means over everything; ``convention="openstl"`` gives OpenSTL's
+  form instead (sum over C, H, W, mean over samples and frames = per-pixel mean x C*H*W), to set
+  results beside published OpenSTL tables.
 - ``psnr``: per 2-D map (every frame and channel), ``10 log10(range^2 / mse)``, averaged.
 - ``ssim``: Wang et al. 2004 with an 11-tap Gaussian window (sigma 1.5), K1 0.01, K2 0.03,
   population covariance and the valid (cropped) region, averaged per map; equal to
@@ -28,6 +30,7 @@ from sdkd.ops.spectral_loss import band_energies_reference
 __all__ = ["mse", "mae", "psnr", "ssim", "band_errors", "energy_spectrum", "spectrum_slope"]
 
 REDUCTIONS = ("mean", "none")
+CONVENTIONS = ("pixel", "openstl")
 
 
 # ----------------------------------------------------------------------------- checks
@@ -82,16 +85,29 @@ def _reduce(values: torch.Tensor, reduction: str, fn: str) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- pixel metrics
-def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over all elements (0-dim tensor)."""
+def _pixel_mean(err: torch.Tensor, convention: str, fn: str) -> torch.Tensor:
+    """``"pixel"``: mean over all elements; ``"openstl"``: sum over the last three dims ``(C, H, W)``,
+    mean over the rest (OpenSTL's ``spatial_norm=False``, used for its TaxiBJ/MMNIST tables)."""
+    if convention == "pixel":
+        return err.mean()
+    if convention == "openstl":
+        if err.dim() < 3:
+            raise ValueError(f"{fn}: convention='openstl' needs (..., C, H, W) inputs, got shape {tuple(err.shape)}")
+        return err.sum(dim=(-3, -2, -1)).mean()
+    raise ValueError(f"{fn}: convention must be one of {CONVENTIONS}, got {convention!r}")
+
+
+def mse(pred: torch.Tensor, target: torch.Tensor, convention: str = "pixel") -> torch.Tensor:
+    """Mean squared error (0-dim tensor): over all elements, or OpenSTL's per-frame sum over
+    ``(C, H, W)`` averaged over samples and frames (``convention="openstl"``)."""
     pred, target = _check_pair(pred, target, "mse")
-    return (pred - target).square().mean()
+    return _pixel_mean((pred - target).square(), convention, "mse")
 
 
-def mae(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean absolute error over all elements (0-dim tensor)."""
+def mae(pred: torch.Tensor, target: torch.Tensor, convention: str = "pixel") -> torch.Tensor:
+    """Mean absolute error (0-dim tensor), in the same two conventions as ``mse``."""
     pred, target = _check_pair(pred, target, "mae")
-    return (pred - target).abs().mean()
+    return _pixel_mean((pred - target).abs(), convention, "mae")
 
 
 def psnr(

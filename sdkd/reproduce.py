@@ -1,18 +1,21 @@
 """``sdkd reproduce``: the paper's experiments (section 4) as one resumable command.
 
-For one dataset it trains the two teachers (T1 ST-AlterNet, T2 SimVP), a student alone (the
+For one dataset it trains the two teachers (T1 ST-AlterNet, T2 SimVP) and the paper's Table 5
+"single teacher (VAN)" (SimVP with the VAN translator), a student alone (the
 baseline) and the student distilled with single-teacher SpectralKD (on the outputs, and in the
 latent space with each band from its own T1 branch), attention transfer, AVER-MKD, A2D/AEKD (with
-output MSE, feature AB, SpectralKD and latent SpectralKD losses) and CA-MKD, then writes a table
+output MSE, feature AB, SpectralKD and latent SpectralKD losses), CA-MKD and single-teacher
+SpectralKD from the VAN teacher, then writes a table
 like the paper's Tables 3-6 (``results.md``/``.csv``/``.json``) and figures like Figures 2-4
 (spectral error; Figure 2's claims: T1's latent spectrum against -5/3 and every row's band errors;
 improvement per method; inference speed). ``--ablation`` adds single-teacher SpectralKD variants
 (cutoff, alpha, reduction, weighting vs plain output MSE) as extra rows.
 
 Every stage lives in ``<out>/<stage>/``; a finished stage whose stored config equals the new one
-is reused, an interrupted one resumes from ``last.pt``, a changed one is trained again
-(``sdkd.train.demo.run_or_reuse``). Budgets: ``smoke`` (CI, seconds), ``cpu`` (NSE, about an hour
-on 2 CPU cores), ``paper`` (300 epochs, 1000/100/100 split at 64x64, a GPU).
+is reused, an interrupted one resumes from ``last.pt``, a changed one is trained again after its
+files are moved aside, never deleted (``sdkd.train.demo.run_or_reuse``); ``--set out_dir`` is
+refused. Budgets: ``smoke`` (CI, seconds), ``cpu`` (NSE, about an hour on 2 CPU cores), ``paper``
+(300 epochs, 1000/100/100 split at 64x64, a GPU).
 
 Data: ``ns`` and ``rbc`` are generated and cached on first use (``rbc``: the ``sdkd.data.rbc_cache`` preset ``tiny``,
 ``small`` or ``paper`` for the smoke, cpu and paper budgets; ``--data FILE`` uses a user's RBC array file instead);
@@ -35,7 +38,7 @@ from typing import Any
 
 import torch
 
-from .train.config import build_config
+from .train.config import build_config, parse_override
 
 # SpectralKD setting of the main rows: fixed band weights with the low band weighted 2x, the best
 # setting on validation MSE in the NSE cpu-budget ablation (docs/results.md).
@@ -53,12 +56,13 @@ BUDGETS: dict[str, dict[str, Any]] = {
     # CI: tiny data and models, a couple of optimiser steps per stage.
     "smoke": {
         "preset": "tiny",
-        "t1": {"hid_S": 4, "hid_T": 8, "N_S": 2, "N_T": 1, "num_heads": 2},
-        "t2": {"hid_S": 4, "hid_T": 8, "N_S": 2, "N_T": 1, "mlp_ratio": 2.0},
+        "t1": {"hid_S": 8, "hid_T": 32, "N_S": 2, "N_T": 1, "num_heads": 2},
+        "t2": {"hid_S": 8, "hid_T": 32, "N_S": 2, "N_T": 1, "mlp_ratio": 2.0},
+        # <= 1/5 of every teacher on tiny grids (the MLP-Mixer's patch embedding grows with the grid)
         "students": {
             "unet": {"widths": [4, 8]},
             "resnet": {"widths": [4, 8], "depths": [1, 1], "strides": [1, 2]},
-            "mixer": {"dim": 8, "depth": 1},
+            "mixer": {"dim": 4, "depth": 1},
         },
         "teacher_epochs": 1,
         "student_epochs": 1,
@@ -75,7 +79,19 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "preset": "small",
         "t1": {"hid_S": 16, "hid_T": 128, "N_S": 4, "N_T": 4, "num_heads": 4},
         "t2": {"hid_S": 16, "hid_T": 96, "N_S": 4, "N_T": 4, "mlp_ratio": 4.0},
-        "students": None,  # the dataset's preset students (configs/models/<dataset>.yaml)
+        # <= 1/5 of the smallest teacher on every dataset's grid (VAN: 0.71 M params on NSE 32x32,
+        # 0.44 M on TaxiBJ 4 -> 4); the MLP-Mixer's patch embedding and head grow with the grid (128x128)
+        "students": {
+            "unet": {"widths": [12, 24, 48], "norm": "group", "act": "silu"},  # 3 levels: wide at full res
+            "resnet": {
+                "widths": [12, 24, 32],
+                "depths": [2, 2, 2],
+                "strides": [1, 2, 2],
+                "norm": "group",
+                "act": "silu",
+            },
+            "mixer": {"dim": 24, "depth": 4, "mlp_ratio": [0.25, 4.0]},
+        },
         "teacher_epochs": 30,
         "student_epochs": 60,
         "max_steps_per_epoch": 50,
@@ -104,12 +120,19 @@ BUDGETS: dict[str, dict[str, Any]] = {
     },
 }
 
-# dataset -> (data config, model preset name); frames come from configs/models/<preset>.yaml.
+# dataset -> (data config, model preset name); frames come from configs/models/<preset>.yaml (the
+# paper's Table 2 by default; "_12h" / "_30min": the settings of the paper's text instead).
 DATASETS: dict[str, tuple[dict[str, Any], str]] = {
     "ns": ({"name": "ns"}, "nse"),
     "rbc": ({"name": "rbc"}, "rbc"),
     "weatherbench": ({"name": "weatherbench", "variables": ["t2m", "tcc", "r"]}, "weatherbench"),
+    "weatherbench_12h": (
+        {"name": "weatherbench", "variables": ["t2m", "tcc", "r", "u10", "v10"]},
+        "weatherbench_12h",
+    ),
     "taxibj": ({"name": "taxibj"}, "taxibj"),
+    "taxibj_plus": ({"name": "taxibj", "interval": "day", "splits": [0.8, 0.1, 0.1]}, "taxibj_plus"),
+    "taxibj_plus_30min": ({"name": "taxibj", "interval": "30min", "splits": [0.8, 0.1, 0.1]}, "taxibj_plus_30min"),
 }
 
 # Generated RBC data (sdkd.data.rbc_cache) per budget; a --data FILE replaces it.
@@ -121,6 +144,7 @@ STUDENT_NAMES = {"unet": "U-Net", "resnet": "ResNet", "mixer": "MLP-Mixer"}
 MAIN_STAGES: dict[str, tuple[str, str, str | None, dict | None, tuple[str, ...]]] = {
     "t1": ("T1: ST-AlterNet", "teacher", None, None, ()),
     "t2": ("T2: SimVP", "teacher", None, None, ()),
+    "t_van": ("T: SimVP-VAN", "teacher", None, None, ()),
     "student": ("S: {student}", "student", None, None, ()),
     "spectralkd": ("+SpectralKD (T1)", "distill", "single", MAIN_KD, ("t1",)),
     "spectralkd_latent": ("+SpectralKD latent (T1)", "distill", "single", {"type": "none"}, ("t1",)),
@@ -131,6 +155,7 @@ MAIN_STAGES: dict[str, tuple[str, str, str | None, dict | None, tuple[str, ...]]
     "a2d_spectralkd": ("+A2D/AEKD (w SpectralKD)", "distill", "a2d", MAIN_KD, ("t1", "t2")),
     "a2d_spectralkd_latent": ("+A2D/AEKD (w latent SpectralKD)", "distill", "a2d", {"type": "none"}, ("t1", "t2")),
     "camkd": ("+CA-MKD (w SpectralKD)", "distill", "camkd", MAIN_KD, ("t1", "t2")),
+    "single_van": ("+SpectralKD (single teacher: VAN)", "distill", "single", MAIN_KD, ("t_van",)),
 }
 
 
@@ -245,6 +270,10 @@ def stage_configs(
         raise ValueError(f"budget must be one of {sorted(BUDGETS)}, got {budget!r}")
     if student not in STUDENT_NAMES:
         raise ValueError(f"student must be one of {sorted(STUDENT_NAMES)}, got {student!r}")
+    if any(parse_override(o)[0] == ["out_dir"] for o in overrides):
+        raise ValueError(
+            "--set out_dir=... would put every stage in one folder; use --out FOLDER (stage s -> FOLDER/s)"
+        )
     if dataset not in ("ns", "rbc") and not data_path:
         raise ValueError(f"dataset {dataset!r} needs --data PATH (the data file or folder)")
     b, out = BUDGETS[budget], Path(out)
@@ -280,6 +309,7 @@ def stage_configs(
         "t1": ("st_alternet", b["t1"] if b["t1"] is not None else dict(preset["teachers"]["st_alternet"] or {})),
         "t2": ("simvp", b["t2"] if b["t2"] is not None else dict(preset["teachers"]["simvp"] or {})),
     }
+    teachers["t_van"] = ("simvp", {**teachers["t2"][1], "translator": "van"})  # Table 5's VAN teacher
     s_cfg = (b["students"] or {}).get(student)
     if s_cfg is None:
         s_cfg = dict(preset["students"][student] or {})
@@ -338,10 +368,17 @@ def _label(stage: str, student: str) -> str:
 
 
 def evaluate_stages(
-    paths: Mapping[str, Path], test: Any, latency_runs: int, device: str = "cpu", progress: bool = False
+    paths: Mapping[str, Path],
+    test: Any,
+    latency_runs: int,
+    device: str = "cpu",
+    openstl: bool = False,
+    progress: bool = False,
 ) -> tuple[dict[str, dict[str, float]], dict[str, torch.Tensor], torch.Tensor]:
-    """Metrics per stage (``sdkd.train.evaluate``, latency re-measured with more runs) plus the
-    test predictions and targets (for the figures). ``progress``: a bar over the stages."""
+    """Metrics per stage (``sdkd.train.evaluate``, latency re-measured with more runs, both on
+    ``device``) plus the test predictions and targets (for the figures); ``openstl`` adds
+    MSE/MAE in OpenSTL's convention (``sdkd.train.evaluate.OPENSTL_COLUMNS``); ``progress``: a bar over
+    the stages."""
     from torch.utils.data import DataLoader
 
     from .models.summary import measure_latency
@@ -358,7 +395,7 @@ def evaluate_stages(
         if bar is not None:
             bar.set_postfix_str(stage)
         model, _ = load_model(path, device)
-        row = evaluate(model, test, device=device, data_range=R, latency=False)
+        row = evaluate(model, test, device=device, data_range=R, latency=False, openstl=openstl)
         row["latency_ms"] = measure_latency(model, x1, runs=latency_runs, warmup=3)
         row["val_mse"], row["train_s"], row["epochs"] = _stage_stats(Path(path).parent)
         rows[stage] = row
@@ -408,6 +445,15 @@ def _stage_stats(stage_dir: Path) -> tuple[float, float, int]:
     return (min(vals) if vals else math.nan), float(sum(r.get("seconds", 0.0) for r in rows)), len(rows)
 
 
+def _columns(rows: Mapping[str, Mapping[str, float]]) -> tuple[str, ...]:
+    """``COLUMNS``, plus OpenSTL's MSE/MAE when the rows have them (``--openstl-metrics``)."""
+    from .train.evaluate import OPENSTL_COLUMNS
+
+    extra = OPENSTL_COLUMNS if rows and all(c in r for r in rows.values() for c in OPENSTL_COLUMNS) else ()
+    at = COLUMNS.index("params")  # after the error metrics
+    return COLUMNS[:at] + extra + COLUMNS[at:]
+
+
 def format_results(rows: Mapping[str, Mapping[str, float]], student: str, roles: Mapping[str, str]) -> str:
     """Markdown table: one row per stage, the paper's metrics plus size, latency and improvement."""
 
@@ -422,10 +468,11 @@ def format_results(rows: Mapping[str, Mapping[str, float]], student: str, roles:
             return f"{v:.2f}"
         return f"{v:.4f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.3e}"
 
-    lines = ["| method | " + " | ".join(COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
+    columns = _columns(rows)
+    lines = ["| method | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for stage, row in rows.items():
         teacher = roles[stage] == "teacher"
-        vals = ["—" if c.startswith("improvement") and teacher else fmt(c, float(row[c])) for c in COLUMNS]
+        vals = ["—" if c.startswith("improvement") and teacher else fmt(c, float(row[c])) for c in columns]
         lines.append(f"| {_label(stage, student)} | " + " | ".join(vals) + " |")
     return "\n".join(lines)
 
@@ -433,7 +480,7 @@ def format_results(rows: Mapping[str, Mapping[str, float]], student: str, roles:
 def write_csv(rows: Mapping[str, Mapping[str, float]], student: str, roles: Mapping[str, str], path: Path) -> None:
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
-        cols = (*COLUMNS, "epochs", "train_s")
+        cols = (*_columns(rows), "epochs", "train_s")
         w.writerow(["stage", "method", "role", *cols])
         for stage, row in rows.items():
             w.writerow([stage, _label(stage, student), roles[stage], *(f"{float(row[c]):.6g}" for c in cols)])
@@ -464,15 +511,14 @@ def write_figures(
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     for s in show:
         k, E = M.energy_spectrum(preds[s] - y)
-        a1.loglog(k[1:], E[1:], label=_label(s, student))
+        a1.loglog(k[1:].numpy(), E[1:].numpy(), label=_label(s, student))
     a1.set(title="error spectrum (test)", xlabel="wavenumber k", ylabel="E_err(k)")
     a1.legend(fontsize=8)
-    xs = torch.arange(len(show), dtype=torch.float64).tolist()
-    a2.bar([x - 0.2 for x in xs], [rows[s]["low_err"] for s in show], 0.4, label="low band (r <= 0.25)")
-    a2.bar([x + 0.2 for x in xs], [rows[s]["high_err"] for s in show], 0.4, label="high band")
-    a2.set_xticks(xs, [_label(s, student) for s in show], rotation=20, ha="right", fontsize=8)
-    a2.set(ylabel="test MSE carried by the band", title="spectral error by band")
-    a2.legend(fontsize=8)
+    from .train.figures import band_error_bars
+
+    low, high = [rows[s]["low_err"] for s in show], [rows[s]["high_err"] for s in show]
+    band_error_bars(a2, [_label(s, student) for s in show], low, high, cutoff=0.25)
+    a2.set_title("spectral error by band (test)")
     fig.tight_layout()
     paths.append(out / "spectral_error.png")
     fig.savefig(paths[-1], dpi=110)
@@ -546,13 +592,17 @@ def run_reproduce(
     device: str | None = None,
     overrides: tuple[str, ...] = (),
     figures: bool = True,
+    openstl: bool = False,
     command: str | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, dict[str, float]]:
     """Run (or resume) every stage, evaluate on the test split, write the table and figures.
 
     Returns ``{stage: metrics}``; files go to ``out`` (default ``runs/reproduce/<dataset>-<budget>-<student>``).
+    Evaluation and latency run on the training device (``device``; default CUDA when available).
+    ``openstl`` adds MSE/MAE in OpenSTL's convention (per frame, summed over C, H, W) to the table.
     """
+    from .outputs import check_writable_dir
     from .train.demo import run_or_reuse
     from .train.interrupt import stopped_in
     from .train.progress import StageProgress, progress_enabled
@@ -563,7 +613,7 @@ def run_reproduce(
         dataset, budget, out, student=student, ablation=ablation, data_path=data_path, seed=seed, overrides=overrides
     )
     roles = {s: (MAIN_STAGES.get(s) or ABLATION_STAGES[s])[1] for s in cfgs}
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable_dir(out, "--out")  # before any data is made
     t0 = time.perf_counter()
     first = next(iter(cfgs.values()))
     log(f"[data] {dataset}: {first['data']}")
@@ -580,8 +630,11 @@ def run_reproduce(
             paths[stage] = run_or_reuse(cfg, datasets, device, log, on_epoch_end=stages.epoch_done)
     log("[eval] test split")
     b = BUDGETS[budget]
+    eval_device = device or ("cuda" if torch.cuda.is_available() else "cpu")  # as run_stage picks it
     with stopped_in("the evaluation (every stage is trained and saved)"):
-        rows, preds, y = evaluate_stages(paths, datasets["test"], b["latency_runs"], progress=show)
+        rows, preds, y = evaluate_stages(
+            paths, datasets["test"], b["latency_runs"], device=eval_device, openstl=openstl, progress=show
+        )
     table = format_results(rows, student, roles)
     env = _environment()
     header = [
@@ -621,7 +674,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "dataset",
         choices=sorted(DATASETS),
-        help="ns, rbc (generated; --data FILE overrides), weatherbench/taxibj (--data)",
+        help="ns, rbc (generated; --data FILE overrides), weatherbench[_12h]/taxibj/taxibj_plus[_30min] (--data)",
     )
     parser.add_argument("--budget", default="smoke", choices=list(BUDGETS), help="smoke: CI; cpu: ~1 h; paper: GPU")
     parser.add_argument("--student", default="unet", choices=list(STUDENT_NAMES))
@@ -637,6 +690,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--device", default=None)
     parser.add_argument("--no-figures", action="store_true")
+    parser.add_argument(
+        "--openstl-metrics",
+        action="store_true",
+        help="also MSE/MAE in OpenSTL's convention (per frame, sum over C, H, W; mean over samples and frames)",
+    )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, all stages")
 
 
@@ -652,6 +710,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         overrides=tuple(args.set),
         figures=not args.no_figures,
+        openstl=args.openstl_metrics,
         command="sdkd " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("sdkd") else None,
     )
     return 0

@@ -1,8 +1,11 @@
 """Fixtures for the CPU test suite."""
 
+import os
 import random
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -26,3 +29,15 @@ def dead_pid() -> int:
 
 def pytest_configure(config):
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    # Measured `auto` times candidates on a call's first use: the suite runs the static order (fast, and the same
+    # on every run) except in the tests of tuning itself, which switch it on; no test reads or writes the user's
+    # picks file (subprocesses inherit both variables).
+    os.environ["SDKD_AUTOTUNE"] = "0"
+    config._sdkd_cache_dir = tempfile.mkdtemp(prefix="sdkd-test-cache-")
+    os.environ["SDKD_CACHE_DIR"] = config._sdkd_cache_dir
+
+
+def pytest_unconfigure(config):
+    cache_dir = getattr(config, "_sdkd_cache_dir", None)
+    if cache_dir:
+        shutil.rmtree(cache_dir, ignore_errors=True)

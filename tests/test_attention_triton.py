@@ -20,6 +20,8 @@ from sdkd.ops import BackendUnavailableError, attention
 from sdkd.ops._dispatch import registered_ops
 
 attn_mod = importlib.import_module("sdkd.ops.attention")
+attn_op_mod = importlib.import_module("sdkd.ops.attention.op")
+attn_triton_mod = importlib.import_module("sdkd.ops.attention.triton")
 triton = pytest.importorskip("triton")
 K = importlib.import_module("sdkd.kernels.attention")
 
@@ -143,7 +145,7 @@ def test_non_finite_inputs_propagate_like_the_reference(where, value):
 def test_backend_order_and_cpu_default():
     assert registered_ops()["attention"].backend_names() == ["triton", "reference"]
     inp = {k: (None if v is None else v.detach()) for k, v in make_inputs(1, 8, 16).items()}
-    why = attn_mod.attention_op.get("triton").not_supported_reasons(**inp, num_heads=1, interpret_ok=False)
+    why = attn_mod.attention_op.get("triton").not_supported_reasons(**inp, num_heads=1, requested="auto")
     assert why and ("CUDA" in why[0] or "requested" in why[0])
     # auto on CPU takes the reference: identical to calling it directly
     torch.testing.assert_close(attention(**inp, num_heads=1), attn_mod.attention_reference(**inp, num_heads=1))
@@ -154,7 +156,7 @@ def test_env_override_selects_triton(monkeypatch):
     inp = {k: (None if v is None else v.detach()) for k, v in make_inputs(1, 16, 16).items()}
     called = []
     real = attn_mod.attention_fwd_op
-    monkeypatch.setattr(attn_mod, "attention_fwd_op", lambda *a: called.append(1) or real(*a))
+    monkeypatch.setattr(attn_triton_mod, "attention_fwd_op", lambda *a: called.append(1) or real(*a))
     monkeypatch.setenv("SDKD_BACKEND", "triton")
     out = attention(**inp, num_heads=1)
     assert called
@@ -181,7 +183,7 @@ def test_explicit_triton_rejects_unsupported(D, heads, dtype, match):
 
 def test_interpreter_takes_float32_only():
     inp = {k: (None if v is None else v.detach()) for k, v in make_inputs(1, 8, 32, dtype=torch.bfloat16).items()}
-    why = attn_mod._triton_reasons(z=inp["z"], num_heads=2, interpret_ok=True)
+    why = attn_op_mod._triton_reasons(z=inp["z"], num_heads=2, requested="triton")
     assert why
     if INTERPRET:
         assert "float32 only" in why[0]
@@ -190,7 +192,7 @@ def test_interpreter_takes_float32_only():
 def test_cpu_without_interpreter_is_refused(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     z = torch.randn(1, 8, 32)
-    why = attn_mod._triton_reasons(z=z, num_heads=2, interpret_ok=True)
+    why = attn_op_mod._triton_reasons(z=z, num_heads=2, requested="triton")
     assert any("needs CUDA tensors" in w for w in why)
 
 

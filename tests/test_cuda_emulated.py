@@ -14,6 +14,7 @@ import importlib
 import os
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,10 @@ from sdkd.ops.capped_simplex import (
 from sdkd.ops.spectral_loss import band_energies_reference, spectral_loss_reference
 
 SL = importlib.import_module("sdkd.ops.spectral_loss")
+PLAN = importlib.import_module("sdkd.ops.spectral_loss.plan")
+NATIVE = importlib.import_module("sdkd.ops.spectral_loss.native")
+FFT_PATH = importlib.import_module("sdkd.ops.spectral_loss.fft_path")
+EXT = importlib.import_module("sdkd.ops._ext")
 ROOT = Path(__file__).resolve().parents[1]
 CXX = os.environ.get("CXX", "g++")
 TOL = {torch.float64: 1e-12, torch.float32: 2e-5}
@@ -84,7 +89,7 @@ def kernel(request, emu_lib):
         if request.param == "fft_reload_x" and reduction == "band_mean":
             pytest.skip("the FFT kernel keeps x in shared memory for band_mean")
         N, H, W = s.shape
-        plan = SL.dft_plan(H, W, cuts)
+        plan = PLAN.dft_plan(H, W, cuts)
         grad = torch.empty_like(s) if with_grad else None
         loss = torch.empty((), dtype=s.dtype) if with_loss else None
         # without a loss output the caller zeroes the energies; with one the launch does (NaN shows if it did not)
@@ -97,12 +102,12 @@ def kernel(request, emu_lib):
         head = (ptr(s), ptr(t), ptr(grad), ptr(e), ptr(gains), 0 if s.dtype == torch.float32 else 1, N, H, W)
         tail = (plan.nb, int(reduction == "band_mean"), ptr(loss))
         if request.param == "box":
-            tabs = SL.dft_tables(plan, torch.device("cpu"), s.dtype)
+            tabs = PLAN.dft_tables(plan, torch.device("cpu"), s.dtype)
             rc = emu_lib.sdkd_emu_spectral_loss(*head, *(x.data_ptr() for x in tabs), plan.Kr, plan.Kc, *tail)
         else:
-            assert SL._is_pow2(H) and SL._is_pow2(W)
+            assert PLAN._is_pow2(H) and PLAN._is_pow2(W)
             keep_x = int(request.param == "fft")
-            rc = emu_lib.sdkd_emu_spectral_loss_fft(*head, SL.band_map(plan).data_ptr(), plan.Kc, *tail, keep_x)
+            rc = emu_lib.sdkd_emu_spectral_loss_fft(*head, PLAN.band_map(plan).data_ptr(), plan.Kc, *tail, keep_x)
         assert rc == 0
         return loss, grad, e[: plan.nb]
 
@@ -112,7 +117,7 @@ def kernel(request, emu_lib):
 
 def _gains(H, W, cuts, numel, reduction):
     weights = tuple(1.0 + 0.5 * b for b in range(len(cuts) + 1))
-    return weights, SL._gains(weights, SL._band_norms(H, W, cuts, numel, reduction), None, 1e-6, "cpu")
+    return weights, PLAN._gains(weights, PLAN._band_norms(H, W, cuts, numel, reduction), None, 1e-6, "cpu")
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
@@ -125,7 +130,7 @@ def test_emulated_cuda_kernel_matches_reference(kernel, shape, cuts, reduction, 
     """Loss and gradient of both kernels in every mode. FFT kernel, three bands: the gradient part u is packed
     with itself, never with x_low (in one complex FFT x_low's rounding swamped u, ~1/numel smaller, by ~1000
     ulps)."""
-    if kernel.name != "box" and not (SL._is_pow2(shape[-2]) and SL._is_pow2(shape[-1])):
+    if kernel.name != "box" and not (PLAN._is_pow2(shape[-2]) and PLAN._is_pow2(shape[-1])):
         pytest.skip("the FFT kernel takes power-of-two sizes")
     g = torch.Generator().manual_seed(0)
     s = torch.randn(shape, dtype=dtype, generator=g)
@@ -147,7 +152,7 @@ def test_emulated_cuda_kernel_energies_only(kernel, cuts, reduction):
     """The adaptive weighting's teacher pass: no ``t``, no gradient, no loss; raw band energies of ``s``."""
     s = torch.randn(3, 16, 32, dtype=torch.float64)
     _, _, e = kernel(s, None, cuts, None, reduction, with_grad=False, with_loss=False)
-    norms = torch.tensor(SL._band_norms(16, 32, cuts, s.numel(), reduction), dtype=torch.float64)
+    norms = torch.tensor(PLAN._band_norms(16, 32, cuts, s.numel(), reduction), dtype=torch.float64)
     want = band_energies_reference(s, cuts, reduction)
     torch.testing.assert_close(torch.where(norms > 0, e / norms.clamp_min(1), 0.0), want, rtol=1e-12, atol=1e-15)
 
@@ -194,13 +199,13 @@ def cuda_path_on_cpu(emu_lib, monkeypatch):
     emu_lib.sdkd_emu_spectral_loss_smem.argtypes = [INT, I64, I64, I64, I64, INT]
     emu_lib.sdkd_emu_spectral_loss_fft_smem.argtypes = [INT, I64, I64, I64, INT, INT, INT]
     emu_lib.sdkd_emu_spectral_loss_smem.restype = emu_lib.sdkd_emu_spectral_loss_fft_smem.restype = I64
-    monkeypatch.setattr(SL, "extension", lambda: _EmulatedExtension(emu_lib))
-    monkeypatch.setattr(SL, "_cuda_smem_limit", lambda device: 232448)  # an H100 / H200 block
-    monkeypatch.setattr(SL, "_raw_stream", lambda device: 0)
-    for cached in (SL._cuda_fft_fits, SL._cuda_box_fits):
+    monkeypatch.setattr(EXT, "extension", lambda: _EmulatedExtension(emu_lib))
+    monkeypatch.setattr(PLAN, "_cuda_smem_limit", lambda device: 232448)  # an H100 / H200 block
+    monkeypatch.setattr(NATIVE, "_raw_stream", lambda device: 0)
+    for cached in (PLAN._cuda_fft_fits, PLAN._cuda_box_fits):
         cached.cache_clear()
     yield
-    for cached in (SL._cuda_fft_fits, SL._cuda_box_fits):
+    for cached in (PLAN._cuda_fft_fits, PLAN._cuda_box_fits):
         cached.cache_clear()
 
 
@@ -212,11 +217,13 @@ def test_cuda_backend_python_path_under_emulation(cuda_path_on_cpu, monkeypatch,
     gradient's shape, end to end through the cuda backend's Python code with emulated kernels."""
     calls = []
     if route != "fft_kernel":
-        monkeypatch.setattr(SL, "CUDA_FFT_KERNEL", False)
-        monkeypatch.setattr(SL, "DFT_MAX_FRACTION", 1.0 if route == "box" else 0.0)
-    for name in ("_cuda_fft_pass", "_kernel_pass", "_fft_loss_grad"):
-        real = getattr(SL, name)
-        monkeypatch.setattr(SL, name, lambda *a, _r=real, _n=name, **k: calls.append(_n) or _r(*a, **k))
+        monkeypatch.setattr(PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, cuda_fft_kernel=False))
+        monkeypatch.setattr(
+            PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, dft_max_fraction=1.0 if route == "box" else 0.0)
+        )
+    for module, name in ((NATIVE, "_cuda_fft_pass"), (NATIVE, "_kernel_pass"), (FFT_PATH, "_fft_loss_grad")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _r=real, _n=name, **k: calls.append(_n) or _r(*a, **k))
     shape = (2, 3, 16, 32)
     s = torch.randn(shape, dtype=torch.float64)
     t = torch.randn(shape, dtype=torch.float64)

@@ -164,16 +164,20 @@ def test_temp_left_by_sigterm_is_removed_by_a_later_run_but_never_a_live_writers
     try:
         live = _leftovers(tmp_path)
         assert len(live) == 1 and str(writer.pid) in live[0]
-        # A concurrent run (another DDP rank) must not take the live writer's file away.
+        # A concurrent run (another DDP rank) must not take the live writer's file away: it waits on the
+        # entry's lock (and says so) instead of writing a second copy.
         assert cache.remove_stale_temps(stem.with_suffix(".npy")) == []
-        other = _start_writer(stem)
+        other = subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(stem)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        assert "waiting for it" in other.stderr.readline()
         other.terminate()
         other.wait(timeout=60)
-        assert live[0] in _leftovers(tmp_path)
+        assert _leftovers(tmp_path) == live
     finally:
         writer.terminate()  # SIGTERM: the writer dies without running its cleanup
         writer.wait(timeout=60)
-    assert len(_leftovers(tmp_path)) == 2  # the bug's starting point: hidden temporaries left behind
+    assert len(_leftovers(tmp_path)) == 1  # the bug's starting point: a hidden temporary left behind
     fill = Filler()
     arr, _, reused = cache.cached_array(stem, {"v": 1}, (4, 3), np.float32, fill)
     assert (fill.calls, reused) == (1, False) and _leftovers(tmp_path) == []

@@ -106,3 +106,32 @@ def test_bad_files_raise_clear_errors(tmp_path):
         TaxiBJDataset(good, test_days=2, val_days=2)
     with pytest.raises(ValueError, match="too short"):
         TaxiBJDataset(good, "val", input_frames=30, output_frames=30, test_days=1, val_days=1)
+
+
+def test_taxibj_plus_daily_totals_on_a_128x128_file(tmp_path):
+    """TaxiBJ+ (Table 2: 128 x 128, 1-day interval): each complete day's 48 slots summed, a day
+    missing a slot dropped (windows never bridge it), splits and windows counted in days."""
+    days, drop = 10, 4 * 48 + 7  # day 4 (2015-03-05) loses one half-hour slot
+    n = days * 48 - 1
+    values = np.random.default_rng(3).integers(0, 50, (n, 2, 128, 128)).astype(np.uint16)
+    path, _ = _write(tmp_path / "TaxiBJ+.h5", "2015-03-01", days, drop=(drop,), values=values)
+    slots = np.insert(np.arange(n), drop, -1)  # row of every (day, slot) position, -1 where missing
+    kept = [d for d in range(days) if d != 4]  # 9 complete days, in time order
+    totals = np.stack([values[slots[d * 48 : (d + 1) * 48]].astype(np.float64).sum(0) for d in kept])
+    kw = dict(interval="day", splits=(5, 2, 2))  # days 0-3 and 5 | 6, 7 | 8, 9
+    train = TaxiBJDataset(path, "train", input_frames=2, output_frames=2, **kw)
+    assert train.in_shape == (2, 2, 128, 128) and train.interval == "day"
+    assert [s.shape[0] for s in train.segments] == [4, 1] and len(train) == 1
+    x, y = train[0]
+    np.testing.assert_allclose(train.denormalize(torch.cat([x, y])).numpy(), totals[0:4], rtol=1e-5)
+    np.testing.assert_allclose(train.mean.numpy(), [totals[:5].mean()] * 2, rtol=1e-6)
+    # 1 -> 1 windows: 3 within days 0-3, none bridging the missing day 4 to day 5
+    assert len(TaxiBJDataset(path, "train", input_frames=1, output_frames=1, **kw)) == 3
+    test = TaxiBJDataset(path, "test", input_frames=1, output_frames=1, **kw)
+    assert len(test) == 1 and torch.equal(test.mean, train.mean)
+    np.testing.assert_allclose(test.denormalize(torch.cat(test[0])).numpy(), totals[7:9], rtol=1e-5)
+    # the half-hour series of the same file keeps every slot
+    half = TaxiBJDataset(path, "train", input_frames=2, output_frames=2, splits=(240, 120, 119))
+    assert half.interval == "30min" and [s.shape[0] for s in half.segments] == [drop, 240 - drop]
+    with pytest.raises(ValueError, match="interval must be one of"):
+        TaxiBJDataset(path, interval="hour")

@@ -19,6 +19,22 @@ def test_mse_mae_match_definitions():
     assert torch.allclose(M.mse(p.numpy(), t.numpy()), M.mse(p, t))
 
 
+def test_openstl_convention_sums_each_frame_over_channels_and_pixels():
+    # OpenSTL (spatial_norm=False): mean over samples and frames of the sum over (C, H, W)
+    p, t = torch.zeros(2, 3, 2, 4, 5), torch.zeros(2, 3, 2, 4, 5)
+    p[0, 0, 1, 2, 3] = 2.0  # one wrong pixel: squared error 4 in one of the 2 * 3 frames
+    p[1, 2, 0, 0, 0] = -1.0  # another, squared error 1
+    assert M.mse(p, t, convention="openstl").item() == pytest.approx((4.0 + 1.0) / 6)
+    assert M.mae(p, t, convention="openstl").item() == pytest.approx((2.0 + 1.0) / 6)
+    assert M.mse(p, t).item() == pytest.approx(5.0 / p.numel())
+    q, r = torch.randn(3, 4, 2, 8, 9), torch.randn(3, 4, 2, 8, 9)
+    torch.testing.assert_close(M.mse(q, r, convention="openstl"), M.mse(q, r) * (2 * 8 * 9))
+    with pytest.raises(ValueError, match="convention must be one of"):
+        M.mse(q, r, convention="sum")
+    with pytest.raises(ValueError, match=r"needs \(\.\.\., C, H, W\)"):
+        M.mae(torch.zeros(4, 5), torch.zeros(4, 5), convention="openstl")
+
+
 def test_psnr_constant_offset_known_value():
     t = torch.rand(2, 4, 16, 16)
     c, R = 0.05, 2.0

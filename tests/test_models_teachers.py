@@ -22,11 +22,11 @@ def _one_thread():
 # (T_in, C, H, W), T_out — the paper's datasets plus a size no power of two divides
 PRESETS = {
     "nse": ((10, 1, 64, 64), 10),
-    "weatherbench": ((12, 3, 32, 64), 12),
-    "weatherbench_6to36": ((6, 3, 32, 64), 36),
+    "weatherbench": ((6, 3, 32, 64), 36),
+    "weatherbench_12h": ((12, 5, 32, 64), 12),
     "taxibj": ((4, 2, 32, 32), 4),
     "taxibj_plus": ((5, 2, 128, 128), 15),
-    "rbc": ((10, 2, 64, 64), 10),
+    "rbc": ((13, 1, 32, 480), 12),
     "odd_37x49": ((3, 2, 37, 49), 5),
 }
 VARIANTS = {
@@ -40,13 +40,14 @@ TINY = {
     "st_alternet-serial": ("st_alternet", dict(hid_S=8, hid_T=32, N_T=2, num_heads=4, mode="serial")),
     "simvp-gsta": ("simvp", dict(hid_S=8, hid_T=32, N_T=3, mlp_ratio=2.0)),
     "simvp-incep": ("simvp", dict(hid_S=8, hid_T=32, N_T=2, translator="incep", groups=4)),
+    "simvp-van": ("simvp", dict(hid_S=8, hid_T=32, N_T=3, mlp_ratio=2.0, translator="van")),
 }
-# the default-config variants run at every preset; the others at every preset but the largest
+# the default-config variants run at every preset; the others at every preset but the two largest
 FULL = [
     pytest.param(v, p, id=f"{v}-{p}")
     for v in VARIANTS
     for p in PRESETS
-    if v in ("st_alternet-parallel", "simvp-gsta") or p != "taxibj_plus"
+    if v in ("st_alternet-parallel", "simvp-gsta") or p not in ("taxibj_plus", "rbc")
 ]
 
 
@@ -75,12 +76,38 @@ def test_st_alternet_default_is_a_real_teacher():
     assert model.config.N_S == 4 and build_model("st_alternet", (4, 2, 32, 32)).config.N_S == 2
 
 
-@pytest.mark.parametrize("translator,expected", [("gsta", 9.96e6), ("incep", 13.79e6)])
+@pytest.mark.parametrize("translator,expected", [("gsta", 9.96e6), ("incep", 13.79e6), ("van", 9.48e6)])
 def test_simvp_matches_openstl_parameter_count(translator, expected):
-    # OpenSTL model zoo, TaxiBJ (hid_S 32, hid_T 256, N_S 2, N_T 8): gSTA 9.96 M, IncepU 13.79 M
+    # OpenSTL model zoo, TaxiBJ (hid_S 32, hid_T 256, N_S 2, N_T 8): gSTA 9.96 M, IncepU 13.79 M, VAN 9.48 M
     model = build_model("simvp", (4, 2, 32, 32), 4, translator=translator)
     n = sum(p.numel() for p in model.parameters())
     assert abs(n - expected) < 0.006e6, n
+
+
+def test_van_translator_is_large_kernel_attention():
+    """SimVP-VAN (Table 5's VAN teacher): LKA multiplies its input by dw5x5 -> dw7x7 (dilation 3) -> 1x1,
+    a 21x21 receptive field; the default model runs at the WeatherBench 6 -> 36 shape."""
+    from sdkd.models.van import LargeKernelAttention, VANBlock
+
+    lka = LargeKernelAttention(4)
+    assert (lka.conv0.kernel_size, lka.conv0.groups) == ((5, 5), 4)
+    assert (lka.conv_spatial.kernel_size, lka.conv_spatial.dilation, lka.conv_spatial.groups) == ((7, 7), (3, 3), 4)
+    x = torch.randn(2, 4, 31, 33)
+    with torch.no_grad():
+        attn = lka.conv1(lka.conv_spatial(lka.conv0(x)))
+        torch.testing.assert_close(lka(x), x * attn)
+        # receptive field: a unit impulse spreads over exactly 2 + 3 * 3 = 11 pixels each side
+        d = torch.zeros(1, 4, 31, 33)
+        d[..., 15, 16] = 1.0
+        r = (lka.conv_spatial(lka.conv0(d)) - lka.conv_spatial(lka.conv0(torch.zeros_like(d)))).abs().sum((0, 1))
+        rows, cols = torch.nonzero(r > 0, as_tuple=True)
+        assert (rows.min().item(), rows.max().item(), cols.min().item(), cols.max().item()) == (4, 26, 5, 27)
+    model = build_model("simvp", (6, 3, 32, 64), 36, translator="van").eval()
+    blocks = [layer.block for layer in model.translator.layers]
+    assert len(blocks) == model.config.N_T and all(isinstance(b, VANBlock) for b in blocks)
+    with torch.no_grad():
+        y = model(torch.randn(1, 6, 3, 32, 64))
+    assert y.shape == (1, 36, 3, 32, 64) and torch.isfinite(y).all()
 
 
 @pytest.mark.parametrize("mode", ["parallel", "serial"])
@@ -104,7 +131,7 @@ def test_st_alternet_features(mode):
     torch.testing.assert_close(feats["block1"], z + blk.mlp(z), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("translator,n_blocks", [("gsta", 3), ("incep", 4)])
+@pytest.mark.parametrize("translator,n_blocks", [("gsta", 3), ("incep", 4), ("van", 3)])
 def test_simvp_features(translator, n_blocks):
     name, cfg = TINY[f"simvp-{translator}"]
     model = build_model(name, (3, 2, 20, 28), 3, **cfg).eval()

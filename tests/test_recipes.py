@@ -16,7 +16,7 @@ def _recipes() -> list[tuple[str, str]]:
 
 
 def test_the_page_has_the_recipes_the_readme_promises():
-    assert [name for name, _ in _recipes()] == ["plain", "distiller", "lightning", "callback"]
+    assert [name for name, _ in _recipes()] == ["plain", "distiller", "lightning", "callback", "foreign"]
 
 
 def test_recipes_run_as_written(tmp_path, monkeypatch, capsys):
@@ -30,6 +30,8 @@ def test_recipes_run_as_written(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert re.search(r"epoch 2: mean loss \d+\.\d+", out)
     assert "'weight/1'" in out and "'kd/0'" in out
+    assert "['encoder', 'encoder.0', 'encoder.1', 'translator', 'translator.mid', 'decoder']" in out
+    assert "'feat/0'" in out  # the foreign teacher's hooked feature reached the loss
     step, metrics = ns["rows"][-1]
     assert step == 2 and {"train_loss", "val_mse", "lr", "seconds"} <= set(metrics)
     assert (tmp_path / "runs" / "recipe" / "metrics.csv").is_file()

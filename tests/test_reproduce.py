@@ -66,6 +66,8 @@ def test_smoke_stages_use_the_paper_strategies(smoke):
     out, _ = smoke
     cfg = {s: load_checkpoint(out / s / "last.pt")["config"] for s in MAIN_STAGES}
     assert cfg["t1"]["model"]["name"] == "st_alternet" and cfg["t2"]["model"]["name"] == "simvp"
+    # Table 5's "single teacher (VAN)": SimVP with the VAN translator, otherwise T2's config
+    assert cfg["t_van"]["model"] == {"name": "simvp", "cfg": {**cfg["t2"]["model"]["cfg"], "translator": "van"}}
     d = {s: c["distill"] for s, c in cfg.items() if c["stage"] == "distill"}
     assert {s: v["strategy"] for s, v in d.items()} == {
         "spectralkd": "single",
@@ -77,10 +79,14 @@ def test_smoke_stages_use_the_paper_strategies(smoke):
         "a2d_spectralkd": "a2d",
         "a2d_spectralkd_latent": "a2d",
         "camkd": "camkd",
+        "single_van": "single",
     }
-    single = ("spectralkd", "spectralkd_latent", "at")
+    single = ("spectralkd", "spectralkd_latent", "at", "single_van")
     assert all(len(v["teachers"]) == 1 for k, v in d.items() if k in single)
     assert all(len(v["teachers"]) == 2 for k, v in d.items() if k not in single)
+    assert (
+        d["single_van"]["teachers"] == [str(out / "t_van" / "best.pt")] and d["single_van"]["kd"]["type"] == "spectral"
+    )
     assert d["a2d_mse"]["kd"]["type"] == "mse" and d["camkd"]["kd"]["type"] == "spectral"
     ab = d["a2d_ab"]
     assert ab["kd"]["type"] == "none" and ab["feature_loss"] == "ab" and ab["features"][0] == {"enc": "block0"}
@@ -110,6 +116,42 @@ def test_rerun_reuses_finished_stages(smoke):
     rows = json.loads((out / "results.json").read_text())["rows"]
     for s in MAIN_STAGES:
         assert rows[s]["mse"] == pytest.approx(before[s]["mse"], rel=1e-6)
+
+
+def test_evaluates_and_times_on_the_training_device(smoke, monkeypatch):
+    """--device reaches the evaluation (it used to evaluate and time on the CPU whatever the device)."""
+    import sdkd.reproduce as R
+
+    out, data = smoke
+    seen = []
+
+    class Evaluated(Exception):
+        pass
+
+    def spy(*args, **kwargs):  # record the device and stop: the finished stages were reused, nothing else runs
+        seen.append(kwargs.get("device"))
+        raise Evaluated
+
+    monkeypatch.setattr(R, "evaluate_stages", spy)
+    for device in ("cpu", None):
+        with pytest.raises(Evaluated):
+            R.run_reproduce("ns", "smoke", out, data_path=str(data), device=device, figures=False, log=lambda _m: None)
+    assert seen == ["cpu", "cuda" if torch.cuda.is_available() else "cpu"]
+
+
+def test_openstl_metrics_columns(smoke, tmp_path):
+    out, data = smoke
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert "mse_openstl" not in rows["student"]
+    argv = ["reproduce", "ns", "--budget", "smoke", "--out", str(out), "--data", str(data)]
+    assert main([*argv, "--no-figures", "--openstl-metrics"]) == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    ck = load_checkpoint(out / "student" / "best.pt")
+    T, C, H, W = ck["model_spec"]["in_shape"]
+    for row in rows.values():  # OpenSTL: per-frame sum over C, H, W = per-pixel mean * C * H * W
+        assert row["mse_openstl"] == pytest.approx(row["mse"] * C * H * W, rel=1e-5)
+        assert row["mse_openstl_phys"] == pytest.approx(row["mse_phys"] * C * H * W, rel=1e-5)
+    assert "| mse_openstl | mae_openstl |" in (out / "results.md").read_text()
 
 
 def test_a_stage_stored_before_a_new_config_key_is_reused(smoke, tmp_path):

@@ -9,6 +9,7 @@ CPU the compile and the device limit are stubbed with the numbers an H200 gave (
 from __future__ import annotations
 
 import importlib
+from dataclasses import replace
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ import torch
 pytest.importorskip("triton")
 KS = importlib.import_module("sdkd.kernels.spectral_loss")
 SL = importlib.import_module("sdkd.ops.spectral_loss")
+PLAN = importlib.import_module("sdkd.ops.spectral_loss.plan")
 
 H200_LIMIT = 232448
 CUDA0 = torch.device("cuda", 0)  # a device object only: nothing is allocated on it
@@ -34,21 +36,25 @@ def fake_gpu(monkeypatch):
     monkeypatch.setattr(KS, "kernel_shared_memory", shared)
     monkeypatch.setattr(KS, "max_shared_memory", lambda device: H200_LIMIT)
     monkeypatch.setattr(KS, "_FITS", {})
-    monkeypatch.setattr(SL, "DFT_MAX_FRACTION", 1.0)  # the box path for any cutoff (as the GPU tests force it)
-    monkeypatch.setattr(SL, "GPU_BOX_MAX_SLICE_MACS", float("inf"))  # and for any slice size
+    monkeypatch.setattr(
+        PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, dft_max_fraction=1.0)
+    )  # the box path for any cutoff (as the GPU tests force it)
+    monkeypatch.setattr(
+        PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, gpu_box_max_slice_macs=float("inf"))
+    )  # and for any slice size
     return compiles
 
 
 def test_too_much_shared_memory_means_fft_path_and_is_cached(fake_gpu):
-    big = SL.dft_plan(128, 128, (0.75,))  # Kr 128 x Kc 65 box
-    small = SL.dft_plan(128, 128, (0.02,))
-    assert not SL._kernel_fits("triton", big, torch.float16, CUDA0)
-    assert SL._kernel_fits("triton", small, torch.float16, CUDA0)
+    big = PLAN.dft_plan(128, 128, (0.75,))  # Kr 128 x Kc 65 box
+    small = PLAN.dft_plan(128, 128, (0.02,))
+    assert not PLAN._kernel_fits("triton", big, torch.float16, CUDA0)
+    assert PLAN._kernel_fits("triton", small, torch.float16, CUDA0)
     assert len(fake_gpu) == 2
     for _ in range(3):  # cached per problem and device: no second compile
-        assert not SL._kernel_fits("triton", big, torch.float16, CUDA0)
+        assert not PLAN._kernel_fits("triton", big, torch.float16, CUDA0)
     assert len(fake_gpu) == 2
-    assert not SL._kernel_fits("triton", big, torch.float32, CUDA0)  # another dtype is another kernel
+    assert not PLAN._kernel_fits("triton", big, torch.float32, CUDA0)  # another dtype is another kernel
     assert len(fake_gpu) == 3
 
 
@@ -64,7 +70,7 @@ def test_interpreter_and_cpu_tensors_skip_the_check(monkeypatch):
 
 def test_op_falls_back_to_fft_when_the_kernel_does_not_fit(monkeypatch):
     """The triton backend with the box kernel refused gives the reference's loss and gradient."""
-    monkeypatch.setattr(SL, "DFT_MAX_FRACTION", 1.0)
+    monkeypatch.setattr(PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, dft_max_fraction=1.0))
     monkeypatch.setattr(KS, "kernel_fits", lambda *a: False)
     monkeypatch.setattr(KS, "spectral_loss_triton", lambda *a: pytest.fail("box kernel launched"))
     s = torch.randn(2, 12, 10, requires_grad=True)
@@ -81,8 +87,8 @@ def test_op_falls_back_to_fft_when_the_kernel_does_not_fit(monkeypatch):
 def test_gpu_backends_leave_large_slices_to_cufft():
     """The box kernel's cost per slice (one CUDA block each) decides: 64x64 and 32x64 at cutoff 0.25 stay on the
     box kernel, 128x128 goes to the FFT path (measured crossover, GPU_BOX_MAX_SLICE_MACS)."""
-    small, wide, big = SL.dft_plan(64, 64, (0.25,)), SL.dft_plan(32, 64, (0.25,)), SL.dft_plan(128, 128, (0.25,))
-    assert SL.box_macs(small) == 2 * (2 * 64 * 64 * 17 + 4 * 33 * 17 * 64)
-    assert SL.box_macs(wide) < SL.box_macs(small) <= SL.GPU_BOX_MAX_SLICE_MACS < SL.box_macs(big)
+    small, wide, big = PLAN.dft_plan(64, 64, (0.25,)), PLAN.dft_plan(32, 64, (0.25,)), PLAN.dft_plan(128, 128, (0.25,))
+    assert PLAN.box_macs(small) == 2 * (2 * 64 * 64 * 17 + 4 * 33 * 17 * 64)
+    assert PLAN.box_macs(wide) < PLAN.box_macs(small) <= PLAN.STATIC_ORDER.gpu_box_max_slice_macs < PLAN.box_macs(big)
     for backend in ("cuda", "triton"):  # decided before any device query, so this runs without a GPU
-        assert not SL._kernel_fits(backend, big, torch.float32, CUDA0)
+        assert not PLAN._kernel_fits(backend, big, torch.float32, CUDA0)

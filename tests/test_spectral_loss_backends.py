@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 import warnings
+from dataclasses import replace
 
 import pytest
 import torch
@@ -19,6 +20,9 @@ from sdkd.ops._ext import cuda_unavailable_reason, triton_installed, unavailable
 from sdkd.ops.spectral_loss import spectral_loss, spectral_loss_op, spectral_loss_reference
 
 SL = importlib.import_module("sdkd.ops.spectral_loss")
+PLAN = importlib.import_module("sdkd.ops.spectral_loss.plan")
+NATIVE = importlib.import_module("sdkd.ops.spectral_loss.native")
+FFT_PATH = importlib.import_module("sdkd.ops.spectral_loss.fft_path")
 sys.modules.setdefault("sdkd.ops.spectral_loss", SL)
 
 HAS_CPU = unavailable_reason("spectral_loss_cpu") is None
@@ -37,13 +41,13 @@ def path(request, monkeypatch):
     """GPU backends: force the box-DFT kernel (fraction 1) or the torch.fft / cuFFT path, or leave the defaults
     (for cuda at power-of-two sizes: its FFT kernel, CUDA_FFT_KERNEL)."""
     if request.param != "fft_kernel":
-        monkeypatch.setattr(SL, "CUDA_FFT_KERNEL", False)
+        monkeypatch.setattr(PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, cuda_fft_kernel=False))
     if request.param == "box":
-        monkeypatch.setattr(SL, "DFT_MAX_FRACTION", 1.0)
-        monkeypatch.setattr(SL, "CPU_BOX_MAX_COST", float("inf"))
-        monkeypatch.setattr(SL, "GPU_BOX_MAX_SLICE_MACS", float("inf"))
+        monkeypatch.setattr(PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, dft_max_fraction=1.0))
+        monkeypatch.setattr(PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, cpu_box_max_cost=float("inf")))
+        monkeypatch.setattr(PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, gpu_box_max_slice_macs=float("inf")))
     elif request.param == "fft":
-        monkeypatch.setattr(SL, "DFT_MAX_FRACTION", 0.0)
+        monkeypatch.setattr(PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, dft_max_fraction=0.0))
     return request.param
 
 
@@ -51,9 +55,11 @@ def path(request, monkeypatch):
 def cpu_path(request, monkeypatch):
     """cpu backend: force its box-DFT kernel or the torch.fft path, or leave its real-FFT kernel (W >= 8)."""
     if request.param != "fft_kernel":
-        monkeypatch.setattr(SL, "CPU_FFT_KERNEL", False)
-        monkeypatch.setattr(SL, "DFT_MAX_FRACTION", 1.0 if request.param == "box" else 0.0)
-        monkeypatch.setattr(SL, "CPU_BOX_MAX_COST", float("inf"))
+        monkeypatch.setattr(PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, cpu_fft_kernel=False))
+        monkeypatch.setattr(
+            PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, dft_max_fraction=1.0 if request.param == "box" else 0.0)
+        )
+        monkeypatch.setattr(PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, cpu_box_max_cost=float("inf")))
     return request.param
 
 
@@ -119,9 +125,11 @@ def test_ulp_floor_is_the_subnormal_spacing_of_16_bit_dtypes_only():
 @pytest.mark.parametrize("shape", [(1, 1, 7, 9), (3, 5, 31, 64), (2, 2, 3, 32, 64), (2, 1, 64, 64), (2, 8, 5)])
 @pytest.mark.parametrize("cuts", CUTOFFS)
 def test_cpu_parity(shape, cuts, dtype, monkeypatch):
-    monkeypatch.setattr(SL, "CPU_FFT_KERNEL", False)  # the box kernel, also at power-of-two sizes
-    monkeypatch.setattr(SL, "DFT_MAX_FRACTION", 1.0)
-    monkeypatch.setattr(SL, "CPU_BOX_MAX_COST", float("inf"))
+    monkeypatch.setattr(
+        PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, cpu_fft_kernel=False)
+    )  # the box kernel, also at power-of-two sizes
+    monkeypatch.setattr(PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, dft_max_fraction=1.0))
+    monkeypatch.setattr(PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, cpu_box_max_cost=float("inf")))
     _compare(shape, cuts, "mean", False, "cpu", dtype)
 
 
@@ -132,10 +140,10 @@ def test_cpu_parity(shape, cuts, dtype, monkeypatch):
 def test_cpu_fft_kernel_parity(shape, cuts, dtype, monkeypatch):
     """The real-FFT kernel: one row (H=1), H < 16 (partly filled row groups), W = 8 (one vector), tall/wide."""
     H, W = shape[-2:]
-    assert SL._cpu_fft_ok(H, W)
+    assert PLAN._cpu_fft_ok(H, W)
     calls = []
-    real = SL._cpu_fft_fused
-    monkeypatch.setattr(SL, "_cpu_fft_fused", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = NATIVE._cpu_fft_fused
+    monkeypatch.setattr(NATIVE, "_cpu_fft_fused", lambda *a, **k: calls.append(1) or real(*a, **k))
     _compare(shape, cuts, "mean", False, "cpu", dtype)
     assert calls  # the kernel ran (not the box kernel or the torch.fft fallback)
 
@@ -163,10 +171,10 @@ def test_cpu_fft_kernel_mixed_radix_parity(shape, cuts, dtype, monkeypatch):
     Bluestein's algorithm for larger prime factors, and rows whose width is not a multiple of the 8-lane vector,
     forward and backward against the reference."""
     H, W = shape[-2:]
-    assert SL._cpu_fft_ok(H, W)
+    assert PLAN._cpu_fft_ok(H, W)
     calls = []
-    real = SL._cpu_fft_fused
-    monkeypatch.setattr(SL, "_cpu_fft_fused", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = NATIVE._cpu_fft_fused
+    monkeypatch.setattr(NATIVE, "_cpu_fft_fused", lambda *a, **k: calls.append(1) or real(*a, **k))
     _compare(shape, cuts, "mean", False, "cpu", dtype)
     assert calls
 
@@ -231,7 +239,7 @@ def test_cpu_high_band_is_residual_energy():
 @pytest.mark.parametrize("shape", [(1, 1, 7, 9), (1, 2, 31, 64), (1, 1, 3, 32, 64), (2, 16, 16)])
 @pytest.mark.parametrize("cuts", CUTOFFS)
 def test_triton_parity(shape, cuts, monkeypatch):
-    monkeypatch.setattr(SL, "DFT_MAX_FRACTION", 1.0)
+    monkeypatch.setattr(PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, dft_max_fraction=1.0))
     device = "cuda" if GPU else "cpu"
     _compare(shape, cuts, "mean", False, "triton", torch.float32, device)
 
@@ -240,7 +248,7 @@ def test_triton_parity(shape, cuts, monkeypatch):
 @pytest.mark.parametrize("reduction,adaptive", MODES)
 @pytest.mark.parametrize("cuts", [(0.25,), (0.1, 0.2, 0.3)])
 def test_triton_modes(cuts, reduction, adaptive, monkeypatch):
-    monkeypatch.setattr(SL, "DFT_MAX_FRACTION", 1.0)
+    monkeypatch.setattr(PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, dft_max_fraction=1.0))
     device = "cuda" if GPU else "cpu"
     _compare((2, 12, 10), cuts, reduction, adaptive, "triton", torch.float32, device)
     _compare((1, 1, 7, 9), cuts, reduction, adaptive, "triton", torch.float32, device, transpose=True)
@@ -280,7 +288,7 @@ def test_gpu_modes(cuts, reduction, adaptive, backend, path):
     _compare((4, 3, 31, 64), cuts, reduction, adaptive, backend, torch.float32, "cuda", transpose=True)
 
 
-_KERNEL_PASS, _CUDA_FFT_PASS = SL._kernel_pass, SL._cuda_fft_pass
+_KERNEL_PASS, _CUDA_FFT_PASS = NATIVE._kernel_pass, NATIVE._cuda_fft_pass
 
 
 @pytest.mark.gpu
@@ -292,10 +300,12 @@ def test_cuda_kernel_loss_over_many_blocks_and_repeated_calls(dtype, kernel, mon
     several calls in a row (the counter restarts each call), against the reference."""
     calls = []
     if kernel == "box":
-        monkeypatch.setattr(SL, "CUDA_FFT_KERNEL", False)
-        monkeypatch.setattr(SL, "DFT_MAX_FRACTION", 1.0)
-        monkeypatch.setattr(SL, "GPU_BOX_MAX_SLICE_MACS", float("inf"))
-        monkeypatch.setattr(SL, "_kernel_pass", lambda *a, **k: calls.append(k.get("loss")) or _KERNEL_PASS(*a, **k))
+        monkeypatch.setattr(PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, cuda_fft_kernel=False))
+        monkeypatch.setattr(PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, dft_max_fraction=1.0))
+        monkeypatch.setattr(PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, gpu_box_max_slice_macs=float("inf")))
+        monkeypatch.setattr(
+            NATIVE, "_kernel_pass", lambda *a, **k: calls.append(k.get("loss")) or _KERNEL_PASS(*a, **k)
+        )
     else:
         monkeypatch.setattr(
             SL, "_cuda_fft_pass", lambda *a, **k: calls.append(k.get("loss")) or _CUDA_FFT_PASS(*a, **k)
@@ -381,15 +391,17 @@ def test_auto_on_cpu_picks_the_cpu_backend_at_every_size(monkeypatch):
     assert pick(odd.double(), requested="auto") == "cpu"
     assert pick(odd.half(), requested="auto") == "reference"  # float32 / float64 only
     calls = []
-    monkeypatch.setattr(SL, "_fft_loss_grad", lambda *a: calls.append(a) or _FFT_LOSS_GRAD(*a))
-    monkeypatch.setattr(SL, "CPU_FFT_KERNEL", False)  # without the real-FFT kernel:
+    monkeypatch.setattr(FFT_PATH, "_fft_loss_grad", lambda *a: calls.append(a) or _FFT_LOSS_GRAD(*a))
+    monkeypatch.setattr(
+        PLAN, "STATIC_ORDER", replace(PLAN.STATIC_ORDER, cpu_fft_kernel=False)
+    )  # without the real-FFT kernel:
     big = torch.randn(2, 3, 63, 65)  # box cost 25 > CPU_BOX_MAX_COST: the torch.fft path
     loss = spectral_loss(big, torch.zeros_like(big), 0.25)
     assert len(calls) == 1
     torch.testing.assert_close(loss, big.square().mean(), rtol=1e-5, atol=0)
 
 
-_FFT_LOSS_GRAD = SL._fft_loss_grad
+_FFT_LOSS_GRAD = FFT_PATH._fft_loss_grad
 
 
 def test_env_override(monkeypatch):
@@ -439,10 +451,10 @@ def test_spectral_loss_picks_follow_the_environment(monkeypatch):
     assert spectral_loss_op.select("auto", s=s, t=s, cutoffs=(0.25,)).name == first
     if triton_installed():  # CPU tensors go to Triton's interpreter only when asked, whatever auto remembered
         monkeypatch.setenv("TRITON_INTERPRET", "1")
-        assert spectral_loss_op.select("triton", s=s, t=s, cutoffs=(0.25,), interpret_ok=True).name == "triton"
+        assert spectral_loss_op.select("triton", s=s, t=s, cutoffs=(0.25,), requested="triton").name == "triton"
         monkeypatch.delenv("TRITON_INTERPRET")
         with pytest.raises(BackendUnavailableError, match="CPU tensors only under TRITON_INTERPRET=1"):
-            spectral_loss_op.select("triton", s=s, t=s, cutoffs=(0.25,), interpret_ok=True)
+            spectral_loss_op.select("triton", s=s, t=s, cutoffs=(0.25,), requested="triton")
 
 
 def test_env_naming_no_backend_warns_once_and_means_auto(monkeypatch):
@@ -468,7 +480,7 @@ def test_explicit_backend_that_cannot_run_lists_reasons():
 @pytest.mark.skipif(not HAS_TRITON or GPU, reason="interpreter-only rule")
 def test_triton_on_cpu_only_when_requested():
     s = torch.randn(2, 8, 8)
-    reasons = spectral_loss_op.get("triton").not_supported_reasons(s=s, t=s, cutoffs=(0.25,), interpret_ok=False)
+    reasons = spectral_loss_op.get("triton").not_supported_reasons(s=s, t=s, cutoffs=(0.25,), requested="auto")
     assert reasons and "interpreter" in reasons[0]
 
 

@@ -136,7 +136,7 @@ class _FakeRun:
         self.calls = []
         monkeypatch.setattr("sdkd.train.run.run_stage", self)
 
-    def __call__(self, cfg, resume=False, device=None):
+    def __call__(self, cfg, resume=False, device=None, overwrite=False):
         from sdkd.train import FitResult
 
         self.calls.append((cfg, device))
@@ -196,6 +196,30 @@ def test_eval_results_json_stores_params_as_int(student_ckpt, tmp_path):
     params = json.loads((out / "results.json").read_text())["s"]["params"]
     model, _ = load_model(student_ckpt)
     assert type(params) is int and params == sum(p.numel() for p in model.parameters())
+
+
+def test_eval_openstl_metrics_are_summed_per_frame(student_ckpt, tmp_path, capsys):
+    out = tmp_path / "eval"
+    argv = ["eval", "--checkpoint", str(student_ckpt), "--name", "s", "--out", str(out), "--openstl-metrics"]
+    assert main(argv) == 0
+    assert "mse_openstl" in capsys.readouterr().out
+    row = json.loads((out / "results.json").read_text())["s"]
+    model, ck = load_model(student_ckpt)
+    test = build_datasets(ck["config"]["data"])["test"]
+    x = torch.stack([test[i][0] for i in range(len(test))])
+    y = torch.stack([test[i][1] for i in range(len(test))])
+    with torch.no_grad():
+        p = model(x)
+    err, err_phys = p - y, test.denormalize(p) - test.denormalize(y)
+    per_frame = {  # OpenSTL: sum over (C, H, W) of each frame, then the mean over samples and frames
+        "mse_openstl": err.square().sum((2, 3, 4)).mean(),
+        "mae_openstl": err.abs().sum((2, 3, 4)).mean(),
+        "mse_openstl_phys": err_phys.square().sum((2, 3, 4)).mean(),
+        "mae_openstl_phys": err_phys.abs().sum((2, 3, 4)).mean(),
+    }
+    for key, want in per_frame.items():
+        assert row[key] == pytest.approx(want.item(), rel=1e-4), key
+    assert row["mse_openstl"] == pytest.approx(row["mse"] * 12 * 12, rel=1e-5)  # C * H * W = 1 * 12 * 12
 
 
 def test_eval_figures_without_matplotlib_names_the_extra(student_ckpt, tmp_path, monkeypatch, capsys):

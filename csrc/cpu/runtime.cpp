@@ -1,8 +1,10 @@
 // Runtime queries of sdkd._C: OpenMP threads, whether CUDA was compiled in, CUDA device status.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <string>
 #include <tuple>
+#include <vector>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -32,6 +34,17 @@ static std::tuple<int, int, std::string> cuda_status() {
 #endif
 }
 
+// Compiled CUDA architectures (10 * major + minor; SASS for each, PTX for the largest); empty without CUDA.
+static std::vector<int> cuda_archs() {
+#ifdef SDKD_WITH_CUDA
+  int buf[64];
+  int n = sdkd_cuda_arch_list(buf, 64);
+  return std::vector<int>(buf, buf + n);
+#else
+  return {};
+#endif
+}
+
 void register_runtime(py::module_& m) {
   m.def("openmp_threads", &sdkd_openmp_threads, "Number of OpenMP threads the CPU kernels use");
   m.def(
@@ -46,4 +59,6 @@ void register_runtime(py::module_& m) {
       "Whether the CUDA part was compiled in");
   m.def("cuda_status", &cuda_status,
         "(device_count, error_code, error_name) from cudaGetDeviceCount; error_code -1 when built without CUDA");
+  m.def("cuda_archs", &cuda_archs,
+        "Compiled CUDA architectures as 10*major+minor (SASS for each, PTX for the largest); [] without CUDA");
 }

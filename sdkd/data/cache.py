@@ -4,7 +4,9 @@ A cached array is two files in one folder: ``<stem>.npy`` (the data) and ``<stem
 a uniquely named temporary file in the same folder and are published with ``os.replace`` (atomic on POSIX and
 Windows), data first and metadata last, so a crash leaves either the old complete pair, or data without matching
 metadata — never metadata describing a half-written file. An entry is reused only if its metadata matches what the
-caller asks for (``match`` keys) **and** the ``.npy`` header and file size agree with that metadata.
+caller asks for (``match`` keys) **and** the ``.npy`` header and file size agree with that metadata **and** the file's
+SHA-256 equals the one recorded in the metadata (bytes damaged in place are regenerated, not reused). Concurrent
+builders of one entry are serialised by a lock file (``sdkd.data.lock``): the second reuses the first's result.
 
 A temporary file's name holds the writer's host and process id. A writer killed without cleaning up (SIGTERM,
 SIGKILL, power loss) leaves it behind; later uses of the entry remove it once that process is gone, never while it
@@ -20,8 +22,10 @@ import os
 import re
 import shutil
 import socket
+import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Union
@@ -39,6 +43,7 @@ __all__ = [
     "npy_is_complete",
     "metadata_matches",
     "cached_array",
+    "file_digest",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -195,6 +200,19 @@ def metadata_matches(meta: Mapping[str, Any] | None, expected: Mapping[str, Any]
     return all(k in meta and _canonical(meta[k]) == _canonical(v) for k, v in expected.items())
 
 
+def file_digest(path: PathLike, chunk: int = 8 << 20) -> str:
+    """SHA-256 (hex) of a file's bytes, read in chunks (memory stays bounded)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _say_waiting(lock_path: Path) -> None:
+    print(f"sdkd: another process is making this data set; waiting for it ({lock_path})", file=sys.stderr)
+
+
 def cached_array(
     stem: PathLike,
     match: Mapping[str, Any],
@@ -204,29 +222,47 @@ def cached_array(
     *,
     extra: Mapping[str, Any] | None = None,
     force: bool = False,
+    on_wait: Callable[[Path], None] | None = _say_waiting,
 ) -> tuple[np.ndarray, Path, bool]:
     """Load ``<stem>.npy`` memory-mapped if its metadata matches ``match`` and the file is complete, else build it.
 
     ``fill(out)`` writes the data into ``out`` (a writable memory map of ``shape``/``dtype``, so memory stays
     bounded) and may return extra metadata to record. ``match`` (parameters, seed, version…) decides reuse; ``extra``
-    is recorded but not compared. Returns ``(read-only memmap, path of the .npy, reused)``.
+    is recorded but not compared. The metadata also records the ``.npy`` file's SHA-256 (``sha256``), checked on each
+    reuse: an entry whose bytes changed on disk (or one without a digest) is regenerated, with a warning. The whole
+    check-or-build holds ``<stem>.npy.lock`` (``sdkd.data.lock``): a second process asking for the same entry waits
+    (``on_wait`` says so once) and then reuses it. Returns ``(read-only memmap, path of the .npy, reused)``.
     """
+    from .lock import entry_lock
+
     stem = Path(stem)
     data_path, meta_path = stem.with_suffix(".npy"), stem.with_suffix(".json")
     shape = tuple(int(s) for s in shape)
     dtype = np.dtype(dtype)
     expected = {**dict(match), "shape": list(shape), "dtype": dtype.str}
-    for p in (data_path, meta_path):  # leftovers of killed writers, also when the entry is reused
-        remove_stale_temps(p)
-    if not force and metadata_matches(read_json(meta_path), expected) and npy_is_complete(data_path, shape, dtype):
-        return np.load(data_path, mmap_mode="r"), data_path, True
+    with entry_lock(data_path, on_wait):
+        for p in (data_path, meta_path):  # leftovers of killed writers, also when the entry is reused
+            remove_stale_temps(p)
+        meta = read_json(meta_path)
+        if not force and metadata_matches(meta, expected) and npy_is_complete(data_path, shape, dtype):
+            if meta.get("sha256") == file_digest(data_path):
+                return np.load(data_path, mmap_mode="r"), data_path, True
+            warnings.warn(
+                f"{data_path}: its bytes do not match the digest in {meta_path.name} (damaged on disk, or written "
+                "before sdkd stored digests); regenerating it",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        from sdkd.outputs import check_writable_dir
 
-    with contextlib.suppress(FileNotFoundError):  # metadata must never describe a different data file
-        meta_path.unlink()
-    with atomic_path(data_path) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
-        recorded = fill(out) or {}
-        out.flush()
-        del out
-    write_json_atomic(meta_path, {**dict(extra or {}), **dict(recorded), **expected})
+        check_writable_dir(data_path.parent, "data cache folder")  # before the (long) generation
+        with contextlib.suppress(FileNotFoundError):  # metadata must never describe a different data file
+            meta_path.unlink()
+        with atomic_path(data_path) as tmp:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+            recorded = fill(out) or {}
+            out.flush()
+            del out
+            digest = file_digest(tmp)
+        write_json_atomic(meta_path, {**dict(extra or {}), **dict(recorded), **expected, "sha256": digest})
     return np.load(data_path, mmap_mode="r"), data_path, False

@@ -149,6 +149,9 @@ def _run_inspect(args: argparse.Namespace) -> int:
         return 1
     meta = cache.read_json(path.with_suffix(".json"))
     print(json.dumps(meta, indent=2, sort_keys=True) if meta is not None else f"{path}: no metadata file")
+    if meta is not None and "sha256" in meta:
+        ok = cache.file_digest(path) == meta["sha256"]
+        print(f"sha256: {'ok' if ok else 'MISMATCH: the file was damaged; sdkd regenerates it on next use'}")
     array = np.load(path, mmap_mode="r")
     sample = np.asarray(array[: min(len(array), 64)], dtype=np.float64)
     print(f"shape={tuple(array.shape)} dtype={array.dtype}")

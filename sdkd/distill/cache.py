@@ -21,6 +21,7 @@ import os
 import shutil
 import tempfile
 import uuid
+import warnings
 import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -31,10 +32,19 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from sdkd.data.cache import remove_stale_temps, temp_prefix
+from sdkd.data.cache import file_digest, remove_stale_temps, temp_prefix
+from sdkd.errors import SdkdError
+
+from .taps import forward_with_features
 
 CACHE_VERSION = 1
 META_FILE = "meta.json"
+
+
+class CacheDamagedError(SdkdError, ValueError):
+    """A file of an on-disk teacher cache no longer matches the digest recorded when it was written."""
+
+
 PRED = "pred"
 
 FeatureSpec = Union[None, Sequence[str], Sequence[Sequence[str]]]
@@ -93,30 +103,13 @@ def feature_lists(features: FeatureSpec, num_teachers: int, arg: str = "features
 def run_teacher(teacher: nn.Module, x: torch.Tensor, names: Sequence[str], index: int) -> dict[str, torch.Tensor]:
     """Run a frozen teacher under ``no_grad``; ``{"pred": ..., name: feature}``.
 
-    Raises ``KeyError`` naming ``features`` when the teacher does not produce a requested name.
+    A feature name is one the teacher returns from ``forward(x, return_features=True)`` or the path of
+    one of its submodules (a forward hook, :mod:`sdkd.distill.taps`), so any ``nn.Module`` can be a
+    teacher. Raises ``KeyError`` naming ``features`` when the teacher has no such feature.
     """
     with torch.no_grad():
-        if not names:
-            out = teacher(x)
-            return {PRED: _prediction(out, f"teachers[{index}]")}
-        out = teacher(x, return_features=True)
-        if not (isinstance(out, (tuple, list)) and len(out) == 2 and isinstance(out[1], dict)):
-            raise TypeError(f"teachers[{index}](x, return_features=True) must return (prediction, {{name: feature}})")
-        pred, feats = out
-        missing = [n for n in names if n not in feats]
-        if missing:
-            raise KeyError(f"features: teachers[{index}] has no feature(s) {missing}; available: {sorted(feats)}")
-        res = {PRED: _prediction(pred, f"teachers[{index}]")}
-        res.update({n: feats[n] for n in names})
-        return res
-
-
-def _prediction(out: Any, who: str) -> torch.Tensor:
-    if isinstance(out, (tuple, list)):  # a model that returns (pred, features) unasked
-        out = out[0]
-    if not isinstance(out, torch.Tensor):
-        raise TypeError(f"{who} must return a tensor prediction, got {type(out).__name__}")
-    return out
+        pred, feats = forward_with_features(teacher, x, names, f"teachers[{index}]")
+    return {PRED: pred, **feats}
 
 
 def fingerprint(teachers: Sequence[nn.Module]) -> str:
@@ -224,6 +217,10 @@ class TeacherCache:
         teachers = as_teacher_list(teachers)
         if not teachers:
             raise ValueError("teachers: need at least one teacher")
+        if path is not None and Path(path).exists():  # it is replaced on rebuild: only if it is a teacher cache
+            p = Path(path)
+            if not p.is_dir() or (any(p.iterdir()) and not (p / META_FILE).is_file()):
+                raise ValueError(f"path: {p} exists and is not a teacher cache (no {META_FILE}); choose another path")
         names = feature_lists(features, len(teachers))
         for i, ns in enumerate(names):
             if PRED in ns:
@@ -245,8 +242,11 @@ class TeacherCache:
             meta_file = Path(path) / META_FILE
             if meta_file.is_file():
                 old = json.loads(meta_file.read_text())
-                if all(old.get(k) == v for k, v in key.items()):
-                    return cls.open(path)
+                if all(old.get(k) == v for k, v in key.items()) and "sha256" in old:
+                    try:
+                        return cls.open(path)
+                    except CacheDamagedError as exc:  # rebuilt below
+                        warnings.warn(f"{exc}; rebuilding it", RuntimeWarning, stacklevel=2)
 
         arrays: list[dict[str, Any]] | None = None
         filled = torch.zeros(n, dtype=torch.bool)
@@ -312,6 +312,7 @@ class TeacherCache:
         del arrays
         files = [{k: f"t{i}_{j}.npy" for j, k in enumerate(spec)} for i, spec in enumerate(key["teachers"])]
         key["files"] = files
+        key["sha256"] = {name: file_digest(tmp / name) for row in files for name in row.values()}
         meta_tmp = tmp / (META_FILE + ".partial")
         meta_tmp.write_text(json.dumps(key, indent=1))
         os.replace(meta_tmp, tmp / META_FILE)
@@ -326,7 +327,8 @@ class TeacherCache:
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> TeacherCache:
-        """Open a finished on-disk cache (read-only memory maps)."""
+        """Open a finished on-disk cache (read-only memory maps), its files checked against their SHA-256 digests
+        (``CacheDamagedError`` if one changed on disk; ``build`` then rebuilds the cache)."""
         path = Path(path)
         meta_file = path / META_FILE
         if not meta_file.is_file():
@@ -334,6 +336,11 @@ class TeacherCache:
         meta = json.loads(meta_file.read_text())
         if meta.get("version") != CACHE_VERSION:
             raise ValueError(f"path: cache version {meta.get('version')} != {CACHE_VERSION}; rebuild it")
+        for name, digest in (meta.get("sha256") or {}).items():  # caches written before digests have none
+            if file_digest(path / name) != digest:
+                raise CacheDamagedError(
+                    f"path: {path / name} does not match the digest in {META_FILE} (damaged on disk)"
+                )
         arrays = []
         for spec, files in zip(meta["teachers"], meta["files"]):
             t_arrays = {}

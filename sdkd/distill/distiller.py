@@ -33,6 +33,7 @@ from torch.nn import functional as F
 
 from .cache import PRED, TeacherCache, as_teacher_list, run_teacher
 from .strategies import a2d_output_weights, a2d_solve, camkd_weights, check_strategy, gram, per_sample_loss
+from .taps import check_feature_names, forward_with_features
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # {student feature: teacher tap}; a tap is a teacher feature name or {band: name} (per-band branch taps)
@@ -102,8 +103,7 @@ class Distiller(nn.Module):
     """Student + frozen teachers + task and KD losses -> total loss for a batch.
 
     Args:
-        student: maps ``x (B, T_in, C, H, W)`` to ``(B, T_out, C, H, W)``; with ``features`` it
-            must accept ``return_features=True`` and return ``(pred, {name: feature})``.
+        student: any ``nn.Module`` mapping ``x (B, T_in, C, H, W)`` to ``(B, T_out, C, H, W)``.
         teachers: one module or a sequence (frozen and kept in eval mode here; run under
             ``no_grad``). May be None when ``cache`` holds their outputs.
         strategy: ``"single"``, ``"aver"``, ``"a2d"`` or ``"camkd"``.
@@ -111,7 +111,9 @@ class Distiller(nn.Module):
         lam: weight of the KD term (lambda in eq. 11/12).
         task_loss: ``(pred, y) -> scalar`` (default ``nn.MSELoss()``).
         features: ``{student_feature: teacher_feature}`` for every teacher, or one mapping per
-            teacher; adds ``feature_lam * feature_loss(fs, ft)`` to each teacher's KD term. A teacher
+            teacher. A feature is a name the model returns from ``forward(x, return_features=True)``
+            (the built-in models) or the path of a submodule (``model.named_modules()``), whose output
+            a forward hook catches (:mod:`sdkd.distill.taps`); adds ``feature_lam * feature_loss(fs, ft)`` to each teacher's KD term. A teacher
             side may be ``{band: teacher_feature}`` (e.g. ``{"low": "block0.low", "high": "block0.high"}``);
             the loss then receives ``{band: tensor}`` (:class:`sdkd.losses.BranchSpectralKD`).
         feature_loss: one loss for all pairs, a mapping ``{student_feature: loss}``, or one of
@@ -182,6 +184,9 @@ class Distiller(nn.Module):
         mods = {id(f): f for row in self._feature_losses for f in row.values() if isinstance(f, nn.Module)}
         self.feature_loss_modules = nn.ModuleList(mods.values())
         self._check_devices()
+        check_feature_names(student, sorted({s for pairs in self.feature_pairs for s in pairs}), "the student")
+        for m, t in enumerate(self.teachers):
+            check_feature_names(t, self.teacher_feature_names(m), f"teachers[{m}]")
         if cache is not None:
             for m in range(M):
                 missing = [tn for tn in self.teacher_feature_names(m) if tn not in cache.keys(m)]
@@ -265,17 +270,7 @@ class Distiller(nn.Module):
     # ------------------------------------------------------------------ forward pieces
     def _student_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         names = sorted({s for pairs in self.feature_pairs for s in pairs})
-        if not names:
-            out = self.student(x)
-            return (out[0] if isinstance(out, (tuple, list)) else out), {}
-        out = self.student(x, return_features=True)
-        if not (isinstance(out, (tuple, list)) and len(out) == 2 and isinstance(out[1], dict)):
-            raise TypeError("student(x, return_features=True) must return (prediction, {name: feature})")
-        pred, feats = out
-        missing = [n for n in names if n not in feats]
-        if missing:
-            raise KeyError(f"features: the student has no feature(s) {missing}; available: {sorted(feats)}")
-        return pred, {n: feats[n] for n in names}
+        return forward_with_features(self.student, x, names, "the student")
 
     def _teacher_outputs(
         self, x: torch.Tensor, teacher_outputs: TeacherOutputs | None, index: Any

@@ -188,14 +188,21 @@ class FeatureKD(nn.Module):
     def from_models(
         cls, student: nn.Module, teacher: nn.Module, example_input: torch.Tensor, pairs: Pairs, **kwargs
     ) -> FeatureKD:
-        """Size the adapters from one ``forward(example_input, return_features=True)`` of each model
-        (in eval mode, modes restored afterwards); the result lives on ``example_input``'s device."""
+        """Size the adapters from one forward of each model on ``example_input`` (in eval mode, modes
+        restored afterwards); the result lives on ``example_input``'s device. Feature names are those a
+        model returns from ``forward(x, return_features=True)`` or module paths of any ``nn.Module``
+        (:func:`sdkd.distill.forward_with_features`)."""
+        from sdkd.distill.taps import forward_with_features
+
+        items = list(pairs.items() if isinstance(pairs, Mapping) else pairs)
+        s_names = [str(a) for a, _ in items]
+        t_names = [str(n) for _, b in items for n in (b.values() if isinstance(b, Mapping) else (b,))]
         shapes = []
-        for model in (student, teacher):
+        for model, names, who in ((student, s_names, "the student"), (teacher, t_names, "the teacher")):
             was_training = model.training
             model.eval()
             try:
-                _, feats = model(example_input, return_features=True)
+                _, feats = forward_with_features(model, example_input, names, who)
             finally:
                 model.train(was_training)
             shapes.append({k: tuple(v.shape) for k, v in feats.items()})

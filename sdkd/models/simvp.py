@@ -1,5 +1,6 @@
 """SimVP (teacher T2, DESIGN.md section 4; REFERENCES.md section 1): the standard OpenSTL SimVP
-with a gSTA (SimVP v2) or Inception (SimVP v1, ``IncepU``) translator.
+with a gSTA (SimVP v2), Inception (SimVP v1, ``IncepU``) or VAN (large-kernel attention, OpenSTL's
+``model_type="van"``; the paper's Table 5 "single teacher (VAN)") translator.
 
 Differences from OpenSTL, all on purpose: T_out != T_in comes from a 1x1 readout over the folded
 ``time*hid_S`` channels (and the same mapping for the decoder skip) instead of truncation or
@@ -18,17 +19,18 @@ from torch import nn
 
 from .layers import DropPath, LatentForecaster, group_count
 from .registry import register_model
+from .van import VANBlock
 
 __all__ = ["SimVP", "SimVPConfig", "GASubBlock", "GInceptionST"]
 
-TRANSLATORS = ("gsta", "incep")
+TRANSLATORS = ("gsta", "incep", "van")
 
 
 @dataclass
 class SimVPConfig:
-    """Hyper-parameters (OpenSTL names). ``translator``: ``"gsta"`` or ``"incep"``; ``N_T``: translator
-    depth (gSTA blocks, or Inception U-Net levels); ``mlp_ratio``/``drop``/``drop_path``: gSTA only;
-    ``incep_kernels``/``groups``: Inception only."""
+    """Hyper-parameters (OpenSTL names). ``translator``: ``"gsta"``, ``"incep"`` or ``"van"``; ``N_T``:
+    translator depth (gSTA/VAN blocks, or Inception U-Net levels); ``mlp_ratio``/``drop``/``drop_path``:
+    gSTA and VAN only; ``incep_kernels``/``groups``: Inception only."""
 
     hid_S: int = 32
     hid_T: int = 256
@@ -160,11 +162,14 @@ class GASubBlock(nn.Module):
 
 
 class MetaBlock(nn.Module):
-    """A gSTA block at ``c_in`` channels followed by a 1x1 reduction when ``c_out != c_in``."""
+    """A gSTA (or VAN) block at ``c_in`` channels followed by a 1x1 reduction when ``c_out != c_in``."""
 
-    def __init__(self, c_in: int, c_out: int, mlp_ratio: float, drop: float, drop_path: float):
+    def __init__(self, c_in: int, c_out: int, mlp_ratio: float, drop: float, drop_path: float, block: str = "gsta"):
         super().__init__()
-        self.block = GASubBlock(c_in, 21, mlp_ratio, drop, drop_path)
+        if block == "van":
+            self.block = VANBlock(c_in, mlp_ratio, drop, drop_path)
+        else:
+            self.block = GASubBlock(c_in, 21, mlp_ratio, drop, drop_path)
         self.reduction = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -172,14 +177,17 @@ class MetaBlock(nn.Module):
 
 
 class MidMetaNet(nn.Module):
-    """gSTA translator: ``c_in -> hid`` (block 1), ``hid`` (blocks 2..N-1), ``hid -> c_in`` (block N)."""
+    """gSTA or VAN translator (``block``): ``c_in -> hid`` (block 1), ``hid`` (blocks 2..N-1),
+    ``hid -> c_in`` (block N)."""
 
-    def __init__(self, c_in: int, hid: int, n: int, mlp_ratio: float, drop: float, drop_path: float):
+    def __init__(
+        self, c_in: int, hid: int, n: int, mlp_ratio: float, drop: float, drop_path: float, block: str = "gsta"
+    ):
         super().__init__()
         rates = torch.linspace(0, drop_path, n).tolist()
         dims = [c_in] + [hid] * (n - 1) + [c_in] if n > 1 else [c_in, c_in]
         self.layers = nn.ModuleList(
-            MetaBlock(dims[i], dims[i + 1], mlp_ratio, drop, rates[i]) for i in range(len(dims) - 1)
+            MetaBlock(dims[i], dims[i + 1], mlp_ratio, drop, rates[i], block) for i in range(len(dims) - 1)
         )
 
     def forward(self, x: torch.Tensor, feats: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
@@ -248,8 +256,8 @@ class MidIncepNet(nn.Module):
 class SimVP(LatentForecaster):
     """SimVP: ``(B, T_in, C, H, W) -> (B, T_out, C, H, W)``.
 
-    Encoder (N_S ConvSC shared over frames) -> time folded into channels -> translator (gSTA or
-    Inception) at ``T_in*hid_S`` in/out channels -> 1x1 readout to ``T_out*hid_S`` (only when
+    Encoder (N_S ConvSC shared over frames) -> time folded into channels -> translator (gSTA,
+    Inception or VAN) at ``T_in*hid_S`` in/out channels -> 1x1 readout to ``T_out*hid_S`` (only when
     T_out != T_in) -> per-frame ConvSC decoder (PixelShuffle up-sampling) with the skip from the first
     encoder layer. Features: ``enc`` and ``block{i}`` for every translator block.
     """
@@ -279,8 +287,10 @@ class SimVP(LatentForecaster):
         self.config = c = config
         T = in_shape[0]
         self._build_skeleton(in_shape, out_frames, c.hid_S, c.N_S, c.spatio_kernel, upsample="shuffle")
-        if c.translator == "gsta":
-            self.translator = MidMetaNet(T * c.hid_S, c.hid_T, c.N_T, c.mlp_ratio, c.drop, c.drop_path)
+        if c.translator in ("gsta", "van"):
+            self.translator = MidMetaNet(
+                T * c.hid_S, c.hid_T, c.N_T, c.mlp_ratio, c.drop, c.drop_path, block=c.translator
+            )
         else:
             self.translator = MidIncepNet(T * c.hid_S, c.hid_T, c.N_T, c.incep_kernels, c.groups)
         self.readout = nn.Conv2d(T * c.hid_S, out_frames * c.hid_S, 1) if out_frames != T else nn.Identity()
@@ -297,6 +307,6 @@ class SimVP(LatentForecaster):
 
 @register_model("simvp", config_keys=[f.name for f in fields(SimVPConfig)])
 def build_simvp(in_shape: tuple[int, int, int, int], out_frames: int | None = None, **cfg) -> SimVP:
-    """Registry builder: the default SimVP for ``in_shape``; ``translator="gsta"|"incep"`` and any
+    """Registry builder: the default SimVP for ``in_shape``; ``translator="gsta"|"incep"|"van"`` and any
     other ``cfg`` override config fields."""
     return SimVP(in_shape, out_frames, **cfg)

@@ -83,6 +83,45 @@ def cuda_unavailable_reason() -> str | None:
     return None
 
 
+def compiled_cuda_archs() -> tuple[int, ...] | None:
+    """The CUDA architectures ``sdkd._C`` was compiled for (10 * major + minor: SASS for each, PTX for the
+    largest), or None when the extension cannot tell (built without CUDA, or before it exported them)."""
+    archs = getattr(_C, "cuda_archs", None)
+    if archs is None:
+        return None
+    return tuple(int(a) for a in archs()) or None
+
+
+def arch_unavailable_reason(capability: tuple[int, int], archs: tuple[int, ...] | None) -> str | None:
+    """Why kernels compiled for ``archs`` cannot run on a GPU of compute ``capability``, or None when they can:
+    a SASS build runs on its major version at the same or a higher minor; the PTX of the largest arch is JIT-
+    compiled for any newer GPU. Unknown ``archs`` (None) are trusted."""
+    if not archs:
+        return None
+    cc = 10 * capability[0] + capability[1]
+    if any(a // 10 == capability[0] and a <= cc for a in archs) or max(archs) <= cc:
+        return None
+    listed = ", ".join(f"sm_{a}" for a in archs)
+    return (
+        f"sdkd._C was compiled for {listed} (PTX compute_{max(archs)}), which cannot run on this GPU "
+        f"(sm_{cc}); rebuild with SDKD_CUDA_ARCHS={cc // 10}.{cc % 10} pip install ."
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _device_arch_reason(index: int) -> str | None:
+    return arch_unavailable_reason(torch.cuda.get_device_capability(index), compiled_cuda_archs())
+
+
+def cuda_device_unavailable_reason(device: torch.device) -> str | None:
+    """Why the extension's CUDA kernels cannot run on ``device`` (a GPU older than every compiled arch falls back
+    to another backend instead of failing at launch), or None when they can."""
+    why = cuda_unavailable_reason()
+    if why or device.type != "cuda":
+        return why
+    return _device_arch_reason(device.index if device.index is not None else torch.cuda.current_device())
+
+
 def require_cuda() -> None:
     """Raise ``RuntimeError`` with the reason when the CUDA kernels cannot run."""
     why = cuda_unavailable_reason()

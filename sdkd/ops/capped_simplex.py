@@ -26,11 +26,11 @@ The plain-PyTorch functions here are the definition of correctness; ``cpu`` (C++
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 
-from ._dispatch import ENV_VAR, Backend, Op, plain_eager, register_op
+from ._dispatch import Backend, Op, Tuning, interpreter_key, plain_eager, raw_stream, register_op, requested_backend
+from ._dispatch import triton_reasons as shared_triton_reasons
 
 __all__ = [
     "a2d_weights",
@@ -304,7 +304,7 @@ def _sfx(x: torch.Tensor) -> str:
 
 
 def _stream(x: torch.Tensor) -> int:
-    return torch.cuda.current_stream(x.device).cuda_stream
+    return raw_stream(x.device)
 
 
 def projection_cpu(y: torch.Tensor, C: float) -> torch.Tensor:
@@ -389,41 +389,50 @@ def cpu_reasons(x: torch.Tensor | None) -> list[str]:
 
 
 def cuda_reasons(x: torch.Tensor | None) -> list[str]:
-    return _needs(x, "cuda") + _ext_reasons("cuda")
+    why = _needs(x, "cuda") + _ext_reasons("cuda")
+    if not why and x is not None:  # a GPU older than every compiled arch: fall back instead of failing at launch
+        from ._ext import cuda_device_unavailable_reason
+
+        why = [r for r in [cuda_device_unavailable_reason(x.device)] if r]
+    return why
 
 
 def triton_reasons(x: torch.Tensor | None, requested: str = "auto") -> list[str]:
     why = [] if x is None else _needs(x, x.device.type)
-    if x is None:
-        if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
-            why.append("no CUDA GPU (Triton runs on CPU only under TRITON_INTERPRET=1)")
-    elif x.device.type == "cuda":
-        pass
-    elif x.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1":
-        if requested != "triton":
-            why.append("CPU tensors run only in the Triton interpreter; used when backend='triton' is asked for")
-    else:
-        why.append(f"needs a cuda tensor (or a CPU tensor under TRITON_INTERPRET=1), got {x.device.type}")
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        why.append("triton is not installed")
-    return why
+    return why + shared_triton_reasons(x, requested)
 
 
 # ----------------------------------------------------------------------------- dispatch
 def _requested(backend: str) -> str:
-    if backend == "auto":
-        env = os.environ.get(ENV_VAR, "").strip()
-        return env or "auto"
-    return backend
+    return requested_backend(backend)
 
 
 def _pick_key(x: torch.Tensor | None, requested: str):
     """What the probes above read: device, dtype, whether M fits, the interpreter switch."""
     if x is None:
         return None
-    return x.device, x.dtype, x.dim() >= 1 and x.shape[-1] > MAX_M, requested, os.environ.get("TRITON_INTERPRET")
+    return x.device, x.dtype, x.dim() >= 1 and x.shape[-1] > MAX_M, *interpreter_key(requested)
+
+
+def _rows_key(x: torch.Tensor, per_problem: int) -> tuple:
+    """What a timing depends on beyond ``_pick_key``: the problem count (``numel / per_problem``) rounded up to a
+    power of two (a short last batch reuses the pick), M, whether autograd will run."""
+    rows = max(1, x.numel() // max(1, per_problem))
+    return 1 << (rows - 1).bit_length(), x.shape[-1], torch.is_grad_enabled() and x.requires_grad
+
+
+def _bench_projection(backend: Backend, y: torch.Tensor, C: float):
+    """One projection as the caller's (forward, and the backward when autograd will run), on a detached copy."""
+    grad = torch.is_grad_enabled() and y.requires_grad
+    y_ = y.detach().requires_grad_(grad)
+
+    def call() -> None:
+        x = torch.ops.sdkd.capped_simplex_projection(y_, C, backend.name)
+        if grad:
+            x.backward(torch.ones_like(x))
+            y_.grad = None
+
+    return call
 
 
 capped_simplex_op = register_op(
@@ -451,6 +460,10 @@ capped_simplex_op = register_op(
             Backend("reference", projection_forward_reference, lambda **_: [], "plain PyTorch"),
         ],
         auto_key=lambda y=None, requested="auto", **_: _pick_key(y, requested),
+        tuning=Tuning(
+            key=lambda y=None, **_: _rows_key(y, y.shape[-1]),
+            bench=lambda b, y=None, C=0.5, **_: _bench_projection(b, y, C),
+        ),
     )
 )
 
@@ -476,6 +489,10 @@ a2d_weights_op = register_op(
             Backend("reference", _a2d_solve_reference, lambda **_: [], "plain PyTorch, batched"),
         ],
         auto_key=lambda gram=None, requested="auto", **_: _pick_key(gram, requested),
+        tuning=Tuning(
+            key=lambda gram=None, max_iter=1000, tol=0.0, **_: (*_rows_key(gram, gram.shape[-1] ** 2), max_iter, tol),
+            bench=lambda b, gram=None, C=0.6, max_iter=1000, tol=0.0, **_: lambda: b.fn(gram, C, max_iter, tol),
+        ),
     )
 )
 
@@ -599,7 +616,7 @@ def a2d_weights(
     tol = default_a2d_tol(g3.dtype) if tol is None else float(tol)
     if not math.isfinite(tol) or tol < 0:
         raise ValueError(f"{who}: tol must be finite and >= 0, got {tol}")
-    impl = a2d_weights_op.select(backend, gram=g3, C=C, requested=_requested(backend))
+    impl = a2d_weights_op.select(backend, gram=g3, C=C, max_iter=max_iter, tol=tol, requested=_requested(backend))
     if plain_eager(g3):  # alpha is not differentiable: skip the custom-op dispatch (tens of us a call)
         alpha, res = _a2d_run(g3, C, max_iter, tol, impl.name)
     else:

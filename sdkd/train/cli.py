@@ -17,6 +17,9 @@ from .config import build_config
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", action="append", default=[], help="YAML config file (repeatable)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the run in OUT_DIR (only its last.pt, best.pt, metrics.*)"
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.lr=3e-4")
 
@@ -39,7 +42,7 @@ def run_train(args: argparse.Namespace, stage: str = "train") -> int:
             f"{cfg['out_dir']}; configs/ holds the paper's settings",
             file=sys.stderr,
         )
-    res = run_stage(cfg, resume=args.resume, device=args.device)
+    res = run_stage(cfg, resume=args.resume, device=args.device, overwrite=args.overwrite)
     if is_main_process():  # under torchrun, one summary line, not one per rank
         print(f"best val MSE {res.best_val:.5g} at epoch {res.best_epoch + 1}; checkpoint {res.best_path}")
     return 0
@@ -64,26 +67,36 @@ def configure_eval(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="folder for results.md/.json and figures")
     parser.add_argument("--figures", action="store_true", help="write figures (needs matplotlib: sdkd[plot])")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--openstl-metrics",
+        action="store_true",
+        help="also MSE/MAE in OpenSTL's convention (per frame, sum over C, H, W; mean over samples and frames)",
+    )
     parser.add_argument("overrides", nargs="*", help="data.* overrides (default: the first checkpoint's data config)")
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate, format_table, target_range
+    from .evaluate import COLUMNS, OPENSTL_COLUMNS, evaluate, format_table, target_range
     from .progress import progress_enabled
     from .run import build_datasets, load_model
 
+    if args.out:  # before any model is evaluated
+        from sdkd.outputs import check_writable_dir
+
+        check_writable_dir(args.out, "--out")
     models = [load_model(p, args.device) for p in args.checkpoint]
     base = models[0][1]["config"]
     cfg = build_config([], [f"data.{k}={json.dumps(v)}" for k, v in base["data"].items()] + args.overrides)
     test = build_datasets(cfg["data"], cfg["seed"])["test"]
     names = args.name + [str(p) for p in args.checkpoint[len(args.name) :]]
     R = target_range(test)
+    openstl = args.openstl_metrics
     show = progress_enabled()
     rows = {
-        n: evaluate(m, test, device=args.device, data_range=R, progress=show, desc=f"test: {n}")
+        n: evaluate(m, test, device=args.device, data_range=R, openstl=openstl, progress=show, desc=f"test: {n}")
         for n, (m, _) in zip(names, models)
     }
-    table = format_table(rows)
+    table = format_table(rows, COLUMNS + OPENSTL_COLUMNS if openstl else COLUMNS)
     print(table)
     if args.out:
         out = Path(args.out)

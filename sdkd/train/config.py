@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from sdkd.errors import SdkdError
+
 # Sections whose contents are free-form (validated by the component that consumes them).
 FREE_FORM = {
     ("model", "cfg"),
@@ -36,10 +38,11 @@ DEFAULTS: dict[str, Any] = {
         "input_frames": 10,
         "output_frames": 10,
         "splits": None,
+        "interval": None,  # taxibj only: 30min (default) | day (TaxiBJ+ daily totals, Table 2)
         "batch_size": 16,
         "num_workers": 0,
     },
-    "model": {"name": "unet", "cfg": {}},
+    "model": {"name": "unet", "cfg": {}},  # a registry name, or "package.module:Class" with cfg as its kwargs
     "train": {
         "epochs": 50,
         "lr": 1e-4,
@@ -55,7 +58,7 @@ DEFAULTS: dict[str, Any] = {
         "loggers": [],  # extra metric sinks besides metrics.csv/jsonl: tensorboard (sdkd.train.loggers.LOGGERS)
     },
     "distill": {
-        "teachers": [],  # checkpoint paths
+        "teachers": [],  # sdkd checkpoint paths, or {checkpoint: state_dict.pt, model: {name, cfg}} (train/teachers.py)
         "strategy": "single",  # single | aver | a2d | camkd
         "lam": 1.0,
         "kd": {"type": "spectral", "cutoffs": 0.25, "alpha": 1.0, "reduction": "mean", "weighting": "fixed"},
@@ -73,7 +76,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(SdkdError, ValueError):
     """A configuration key or value is invalid."""
 
 
@@ -104,7 +107,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     parts = [p for p in key.strip().split(".") if p]
     if not parts:
         raise ConfigError(f"override {text!r} has an empty key")
-    return parts, _coerce_number(yaml.safe_load(raw)) if raw.strip() else None
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML: {' '.join(str(exc).split())}") from None
+    return parts, _coerce_number(value)
 
 
 def _coerce_number(value: Any) -> Any:
@@ -133,8 +140,11 @@ def build_config(files: Iterable[str | Path] = (), overrides: Iterable[str] = ()
         path = Path(f)
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r} does not exist")
-        with open(path) as fh:
-            data = yaml.safe_load(fh) or {}
+        try:
+            with open(path) as fh:
+                data = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {' '.join(str(exc).split())}") from None
         if not isinstance(data, Mapping):
             raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level")
         try:
@@ -166,7 +176,9 @@ def validate(cfg: Mapping) -> None:
     if d["strategy"] not in ("single", "aver", "a2d", "camkd"):
         raise ConfigError(f"distill.strategy must be single, aver, a2d or camkd, got {d['strategy']!r}")
     if not isinstance(d["teachers"], (list, tuple)):
-        raise ConfigError(f"distill.teachers must be a list of checkpoint paths, got {d['teachers']!r}")
+        raise ConfigError(
+            f"distill.teachers must be a list of checkpoint paths or {{checkpoint, model}} mappings, got {d['teachers']!r}"
+        )
     if cfg["stage"] == "distill" and not d["teachers"]:
         raise ConfigError("stage 'distill' needs distill.teachers (checkpoint paths)")
     from .run import check_free_form

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,10 @@ BUDGETS: dict[str, dict[str, Any]] = {
     # <= 10 minutes on 2 CPU cores, data generation included.
     "small": {
         "preset": "small",
-        "teacher": {"hid_S": 16, "hid_T": 128, "N_S": 4, "N_T": 4, "num_heads": 4},
+        "teacher": {"hid_S": 16, "hid_T": 128, "N_S": 4, "N_T": 4, "num_heads": 4},  # 1.18 M params
+        # 0.12 M params (10 % of the teacher); 3 levels train faster here than 4 narrower ones
+        # (seed 42: test MSE 0.023 alone, 0.015 distilled; widths [10, 20, 40, 80], 0.19 M: 0.096 / 0.052)
+        "student": {"widths": [16, 32, 64]},
         "teacher_epochs": 30,
         "student_epochs": 30,
         "batch_size": 8,
@@ -42,7 +44,8 @@ BUDGETS: dict[str, dict[str, Any]] = {
     # Seconds: the whole pipeline on a tiny data set (for tests; the numbers mean nothing).
     "smoke": {
         "preset": "tiny",
-        "teacher": {"hid_S": 8, "hid_T": 16, "N_S": 2, "N_T": 1, "num_heads": 2},
+        "teacher": {"hid_S": 8, "hid_T": 32, "N_S": 2, "N_T": 1, "num_heads": 2},  # 25 k params
+        "student": {"widths": [4, 8]},  # 2 k params
         "teacher_epochs": 2,
         "student_epochs": 2,
         "batch_size": 4,
@@ -52,7 +55,8 @@ BUDGETS: dict[str, dict[str, Any]] = {
     # About 3x longer: a bigger teacher and more epochs.
     "medium": {
         "preset": "small",
-        "teacher": {"hid_S": 32, "hid_T": 192, "N_S": 4, "N_T": 6, "num_heads": 6},
+        "teacher": {"hid_S": 32, "hid_T": 192, "N_S": 4, "N_T": 6, "num_heads": 6},  # 3.96 M params
+        "student": {"widths": [16, 32, 64, 128]},  # 0.48 M params
         "teacher_epochs": 80,
         "student_epochs": 80,
         "batch_size": 8,
@@ -74,7 +78,7 @@ def stage_configs(budget: str, out: Path, seed: int, kd: dict | None = None) -> 
     }
     teacher = _merge(common, {"out_dir": str(out / "teacher"), "model": {"name": "st_alternet", "cfg": b["teacher"]}})
     teacher["train"]["epochs"] = b["teacher_epochs"]
-    student = {"model": {"name": "unet", "cfg": {}}}
+    student = {"model": {"name": "unet", "cfg": dict(b["student"])}}
     baseline = _merge(common, {**student, "out_dir": str(out / "baseline")})
     baseline["train"]["epochs"] = b["student_epochs"]
     distilled = _merge(baseline, {"out_dir": str(out / "distilled"), "stage": "distill"})
@@ -115,22 +119,33 @@ def run_or_reuse(cfg: dict, datasets: dict, device: str | None, log, on_epoch_en
     """Train ``cfg``'s stage, resume it from last.pt, or reuse it when last.pt's config equals ``cfg``.
 
     The stored config is compared after filling in today's defaults, so a key added to the schema since
-    it was written (with its default value) does not count as a change; ``DISPLAY_KEYS`` are not compared.
-    ``on_epoch_end`` goes to the fit loop (``StageProgress.epoch_done``)."""
-    from .checkpoint import load_checkpoint
-    from .config import build_config
+    it was written (with its default value) does not count as a change. Nothing is deleted: a run with other
+    settings (or without a last.pt) has its files moved into an ``outdated-<time>`` subfolder
+    (``run_dir.move_run_aside``); an unreadable last.pt is only reported. ``DISPLAY_KEYS`` are not
+    compared. ``on_epoch_end`` goes to the fit loop (``StageProgress.epoch_done``)."""
+    from .checkpoint import CheckpointError, load_checkpoint
+    from .config import ConfigError, build_config
     from .run import _plain, run_stage
+    from .run_dir import RunFolderError, move_run_aside, run_files
 
     out = Path(cfg["out_dir"])
     last = out / "last.pt"
+    found = run_files(out) if out.is_dir() else []
     if last.is_file():
         try:
-            same = _settings(_plain(build_config(base=load_checkpoint(last)["config"]))) == _settings(_plain(cfg))
-        except Exception:
+            stored = load_checkpoint(last).get("config")
+        except CheckpointError as exc:
+            raise RunFolderError(
+                f"{exc}; sdkd leaves it untouched: move or delete it yourself, or choose another --out"
+            ) from None
+        try:
+            same = _settings(_plain(build_config(base=stored))) == _settings(_plain(cfg))
+        except (ConfigError, TypeError):  # a config this sdkd no longer accepts: a different run
             same = False
         if not same:
-            log(f"{out}: settings changed, training again")
-            shutil.rmtree(out)
+            log(f"{out}: settings changed; previous run moved to {move_run_aside(out)}; training again")
+    elif found:
+        log(f"{out}: {', '.join(found)} without last.pt moved to {move_run_aside(out)}; training again")
     run_stage(cfg, resume=True, device=device, log=log, datasets=datasets, on_epoch_end=on_epoch_end)
     return out / "best.pt"
 
@@ -151,11 +166,14 @@ def run_demo(
     log=print,
 ) -> dict[str, dict[str, float]]:
     """Run the demo; returns ``{"teacher" | "baseline" | "distilled": metrics}``."""
+    from sdkd.outputs import check_writable_dir
+
     from .evaluate import evaluate, format_table, target_range
     from .run import build_datasets, load_model
 
     out = Path(out)
     cfgs = stage_configs(budget, out, seed, kd)
+    check_writable_dir(out, "--out")  # before any data is made
     t0 = time.perf_counter()
     log(f"[1/4] data: Navier-Stokes preset {cfgs['teacher']['data']['preset']!r}")
     show = progress_enabled()

@@ -3,7 +3,9 @@
 MSE and MAE are per-pixel means in normalised units (the paper's convention) and, as
 ``mse_phys``, in physical units; PSNR and SSIM use one ``data_range`` for every model (the
 range of the normalised test targets) so rows are comparable; band errors split the MSE at
-``cutoff`` (low + high = MSE).
+``cutoff`` (low + high = MSE). ``openstl=True`` adds MSE/MAE in OpenSTL's convention (per frame,
+the sum over C, H, W; then the mean over samples and frames), in normalised and physical units,
+so rows can be set beside published OpenSTL tables (``OPENSTL_COLUMNS``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from torch.utils.data import DataLoader
 from sdkd import metrics as M
 
 COLUMNS = ("mse", "mae", "psnr", "ssim", "low_err", "high_err", "mse_phys", "params", "latency_ms")
+OPENSTL_COLUMNS = ("mse_openstl", "mae_openstl", "mse_openstl_phys", "mae_openstl_phys")
 #: latency_ms: median over at least LATENCY_RUNS single-sample forward passes (and LATENCY_MIN_SECONDS of them)
 #: after LATENCY_WARMUP untimed ones.
 LATENCY_RUNS, LATENCY_WARMUP, LATENCY_MIN_SECONDS = 10, 3, 0.3
@@ -45,11 +48,13 @@ def evaluate(
     data_range: float | None = None,
     cutoff: float = 0.25,
     latency: bool = True,
+    openstl: bool = False,
     progress: bool = False,
     desc: str = "evaluate",
 ) -> dict[str, float]:
-    """Metrics of ``model`` over ``dataset`` (normalised ``(x, y)`` windows with ``denormalize``).
-    ``progress``: a bar over the batches titled ``desc`` (``sdkd.train.progress.progress_enabled`` decides)."""
+    """Metrics of ``model`` over ``dataset`` (normalised ``(x, y)`` windows with ``denormalize``);
+    ``openstl``: also the ``OPENSTL_COLUMNS`` (OpenSTL's summed-per-frame MSE/MAE); ``progress``: a bar over
+    the batches titled ``desc`` (``sdkd.train.progress.progress_enabled`` decides)."""
     from sdkd.models import summary
     from sdkd.models.summary import latency_stats
 
@@ -57,8 +62,8 @@ def evaluate(
 
     model = model.to(device).eval()
     R = data_range if data_range is not None else target_range(dataset)
-    sums = dict.fromkeys(("sse", "sae", "sse_phys", "psnr", "ssim", "low", "high"), 0.0)
-    n_pix = n_maps = 0
+    sums = dict.fromkeys(("sse", "sae", "sse_phys", "sae_phys", "psnr", "ssim", "low", "high"), 0.0)
+    n_pix = n_maps = n_frames = 0
     small = min(dataset.in_shape[-2:]) < 11
     loader = DataLoader(dataset, batch_size)
     bar = progress_bar(len(loader), desc, progress, unit="batch")
@@ -67,7 +72,9 @@ def evaluate(
         p = model(x).float()
         sums["sse"] += (p - y).square().sum().item()
         sums["sae"] += (p - y).abs().sum().item()
-        sums["sse_phys"] += (dataset.denormalize(p.cpu()) - dataset.denormalize(y.cpu())).square().sum().item()
+        err_phys = dataset.denormalize(p.cpu()) - dataset.denormalize(y.cpu())
+        sums["sse_phys"] += err_phys.square().sum().item()
+        sums["sae_phys"] += err_phys.abs().sum().item()
         sums["psnr"] += M.psnr(p, y, data_range=R, reduction="none").sum().item()
         if not small:
             sums["ssim"] += M.ssim(p, y, data_range=R, reduction="none").sum().item()
@@ -76,6 +83,7 @@ def evaluate(
         sums["high"] += bands["high"].item() * y.numel()
         n_pix += y.numel()
         n_maps += y.numel() // (y.shape[-1] * y.shape[-2])
+        n_frames += y.shape[0] * y.shape[1]
         if bar is not None:
             bar.update(1)
     if bar is not None:
@@ -89,6 +97,13 @@ def evaluate(
         "high_err": sums["high"] / n_pix,
         "mse_phys": sums["sse_phys"] / n_pix,
     }
+    if openstl:  # OpenSTL: sum over (C, H, W) per frame, mean over samples and frames
+        row.update(
+            mse_openstl=sums["sse"] / n_frames,
+            mae_openstl=sums["sae"] / n_frames,
+            mse_openstl_phys=sums["sse_phys"] / n_frames,
+            mae_openstl_phys=sums["sae_phys"] / n_frames,
+        )
     s = summary(model, tuple(dataset.in_shape), batch_size=1, latency=False, device=device)
     row["params"] = int(s.params)  # a count: results.json stores 483898, not 483898.0
     row["latency_ms"] = float("nan")

@@ -3,7 +3,7 @@ Figure 2's claims (teacher latent spectrum against -5/3, band errors per model).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,47 @@ def _predictions(models: Mapping[str, nn.Module], dataset: Any, batch_size: int 
     return torch.cat(ys), {n: torch.cat(p) for n, p in preds.items()}
 
 
-def write_figures(models: Mapping[str, nn.Module], dataset: Any, out: str | Path, sample: int = 0) -> list[Path]:
-    """Write ``frames.png``, ``spectra.png`` and ``band_errors.png`` into ``out``; returns the paths."""
+def short_names(names: Sequence[str]) -> dict[str, str]:
+    """``{name: short title}``: a checkpoint path becomes its run folder (``runs/nse/teacher/best.pt`` ->
+    ``teacher``; another file name is kept: ``teacher/epoch3``); other names are kept. Titles stay distinct."""
+    out = {}
+    for name in names:
+        p = Path(name)
+        if p.suffix in (".pt", ".pth", ".ckpt") or "/" in name or "\\" in name:
+            short = p.parent.name if p.stem in ("best", "last") and p.parent.name else p.stem
+            if p.stem not in ("best", "last") and p.parent.name:
+                short = f"{p.parent.name}/{p.stem}"
+            out[name] = short or name
+        else:
+            out[name] = name
+    if len(set(out.values())) < len(out):  # two runs with the same folder name: keep the full names
+        return {n: n for n in names}
+    return out
+
+
+def band_error_bars(ax: Any, names: Sequence[str], low: Sequence[float], high: Sequence[float], cutoff: float) -> None:
+    """Low/high band errors per model as paired bars on a log axis (the high band is often 100x smaller
+    and would vanish on a linear one), the legend outside the bars."""
+    xs = np.arange(len(names), dtype=np.float64)
+    ax.bar(xs - 0.2, low, 0.4, label=f"low band (r <= {cutoff:g})", color="tab:blue")
+    ax.bar(xs + 0.2, high, 0.4, label="high band", color="tab:orange")
+    ax.set_yscale("log", nonpositive="clip")
+    positive = [v for v in (*low, *high) if v > 0]
+    if positive:  # bars start well below the smallest, so every bar is visible (log bars have no zero)
+        ax.set_ylim(min(positive) / 3, max(positive) * 1.5)
+    rotate = len(names) > 3 or max((len(n) for n in names), default=0) > 12
+    ax.set_xticks(xs, names, rotation=30 if rotate else 0, ha="right" if rotate else "center", fontsize=8)
+    ax.set_ylabel("MSE carried by the band (log)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+
+
+def write_figures(
+    models: Mapping[str, nn.Module], dataset: Any, out: str | Path, sample: int = 0, cutoff: float = 0.25
+) -> list[Path]:
+    """Write ``frames.png``, ``spectra.png`` and ``band_errors.png`` into ``out``; returns the paths.
+
+    ``models``: ``{name or checkpoint path: model}`` (paths are shortened to their run folder in titles).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -35,59 +74,66 @@ def write_figures(models: Mapping[str, nn.Module], dataset: Any, out: str | Path
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     y, preds = _predictions(models, dataset)
+    titles = short_names(list(preds))
+    preds = {titles[n]: p for n, p in preds.items()}
     paths = []
 
-    # Last predicted frame of one test sample: truth, each prediction, each error.
-    truth = y[sample, -1, 0]
+    # Last predicted frame of one test sample: truth (left, both rows), each prediction (top) and its error
+    # (bottom); one colour scale per row, each with its colorbar.
+    truth = y[sample, -1, 0].numpy()
+    lead, channel = y.shape[1], " (channel 0)" if y.shape[2] > 1 else ""
     n = len(preds)
-    fig, axes = plt.subplots(2, n + 1, figsize=(3 * (n + 1), 6), squeeze=False)
-    vmin, vmax = truth.min().item(), truth.max().item()
-    axes[0, 0].imshow(truth, cmap="RdBu_r", vmin=vmin, vmax=vmax)
-    axes[0, 0].set_title("truth (last frame)")
-    axes[1, 0].axis("off")
-    emax = max((p[sample, -1, 0] - truth).abs().max().item() for p in preds.values()) or 1.0
+    fig = plt.figure(figsize=(2.6 * (n + 1) + 1.2, 5.2), layout="constrained")
+    gs = fig.add_gridspec(2, n + 1)
+    vmin, vmax = float(truth.min()), float(truth.max())
+    errors = {name: p[sample, -1, 0].numpy() - truth for name, p in preds.items()}
+    emax = max(float(np.abs(e).max()) for e in errors.values()) or 1.0
+    ax_truth = fig.add_subplot(gs[:, 0])
+    field = ax_truth.imshow(truth, cmap="RdBu_r", vmin=vmin, vmax=vmax)
+    ax_truth.set_title(f"truth, lead +{lead}{channel}", fontsize=9)
+    top, bottom = [ax_truth], []
     for j, (name, p) in enumerate(preds.items(), start=1):
-        axes[0, j].imshow(p[sample, -1, 0], cmap="RdBu_r", vmin=vmin, vmax=vmax)
-        axes[0, j].set_title(name)
-        axes[1, j].imshow(p[sample, -1, 0] - truth, cmap="RdBu_r", vmin=-emax, vmax=emax)
-        axes[1, j].set_title(f"{name} error")
-    for ax in axes.flat:
+        ax = fig.add_subplot(gs[0, j])
+        ax.imshow(p[sample, -1, 0].numpy(), cmap="RdBu_r", vmin=vmin, vmax=vmax)
+        ax.set_title(name, fontsize=9)
+        top.append(ax)
+        ax = fig.add_subplot(gs[1, j])
+        err = ax.imshow(errors[name], cmap="PuOr_r", vmin=-emax, vmax=emax)
+        ax.set_title(f"{name} - truth", fontsize=9)
+        bottom.append(ax)
+    for ax in top + bottom:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.tight_layout()
+    fig.colorbar(field, ax=top[1:], shrink=0.9, label="field (truth, predictions)")
+    fig.colorbar(err, ax=bottom, shrink=0.9, label="prediction - truth")
+    fig.suptitle(f"test sample {sample}, last forecast frame", fontsize=10)
     paths.append(out / "frames.png")
     fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
 
     # Energy spectra of the fields and of the errors.
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     k, E = M.energy_spectrum(y)
-    a1.loglog(k[1:], E[1:], "k-", label="truth")
+    a1.loglog(k[1:].numpy(), E[1:].numpy(), "k-", lw=2, label="truth")
     for name, p in preds.items():
         k, Ep = M.energy_spectrum(p)
-        a1.loglog(k[1:], Ep[1:], label=name)
+        a1.loglog(k[1:].numpy(), Ep[1:].numpy(), label=name)
         k, Ee = M.energy_spectrum(p - y)
-        a2.loglog(k[1:], Ee[1:], label=name)
-    a1.set(title="energy spectrum", xlabel="wavenumber k", ylabel="E(k)")
-    a2.set(title="error spectrum", xlabel="wavenumber k", ylabel="E_err(k)")
-    a1.legend()
-    a2.legend()
-    fig.tight_layout()
+        a2.loglog(k[1:].numpy(), Ee[1:].numpy(), label=name)
+    a1.set(title="energy spectrum (test)", xlabel="wavenumber k", ylabel="E(k)")
+    a2.set(title="error spectrum (test)", xlabel="wavenumber k", ylabel="E_err(k)")
+    a1.legend(fontsize=8)
+    a2.legend(fontsize=8)
     paths.append(out / "spectra.png")
     fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
 
     # Low/high band errors per model.
-    fig, ax = plt.subplots(figsize=(1.8 * n + 2, 4))
     names = list(preds)
-    bands = [M.band_errors(preds[nm], y) for nm in names]
-    xs = torch.arange(n, dtype=torch.float64)
-    ax.bar(xs - 0.2, [b["low"].item() for b in bands], 0.4, label="low (r <= 0.25)")
-    ax.bar(xs + 0.2, [b["high"].item() for b in bands], 0.4, label="high")
-    ax.set_xticks(xs.tolist(), names)
-    ax.set(ylabel="MSE carried by band", title="band errors")
-    ax.legend()
-    fig.tight_layout()
+    bands = [M.band_errors(preds[nm], y, cutoff) for nm in names]
+    fig, ax = plt.subplots(figsize=(1.6 * n + 4.0, 4), layout="constrained")
+    band_error_bars(ax, names, [b["low"].item() for b in bands], [b["high"].item() for b in bands], cutoff)
+    ax.set_title("band errors (test)")
     paths.append(out / "band_errors.png")
     fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
@@ -134,18 +180,11 @@ def write_spectral_claims(
     a1.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     a1.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     a1.set(title=f"{title} energy spectrum (test)", xlabel="wavenumber k", ylabel="E(k)")
-    a1.legend(fontsize=8, loc="lower left")
+    a1.legend(fontsize=8, loc="best")
 
     names = list(band_errors)
-    xs = np.arange(len(names), dtype=np.float64)
-    low = [band_errors[n][0] for n in names]
-    high = [band_errors[n][1] for n in names]
-    a2.bar(xs - 0.2, low, 0.4, label=f"low band (r <= {cutoff:g})", color="tab:blue")
-    a2.bar(xs + 0.2, high, 0.4, label="high band", color="tab:orange")
-    a2.set_yscale("log")
-    a2.set_xticks(xs, names, rotation=35, ha="right", fontsize=8)
-    a2.set(ylabel="test MSE carried by the band (log)", title="low/high band errors per model")
-    a2.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    band_error_bars(a2, names, [band_errors[n][0] for n in names], [band_errors[n][1] for n in names], cutoff)
+    a2.set_title("low/high band errors per model (test)")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)

@@ -3,9 +3,12 @@
 The loop is model-agnostic: it optimises ``model`` (plus optional ``extra_modules`` such as
 distillation adapters) with a ``loss_fn(batch, model) -> dict(loss=..., logs=...)`` and
 validates with ``val_fn(batch, model) -> (sum of squared errors, count)``. Each epoch it
-writes ``last.pt`` (for ``resume``), keeps ``best.pt`` (lowest validation loss), and appends
-metrics to ``metrics.csv`` and ``metrics.jsonl`` (and to any ``loggers``, see ``sdkd.train.loggers``). Data order depends only on (seed, epoch),
-so a resumed run ends with the same weights as an uninterrupted one.
+writes ``last.pt`` (for ``resume``), keeps ``best.pt`` (lowest validation loss), and rewrites
+``metrics.csv`` and ``metrics.jsonl`` from the checkpoint's history (atomically, so they always
+match it); each epoch's row also goes to any ``loggers`` (see ``sdkd.train.loggers``). Data order
+depends only on (seed, epoch), so a resumed run ends with the same weights as an uninterrupted one.
+A non-finite training loss or validation MSE (a diverging run) stops the fit at the end of its
+epoch, before anything of that epoch is saved.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from sdkd.data.cache import atomic_path
+from sdkd.errors import SdkdError
+
 from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .distributed import DistInfo, all_reduce_sum, barrier
 from .interrupt import Interrupted
@@ -31,6 +37,10 @@ from .progress import progress_bar, progress_enabled
 
 LossFn = Callable[[Any, nn.Module], Mapping[str, Any]]
 ValFn = Callable[[Any, nn.Module], tuple[torch.Tensor, int]]
+
+
+class TrainingDiverged(SdkdError, FloatingPointError):
+    """The training loss became non-finite (NaN or inf): the run diverged."""
 
 
 @dataclass
@@ -187,6 +197,7 @@ class Trainer:
         self.extra.train()
         self.train_sampler.set_epoch(epoch)
         sums: dict[str, torch.Tensor] = {}
+        finite = torch.ones((), dtype=torch.bool, device=self.device)
         n = 0
         it = self.train_loader
         enabled = progress_enabled(self.cfg.get("progress", True), self.dist.is_main)
@@ -200,8 +211,7 @@ class Trainer:
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                 out = self.loss_fn(batch, self.wrapped)
             loss = out["loss"]
-            if not torch.isfinite(loss.detach()).all():
-                raise FloatingPointError(f"non-finite training loss at epoch {epoch + 1}, step {step}: {loss.item()}")
+            finite = finite & torch.isfinite(loss.detach()).all()  # checked once per epoch: no host sync per step
             if not out.get("grads_ready", False):
                 loss.backward()
             clip = self.cfg.get("clip_grad", 0) or 0
@@ -220,8 +230,15 @@ class Trainer:
             bar.close()
         self._at = (epoch, None)  # the training steps are done: validating, saving
         keys = sorted(sums)
-        vec = torch.stack([sums[k] for k in keys] + [torch.tensor(float(n), dtype=torch.float64, device=self.device)])
+        count = torch.tensor(float(n), dtype=torch.float64, device=self.device)
+        vec = torch.stack([sums[k] for k in keys] + [count, (~finite).double()])
         vec = all_reduce_sum(vec, self.dist)
+        if vec[-1].item() > 0:  # any process saw a non-finite loss
+            raise TrainingDiverged(
+                f"training diverged: non-finite loss in epoch {epoch + 1} (train.lr={self.cfg['lr']}); lower "
+                "train.lr or set train.clip_grad; the checkpoints hold the last finite epoch"
+            )
+        vec = vec[:-1]
         return {f"train_{k}": (vec[i] / vec[-1]).item() for i, k in enumerate(keys)}
 
     @torch.no_grad()
@@ -278,6 +295,11 @@ class Trainer:
             t0 = time.perf_counter()
             row = {"epoch": epoch + 1, **self._train_epoch(epoch)}
             row["val_mse"] = self.validate()
+            if not math.isfinite(row["val_mse"]):  # the last steps' updates overflowed the weights
+                raise TrainingDiverged(
+                    f"training diverged: non-finite validation MSE after epoch {epoch + 1} (train.lr="
+                    f"{self.cfg['lr']}); lower train.lr or set train.clip_grad; the checkpoints hold the last finite epoch"
+                )
             row["lr"] = self.optimizer.param_groups[0]["lr"]
             row["seconds"] = time.perf_counter() - t0
             improved = row["val_mse"] < best_val
@@ -292,7 +314,7 @@ class Trainer:
                 if improved:
                     save_checkpoint(best_path, state)
                 save_checkpoint(last_path, state)
-                self._append_metrics(row)
+                self._write_metrics(history)
                 for logger in self.loggers:
                     logger.log_metrics(row, epoch + 1)
             barrier(self.dist)
@@ -316,14 +338,14 @@ class Trainer:
             last_path=last_path if last_path.is_file() else None,
         )
 
-    def _append_metrics(self, row: Mapping[str, Any]) -> None:
+    def _write_metrics(self, history: list[Mapping[str, Any]]) -> None:
+        """Rewrite ``metrics.jsonl``/``metrics.csv`` from the whole history, atomically: one header, its columns
+        those of every row, and the rows always those of ``last.pt`` (also after a kill or a resume)."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.out_dir / "metrics.jsonl", "a") as fh:
-            fh.write(json.dumps(dict(row)) + "\n")
-        csv_path = self.out_dir / "metrics.csv"
-        new = not csv_path.is_file()
-        with open(csv_path, "a", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(row), extrasaction="ignore")
-            if new:
-                w.writeheader()
-            w.writerow(row)
+        with atomic_path(self.out_dir / "metrics.jsonl") as tmp:
+            tmp.write_text("".join(json.dumps(dict(row)) + "\n" for row in history))
+        columns = list(dict.fromkeys(k for row in history for k in row))
+        with atomic_path(self.out_dir / "metrics.csv") as tmp, open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=columns, restval="")
+            w.writeheader()
+            w.writerows(history)

@@ -24,6 +24,7 @@ from .interrupt import stopped_in
 from .loggers import LOGGERS, build_loggers
 from .loop import FitResult, Trainer
 from .progress import progress_enabled
+from .run_dir import check_resume_config, prepare_run_dir
 
 SPLITS = ("train", "val", "test")
 
@@ -60,8 +61,12 @@ def build_datasets(data_cfg: Mapping[str, Any], seed: int = 42, progress: bool =
         make = lambda split: D.WeatherBenchDataset(  # noqa: E731
             _need(path, name), variables, split, input_frames=t_in, output_frames=t_out
         )
-    elif name == "taxibj":
-        make = lambda split: D.TaxiBJDataset(_need(path, name), split, t_in, t_out)  # noqa: E731
+    elif name == "taxibj":  # TaxiBJ and TaxiBJ+ (data.interval: 30min | day)
+        kw = {"splits": splits} if splits is not None else {}
+        interval = data_cfg.get("interval") or "30min"
+        make = lambda split: D.TaxiBJDataset(  # noqa: E731
+            _need(path, name), split, t_in, t_out, interval=interval, **kw
+        )
     elif name == "array":
         kw = {"splits": splits} if splits is not None else {}
         variables = data_cfg.get("variables")
@@ -95,12 +100,21 @@ def model_spec(model_cfg: Mapping[str, Any], in_shape: tuple[int, ...], out_fram
 
 
 def build_from_spec(spec: Mapping[str, Any]) -> nn.Module:
+    """The model of a spec: a registry model built for its shapes, or an import path
+    ``package.module:Class`` called with ``cfg`` as keyword arguments (:mod:`sdkd.models.imported`)."""
     from sdkd.models import build_model
+    from sdkd.models.imported import build_imported, is_import_path
 
     try:
+        if is_import_path(spec["name"]):
+            return build_imported(spec["name"], spec["cfg"])
         return build_model(spec["name"], tuple(spec["in_shape"]), spec["out_frames"], **spec["cfg"])
     except TypeError as exc:
         raise ConfigError(f"model {spec['name']!r}: bad model.cfg {spec['cfg']}: {exc}") from None
+    except ValueError as exc:
+        if is_import_path(spec["name"]):
+            raise ConfigError(str(exc)) from None
+        raise
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
@@ -151,23 +165,36 @@ def check_free_form(cfg: Mapping[str, Any]) -> None:
     """Check the free-form sections before any data is generated or a model trained, so that a typo ends in
     one clear line at once: ``model`` (its name and ``cfg`` keys, without building it) and, for a distill
     stage, ``distill.kd`` (by building the loss, which is cheap; other stages do not use it)."""
-    from sdkd.models import check_model_config
+    from .teachers import check_teacher_entries
 
-    name, model_cfg = cfg["model"]["name"], cfg["model"].get("cfg") or {}
-    if not isinstance(model_cfg, Mapping):
-        raise ConfigError(f"model.cfg must be a mapping of model arguments, got {model_cfg!r}")
-    try:
-        check_model_config(str(name), model_cfg)
-    except TypeError as exc:
-        raise ConfigError(f"model.cfg: {exc}") from None
-    except ValueError as exc:
-        raise ConfigError(f"model.name: {exc}") from None
+    check_model_section(cfg["model"], "model")
     if cfg["stage"] == "distill":
+        check_teacher_entries(cfg["distill"]["teachers"], files=False)
         build_kd_loss(cfg["distill"]["kd"])
         check_feature_loss(cfg["distill"])
     loggers = cfg["train"].get("loggers") or []
     if isinstance(loggers, str) or not all(name in LOGGERS for name in loggers):
         raise ConfigError(f"train.loggers must be a list of {sorted(LOGGERS)}, got {loggers!r}")
+
+
+def check_model_section(model: Mapping[str, Any], where: str) -> None:
+    """A ``{name, cfg}`` model section: a registry name with its config keys, or an import path
+    ``package.module:Class`` that imports to an ``nn.Module`` subclass accepting ``cfg``."""
+    from sdkd.models import check_model_config
+    from sdkd.models.imported import check_imported_config, is_import_path
+
+    name, model_cfg = str(model["name"]), model.get("cfg") or {}
+    if not isinstance(model_cfg, Mapping):
+        raise ConfigError(f"{where}.cfg must be a mapping of model arguments, got {model_cfg!r}")
+    try:
+        if is_import_path(name):
+            check_imported_config(name, model_cfg)
+        else:
+            check_model_config(name, model_cfg)
+    except TypeError as exc:
+        raise ConfigError(f"{where}.cfg: {exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{where}.name: {exc}") from None
 
 
 def check_feature_loss(d: Mapping[str, Any]) -> None:
@@ -189,9 +216,9 @@ def check_feature_loss(d: Mapping[str, Any]) -> None:
 def _check_teachers_exist(cfg: Mapping[str, Any]) -> None:
     """A distill stage's teacher checkpoints must exist before its data is generated."""
     if cfg["stage"] == "distill":
-        for path in cfg["distill"]["teachers"]:
-            if not Path(path).is_file():
-                raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+        from .teachers import check_teacher_entries
+
+        check_teacher_entries(cfg["distill"]["teachers"])
 
 
 def _feature_pairs(d: Mapping[str, Any], num_teachers: int) -> list[dict[str, Any]]:
@@ -223,18 +250,27 @@ def _feature_losses(
     its adapter sized from one sample."""
     from sdkd.distill.cache import run_teacher
     from sdkd.distill.distiller import teacher_feature_names
+    from sdkd.distill.taps import forward_with_features
     from sdkd.losses import build_feature_loss
 
     kind, options = d["feature_loss"], dict(d.get("feature_cfg") or {})
     x = sample[0].unsqueeze(0).to(device)
-    with torch.no_grad():
-        _, sfeats = student.to(device)(x, return_features=True)
+    names = sorted({s for row in pairs for s in row})
+    was_training = student.training
+    student.to(device).eval()  # one sample: BatchNorm must not use (or update) batch statistics
+    try:
+        with torch.no_grad():
+            _, sfeats = forward_with_features(student, x, names, "the student")
+    except KeyError as exc:
+        raise ConfigError(f"distill.{exc.args[0]}") from None
+    finally:
+        student.train(was_training)
     table = []
     for m, (row, teacher) in enumerate(zip(pairs, teachers)):
-        tfeats = run_teacher(teacher, x, teacher_feature_names(row), m)
-        missing = [s for s in row if s not in sfeats]
-        if missing:
-            raise ConfigError(f"distill.features: the student has no feature(s) {missing}; available: {sorted(sfeats)}")
+        try:
+            tfeats = run_teacher(teacher, x, teacher_feature_names(row), m)
+        except KeyError as exc:
+            raise ConfigError(f"distill.{exc.args[0]}") from None
         losses = {}
         for s, tap in row.items():
             t_shape = {b: tfeats[n].shape for b, n in tap.items()} if isinstance(tap, Mapping) else tfeats[tap].shape
@@ -250,17 +286,11 @@ def _distill_parts(cfg: Mapping, data: Mapping[str, Any], student: nn.Module, de
     from sdkd.distill import Distiller, IndexedDataset, TeacherCache
     from sdkd.distill.distiller import teacher_feature_names
 
+    from .teachers import load_teacher
+
     d = cfg["distill"]
-    teachers = []
-    for path in d["teachers"]:
-        teacher, ck = load_model(path, device)
-        spec = ck["model_spec"]
-        if tuple(spec["in_shape"]) != tuple(data["train"].in_shape) or spec["out_frames"] != data["train"].out_frames:
-            raise ConfigError(
-                f"teacher {path}: trained for in_shape {spec['in_shape']} -> {spec['out_frames']} frames, "
-                f"but the data gives {list(data['train'].in_shape)} -> {data['train'].out_frames}"
-            )
-        teachers.append(teacher)
+    in_shape, out_frames = tuple(data["train"].in_shape), int(data["train"].out_frames)
+    teachers = [load_teacher(entry, in_shape, out_frames, device) for entry in d["teachers"]]
     pairs = _feature_pairs(d, len(teachers))
     feature_loss = None
     if any(pairs):
@@ -311,15 +341,21 @@ def run_stage(
     device: str | None = None,
     log: Callable[[str], None] = print,
     datasets: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
     on_epoch_end: Callable[[int, int, float], None] | None = None,
 ) -> FitResult:
     """Train (``cfg["stage"] == "train"``) or distill a model as configured; writes
-    ``best.pt``/``last.pt``/metrics into ``cfg["out_dir"]``. ``on_epoch_end(epoch, epochs, seconds)`` is
-    called after each epoch (rank 0; e.g. ``StageProgress.epoch_done``). Ctrl-C raises
-    ``sdkd.train.interrupt.Interrupted`` saying where it stopped."""
+    ``best.pt``/``last.pt``/metrics into ``cfg["out_dir"]``.
+
+    A folder that already holds a run is refused unless ``resume`` (continue it; its config must match up to
+    ``run_dir.RESUMABLE_KEYS``) or ``overwrite`` (replace sdkd's files there); see ``sdkd.train.run_dir``.
+    ``on_epoch_end(epoch, epochs, seconds)`` is called after each epoch (rank 0; e.g.
+    ``StageProgress.epoch_done``). Ctrl-C raises ``sdkd.train.interrupt.Interrupted`` saying where it stopped."""
     check_free_form(cfg)  # typos fail here, not after data generation
     _check_teachers_exist(cfg)
     info: DistInfo = init_distributed(device)
+    if info.is_main:  # before any data is made: the folder is usable, and a resume continues the same run
+        _prepare_out_dir(cfg, resume, overwrite, log)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type == "cuda" and info.enabled:
         dev = torch.device("cuda", info.local_rank)
@@ -368,6 +404,15 @@ def run_stage(
     if distiller is not None:
         distiller.student = trainer.wrapped  # gradients of the student sync under DDP
     return trainer.fit(resume=resume)
+
+
+def _prepare_out_dir(cfg: Mapping[str, Any], resume: bool, overwrite: bool, log: Callable[[str], None]) -> None:
+    out = prepare_run_dir(cfg["out_dir"], resume=resume, overwrite=overwrite)
+    last = out / "last.pt"
+    if resume and last.is_file():
+        changed = check_resume_config(load_checkpoint(last).get("config"), _plain(cfg), last)
+        if changed:
+            log(f"resuming {last} with changed {', '.join(changed)}")
 
 
 def _plain(value: Any) -> Any:

@@ -17,7 +17,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("sdkd.train.cli:eval_", "metrics table and figures of checkpoints on the test split"),
     "predict": ("sdkd.forecast:predict_command", "physical-unit forecasts of an input file from a checkpoint"),
     "export": ("sdkd.forecast:export_command", "export a checkpoint's model to ONNX or torch.export"),
+    "configs": ("sdkd.config_files", "list the packaged configs (--config NAME works from any folder), or show one"),
     "demo": ("sdkd.train.demo", "generate data, train teacher + baseline + distilled student, print the table"),
+    "bench": ("sdkd.bench", "time every hot op on this machine: the backend auto picks vs the reference"),
     "reproduce": ("sdkd.reproduce", "the paper's experiments: teachers, student, KD methods -> tables and figures"),
 }
 

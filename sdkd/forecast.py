@@ -249,7 +249,7 @@ class _Windows:
 
     Layouts: ``(N, T_in, C, H, W)`` (windows), ``(time, C, H, W)`` or ``(time, H, W)`` for one
     channel (a series: one window if ``time == T_in``, else sliding windows ``stride`` frames apart,
-    or only the last ``T_in`` frames with ``last=True``).
+    or only the last ``T_in`` frames with ``last=True``, a single window).
     """
 
     def __init__(self, source: Any, forecaster: Forecaster, stride: int, last: bool, where: str):
@@ -268,7 +268,7 @@ class _Windows:
             time = shape[0]
             if time < T:
                 raise ValueError(f"{where}: the series has {time} frames but {forecaster.name} needs T_in = {T}")
-            self.series, self.single = True, time == T
+            self.series, self.single = True, time == T or last  # --last: one window, written (T_out, C, H, W)
             self.starts = np.array([time - T]) if last else np.arange(0, time - T + 1, stride)
         else:
             raise ValueError(
@@ -472,8 +472,12 @@ def _configure_predict(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="forecast file (.npy .npz .h5 .nc)")
     parser.add_argument("--variable", default=None, help="array name inside .npz/.h5/.nc (if it holds several)")
     parser.add_argument("--stride", type=int, default=1, help="frames between sliding windows of a series")
-    parser.add_argument("--last", action="store_true", help="a series: forecast from its last T_in frames only")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--last", action="store_true", help="a series: forecast from its last T_in frames only; writes (T_out, C, H, W)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=64, help="windows per forward pass (lower it if memory runs out; default 64)"
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     parser.add_argument("--figure", default=None, help="write a PNG of one forecast (needs matplotlib)")
     parser.add_argument("--sample", type=int, default=0, help="which window the figure shows")

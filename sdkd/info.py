@@ -19,22 +19,19 @@ def collect() -> dict:
     import torch
 
     import sdkd
-    from sdkd.ops import available_backends
+    from sdkd.ops import _ext, available_backends
     from sdkd.ops._autotune import autotune_enabled
     from sdkd.ops._dispatch import tuned_picks
     from sdkd.ops._tuning_cache import cache_file
 
-    try:
-        from sdkd import _C  # noqa: F401
-
-        ext = "built"
-    except ImportError as exc:
-        ext = f"not built ({exc})"
+    ext = "built" if _ext.extension() is not None else f"not built: {_ext.not_built_message()} ({_ext.import_error()})"
+    checkout = _ext.source_checkout()
     devices = ["cpu"]
     if torch.cuda.is_available():
         devices += [f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
     return {
         "sdkd": sdkd.__version__,
+        "imported from": f"{_ext.package_dir()}" + (" (a source checkout)" if checkout else ""),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "triton": _version("triton"),

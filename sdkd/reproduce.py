@@ -15,7 +15,9 @@ Every stage lives in ``<out>/<stage>/``; a finished stage whose stored config eq
 is reused, an interrupted one resumes from ``last.pt``, a changed one is trained again after its
 files are moved aside, never deleted (``sdkd.train.demo.run_or_reuse``); ``--set out_dir`` is
 refused. Budgets: ``smoke`` (CI, seconds), ``cpu`` (NSE, about an hour on 2 CPU cores), ``paper``
-(300 epochs, 1000/100/100 split at 64x64, a GPU).
+(300 epochs, 1000/100/100 split at 64x64, a GPU). ``--seeds N`` trains every stage, teachers included, N
+times (seeds SEED..SEED+N-1; replicate k >= 2 in ``<out>/seed<k>/``) and reports mean ± sample std over
+seeds (``sdkd.seed_stats``).
 
 Data: ``ns`` and ``rbc`` are generated and cached on first use (``rbc``: the ``sdkd.data.rbc_cache`` preset ``tiny``,
 ``small`` or ``paper`` for the smoke, cpu and paper budgets; ``--data FILE`` uses a user's RBC array file instead);
@@ -32,7 +34,7 @@ import math
 import platform
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +197,9 @@ ABLATION_STAGES: dict[str, tuple[str, str, str | None, dict | None, tuple[str, .
     ),
     "abl_fx_band_mean": _ablation("fixed, band_mean", weighting="fixed", reduction="band_mean"),
 }
+
+# The stages whose test predictions the spectral-error figure draws (kept per seed, the rest dropped).
+FIGURE_STAGES = ("t1", "t2", "student", "spectralkd")
 
 COLUMNS = (
     "val_mse",
@@ -454,50 +459,101 @@ def _columns(rows: Mapping[str, Mapping[str, float]]) -> tuple[str, ...]:
     return COLUMNS[:at] + extra + COLUMNS[at:]
 
 
-def format_results(rows: Mapping[str, Mapping[str, float]], student: str, roles: Mapping[str, str]) -> str:
-    """Markdown table: one row per stage, the paper's metrics plus size, latency and improvement."""
+def _fmt(col: str, v: float) -> str:
+    if col == "params":
+        return f"{v / 1e6:.3f} M"
+    if col == "improvement_pct":
+        return "—" if math.isnan(v) else f"{v:+.1f}%"
+    if col == "improvement_se":
+        return "—" if math.isnan(v) else f"±{v:.1f}%"
+    if col in ("psnr", "latency_ms"):
+        return f"{v:.2f}"
+    return f"{v:.4f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.3e}"
 
-    def fmt(col: str, v: float) -> str:
-        if col == "params":
-            return f"{v / 1e6:.3f} M"
-        if col == "improvement_pct":
-            return "—" if math.isnan(v) else f"{v:+.1f}%"
-        if col == "improvement_se":
-            return "—" if math.isnan(v) else f"±{v:.1f}%"
-        if col in ("psnr", "latency_ms"):
-            return f"{v:.2f}"
-        return f"{v:.4f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.3e}"
 
+def _fmt_spread(col: str, v: float) -> str:
+    """A standard deviation over seeds, in its column's units (no sign)."""
+    if col.startswith("improvement"):
+        return f"{v:.1f}%"
+    return _fmt(col, v)
+
+
+def format_results(
+    rows: Mapping[str, Mapping[str, float]],
+    student: str,
+    roles: Mapping[str, str],
+    std: Mapping[str, Mapping[str, float]] | None = None,
+    better: Mapping[str, bool | None] | None = None,
+) -> str:
+    """Markdown table: one row per stage, the paper's metrics plus size, latency and improvement.
+
+    With ``std`` (several seeds) every metric column reads ``mean ± std`` (``params`` only its mean) and
+    a last column ``better`` says whether the row beats the student alone (``sdkd.seed_stats.is_better``)."""
     columns = _columns(rows)
-    lines = ["| method | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    header = (*columns, "better") if std is not None else columns
+    lines = ["| method | " + " | ".join(header) + " |", "|---|" + "---|" * len(header)]
     for stage, row in rows.items():
         teacher = roles[stage] == "teacher"
-        vals = ["—" if c.startswith("improvement") and teacher else fmt(c, float(row[c])) for c in columns]
+        vals = []
+        for c in columns:
+            if c.startswith("improvement") and teacher:
+                vals.append("—")
+                continue
+            cell = _fmt(c, float(row[c]))
+            spread = float(std[stage][c]) if std is not None else math.nan
+            if c != "params" and not math.isnan(spread) and not math.isnan(float(row[c])):
+                cell += f" ± {_fmt_spread(c, spread)}"
+            vals.append(cell)
+        if std is not None:
+            verdict = (better or {}).get(stage)
+            vals.append("—" if verdict is None else ("**yes**" if verdict else "no"))
         lines.append(f"| {_label(stage, student)} | " + " | ".join(vals) + " |")
     return "\n".join(lines)
 
 
-def write_csv(rows: Mapping[str, Mapping[str, float]], student: str, roles: Mapping[str, str], path: Path) -> None:
+def write_csv(
+    rows: Mapping[str, Mapping[str, float]],
+    student: str,
+    roles: Mapping[str, str],
+    path: Path,
+    *,
+    seeds: Sequence[int] = (),
+    per_seed: Sequence[Mapping[str, Mapping[str, float]]] = (),
+    std: Mapping[str, Mapping[str, float]] | None = None,
+) -> None:
+    """One line per stage and seed (column ``seed``), then, with several seeds, its ``mean`` and ``std`` lines.
+    Without ``per_seed`` the ``rows`` are written as the only seed (``seeds[0]``, or empty)."""
+    if not per_seed:
+        per_seed, seeds = [rows], list(seeds[:1]) or [""]
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         cols = (*_columns(rows), "epochs", "train_s")
-        w.writerow(["stage", "method", "role", *cols])
-        for stage, row in rows.items():
-            w.writerow([stage, _label(stage, student), roles[stage], *(f"{float(row[c]):.6g}" for c in cols)])
+        w.writerow(["stage", "method", "role", "seed", *cols])
+        for stage in rows:
+            lines = [(str(s), r[stage]) for s, r in zip(seeds, per_seed)]
+            if len(per_seed) > 1 and std is not None:
+                lines += [("mean", rows[stage]), ("std", std[stage])]
+            for seed, row in lines:
+                vals = (f"{float(row[c]):.6g}" for c in cols)
+                w.writerow([stage, _label(stage, student), roles[stage], seed, *vals])
 
 
 # ----------------------------------------------------------------------------- figures
 def write_figures(
     rows: Mapping[str, Mapping[str, float]],
-    preds: Mapping[str, torch.Tensor],
+    preds: Mapping[str, torch.Tensor | Sequence[torch.Tensor]],
     y: torch.Tensor,
     student: str,
     roles: Mapping[str, str],
     out: Path,
     latent: torch.Tensor | None = None,
+    std: Mapping[str, Mapping[str, float]] | None = None,
 ) -> list[Path]:
     """``spectral_error.png`` (Fig. 2), ``improvement.png`` (Fig. 3), ``speed.png`` (Fig. 4) and, given T1's
-    ``latent``, ``figure2.png`` (Fig. 2's claims: latent spectrum vs -5/3, band errors of every model)."""
+    ``latent``, ``figure2.png`` (Fig. 2's claims: latent spectrum vs -5/3, band errors of every model).
+
+    Several seeds: ``rows`` are the seed means, ``std`` their standard deviations (the error bars), and a
+    stage's ``preds`` a list with one prediction per seed (its error spectrum is the mean over seeds)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -507,17 +563,22 @@ def write_figures(
 
     paths = []
     # Figure 2: error spectrum and low/high band errors of teachers, student and distilled student.
-    show = [s for s in ("t1", "t2", "student", "spectralkd") if s in preds]
+    show = [s for s in FIGURE_STAGES if s in preds]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     for s in show:
-        k, E = M.energy_spectrum(preds[s] - y)
+        runs = [preds[s]] if isinstance(preds[s], torch.Tensor) else list(preds[s])
+        spectra = [M.energy_spectrum(p - y) for p in runs]
+        k, E = spectra[0][0], torch.stack([e for _, e in spectra]).mean(0)
         a1.loglog(k[1:].numpy(), E[1:].numpy(), label=_label(s, student))
     a1.set(title="error spectrum (test)", xlabel="wavenumber k", ylabel="E_err(k)")
     a1.legend(fontsize=8)
     from .train.figures import band_error_bars
 
     low, high = [rows[s]["low_err"] for s in show], [rows[s]["high_err"] for s in show]
-    band_error_bars(a2, [_label(s, student) for s in show], low, high, cutoff=0.25)
+    spreads = {}
+    if std is not None:
+        spreads = {"low_std": [std[s]["low_err"] for s in show], "high_std": [std[s]["high_err"] for s in show]}
+    band_error_bars(a2, [_label(s, student) for s in show], low, high, cutoff=0.25, **spreads)
     a2.set_title("spectral error by band (test)")
     fig.tight_layout()
     paths.append(out / "spectral_error.png")
@@ -529,12 +590,15 @@ def write_figures(
     if distilled:
         fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(distilled) + 2), 4.5))
         vals = [rows[s]["improvement_pct"] for s in distilled]
-        errs = [rows[s]["improvement_se"] for s in distilled]
+        errs = [(std or rows)[s]["improvement_pct" if std is not None else "improvement_se"] for s in distilled]
         colors = ["tab:green" if v >= 0 else "tab:red" for v in vals]
         ax.bar(range(len(distilled)), vals, yerr=errs, capsize=3, color=colors)
         ax.axhline(0, color="k", lw=0.8)
         ax.set_xticks(range(len(distilled)), [_label(s, student) for s in distilled], rotation=30, ha="right")
-        ax.set(ylabel="test MSE improvement over the student alone (%)", title="improvement per method (±1 paired SE)")
+        ax.set(
+            ylabel="test MSE improvement over the student alone (%)",
+            title="improvement per method (" + ("±1 std over seeds)" if std is not None else "±1 paired SE)"),
+        )
         fig.tight_layout()
         paths.append(out / "improvement.png")
         fig.savefig(paths[-1], dpi=110)
@@ -544,7 +608,9 @@ def write_figures(
     speed = [s for s in ("t1", "t2", "spectralkd" if "spectralkd" in rows else "student") if s in rows]
     fig, ax = plt.subplots(figsize=(6, 4))
     lat = [rows[s]["latency_ms"] for s in speed]
-    ax.bar(range(len(speed)), lat, color=["tab:blue"] * (len(speed) - 1) + ["tab:orange"])
+    lat_err = [std[s]["latency_ms"] for s in speed] if std is not None else None
+    colors = ["tab:blue"] * (len(speed) - 1) + ["tab:orange"]
+    ax.bar(range(len(speed)), lat, yerr=lat_err, capsize=3, color=colors)
     for i, v in enumerate(lat):
         ax.text(i, v, f"{v:.2f} ms\n{v / lat[-1]:.2f}x the student", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(range(len(speed)), [_label(s, student) for s in speed], rotation=15)
@@ -589,6 +655,7 @@ def run_reproduce(
     ablation: bool = False,
     data_path: str | None = None,
     seed: int = 42,
+    seeds: int = 1,
     device: str | None = None,
     overrides: tuple[str, ...] = (),
     figures: bool = True,
@@ -598,69 +665,131 @@ def run_reproduce(
 ) -> dict[str, dict[str, float]]:
     """Run (or resume) every stage, evaluate on the test split, write the table and figures.
 
-    Returns ``{stage: metrics}``; files go to ``out`` (default ``runs/reproduce/<dataset>-<budget>-<student>``).
+    ``seeds`` replicates every stage, teachers included, with seeds ``seed, seed + 1, ...``; replicate k
+    lives in ``sdkd.seed_stats.seed_dir(out, k)`` and its distilled students learn from its own teachers.
+    Returns ``{stage: metrics}`` (the mean over seeds); files go to ``out`` (default
+    ``runs/reproduce/<dataset>-<budget>-<student>``).
     Evaluation and latency run on the training device (``device``; default CUDA when available).
     ``openstl`` adds MSE/MAE in OpenSTL's convention (per frame, summed over C, H, W) to the table.
     """
     from .outputs import check_writable_dir
+    from .seed_stats import better_than_student, replicate_seeds, seed_dir, summarize
     from .train.demo import run_or_reuse
     from .train.interrupt import stopped_in
     from .train.progress import StageProgress, progress_enabled
     from .train.run import build_datasets
 
     out = Path(out or f"runs/reproduce/{dataset}-{budget}-{student}")
-    cfgs = stage_configs(
-        dataset, budget, out, student=student, ablation=ablation, data_path=data_path, seed=seed, overrides=overrides
-    )
+    seed_list = replicate_seeds(seed, seeds)
+    if seeds > 1 and any(parse_override(o)[0] == ["seed"] for o in overrides):
+        raise ValueError(
+            "--set seed=... would give every replicate the same seed; use --seed BASE (replicate k: BASE+k-1)"
+        )
+    replicas = [
+        stage_configs(
+            dataset,
+            budget,
+            seed_dir(out, k),
+            student=student,
+            ablation=ablation,
+            data_path=data_path,
+            seed=s,
+            overrides=overrides,
+        )
+        for k, s in enumerate(seed_list, start=1)
+    ]
+    cfgs = replicas[0]
     roles = {s: (MAIN_STAGES.get(s) or ABLATION_STAGES[s])[1] for s in cfgs}
     check_writable_dir(out, "--out")  # before any data is made
     t0 = time.perf_counter()
     first = next(iter(cfgs.values()))
-    log(f"[data] {dataset}: {first['data']}")
+    log(f"[data] {dataset}: {describe_data(first['data'])}")
     show = progress_enabled()
     with stopped_in("the data preparation"):
         datasets = build_datasets(first["data"], seed, progress=show)
-    paths: dict[str, Path] = {}
-    stages = StageProgress({s: (c["train"]["epochs"], c["model"]["name"]) for s, c in cfgs.items()}, log)
-    for i, (stage, cfg) in enumerate(cfgs.items(), start=1):
-        model, epochs = cfg["model"]["name"], cfg["train"]["epochs"]
-        log(f"[{i}/{len(cfgs)}] {stage}: {_label(stage, student)} ({model}, {epochs} ep)")
-        stages.start(stage)
-        with stopped_in(stages.label(stage), Path(cfg["out_dir"]) / "last.pt"):
-            paths[stage] = run_or_reuse(cfg, datasets, device, log, on_epoch_end=stages.epoch_done)
+    runs: list[dict[str, Path]] = []
+    # one stage/ETA line per epoch over every stage of every seed ("seed2/t1" when there are several)
+    names = [[f"seed{k}/{st}" if seeds > 1 else st for st in c] for k, c in enumerate(replicas, start=1)]
+    stages = StageProgress(
+        {
+            n: (c["train"]["epochs"], c["model"]["name"])
+            for ns, cs in zip(names, replicas)
+            for n, c in zip(ns, cs.values())
+        },
+        log,
+    )
+    for k, (s, stage_cfgs) in enumerate(zip(seed_list, replicas), start=1):
+        tag = f"[seed {k}/{seeds}: {s}] " if seeds > 1 else ""
+        paths: dict[str, Path] = {}
+        for i, (stage, cfg) in enumerate(stage_cfgs.items(), start=1):
+            model, epochs = cfg["model"]["name"], cfg["train"]["epochs"]
+            log(f"{tag}[{i}/{len(stage_cfgs)}] {stage}: {_label(stage, student)} ({model}, {epochs} ep)")
+            stages.start(names[k - 1][i - 1])
+            with stopped_in(stages.label(names[k - 1][i - 1]), Path(cfg["out_dir"]) / "last.pt"):
+                paths[stage] = run_or_reuse(cfg, datasets, device, log, on_epoch_end=stages.epoch_done)
+        runs.append(paths)
     log("[eval] test split")
     b = BUDGETS[budget]
     eval_device = device or ("cuda" if torch.cuda.is_available() else "cpu")  # as run_stage picks it
+    per_seed, preds = [], {}
     with stopped_in("the evaluation (every stage is trained and saved)"):
-        rows, preds, y = evaluate_stages(
-            paths, datasets["test"], b["latency_runs"], device=eval_device, openstl=openstl, progress=show
-        )
-    table = format_results(rows, student, roles)
+        for paths in runs:
+            rows_k, preds_k, y = evaluate_stages(
+                paths, datasets["test"], b["latency_runs"], device=eval_device, openstl=openstl, progress=show
+            )
+            per_seed.append(rows_k)
+            for stage in FIGURE_STAGES:  # only what the figures draw: one prediction per seed
+                if stage in preds_k:
+                    preds.setdefault(stage, []).append(preds_k[stage])
+    rows, std = summarize(per_seed)
+    better = better_than_student(rows, std, roles) if seeds > 1 else None
+    table = format_results(rows, student, roles, std if seeds > 1 else None, better)
     env = _environment()
+    flags = (" --ablation" if ablation else "") + (f" --seeds {seeds}" if seeds > 1 else "")
+    if seeds > 1:
+        spread = (
+            f"every value is the mean ± sample std (N-1) over {seeds} seeds ({', '.join(map(str, seed_list))}); "
+            "seed k trains every stage, teachers included, in <out>/seed<k>/ (k = 1: <out>/), and its distilled "
+            "students learn from its own teachers; improvement: test MSE vs the same seed's student alone; "
+            "improvement_se: per seed, the standard error of the paired per-window MSE difference; better: the "
+            "student's mean test MSE exceeds the row's by more than the larger of the two stds."
+        )
+    else:
+        spread = (
+            "improvement: test MSE vs the student alone, improvement_se: standard error of the paired per-window "
+            "MSE difference (test-set noise only, one seed)."
+        )
     header = [
-        f"# sdkd reproduce {dataset} --budget {budget} --student {student}" + (" --ablation" if ablation else ""),
+        f"# sdkd reproduce {dataset} --budget {budget} --student {student}" + flags,
         "",
-        f"command: `{command or ' '.join(['sdkd', 'reproduce', dataset, '--budget', budget])}`",
+        f"command: `{command or ' '.join(['sdkd', 'reproduce', dataset, '--budget', budget]) + flags}`",
         "",
         "environment: " + ", ".join(f"{k} {v}" for k, v in env.items()),
         "",
         f"val_mse: best validation MSE; test split: {len(datasets['test'])} windows; metrics in normalised units "
         "(mse_phys: physical units); "
-        "latency: median ms per batch-1 forward on the evaluation device; improvement: test MSE vs the student alone, "
-        "improvement_se: standard error of the paired per-window MSE difference (test-set noise only, one seed).",
+        "latency: median ms per batch-1 forward on the evaluation device; " + spread,
         "",
     ]
     (out / "results.md").write_text("\n".join(header) + "\n" + table + "\n")
-    write_csv(rows, student, roles, out / "results.csv")
-    (out / "results.json").write_text(
-        json.dumps({"environment": env, "budget": budget, "dataset": dataset, "rows": rows}, indent=2)
-    )
+    write_csv(rows, student, roles, out / "results.csv", seeds=seed_list, per_seed=per_seed, std=std)
+    result = {
+        "environment": env,
+        "budget": budget,
+        "dataset": dataset,
+        "seeds": seed_list,
+        "rows": rows,
+        "std": std,
+        "better": better,
+        "per_seed": {str(s): r for s, r in zip(seed_list, per_seed)},
+    }
+    (out / "results.json").write_text(json.dumps(result, indent=2))
     log("")
     log(table)
     if figures:
         try:
-            latent = teacher_latent(paths["t1"], datasets["test"]) if "t1" in paths else None
-            for p in write_figures(rows, preds, y, student, roles, out, latent):
+            latent = teacher_latent(runs[0]["t1"], datasets["test"]) if "t1" in runs[0] else None
+            for p in write_figures(rows, preds, y, student, roles, out, latent, std if seeds > 1 else None):
                 log(f"wrote {p}")
         except ImportError as exc:
             from sdkd._optional import import_error_message
@@ -670,6 +799,25 @@ def run_reproduce(
     return rows
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def describe_data(data: dict[str, Any]) -> str:
+    """One readable line for a data config (``ns preset 'small', 10 -> 10 frames, batch 8``), not the raw dict."""
+    source = (
+        f"preset {data['preset']!r}" if data.get("name") == "ns" and not data.get("path") else str(data.get("path"))
+    )
+    parts = [f"{data['name']} {source}", f"{data['input_frames']} -> {data['output_frames']} frames"]
+    if data.get("variables"):
+        parts.append(f"variables {', '.join(map(str, data['variables']))}")
+    parts.append(f"batch {data['batch_size']}")
+    return ", ".join(parts)
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "dataset",
@@ -677,7 +825,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="ns, rbc (generated; --data FILE overrides), weatherbench[_12h]/taxibj/taxibj_plus[_30min] (--data)",
     )
     parser.add_argument("--budget", default="smoke", choices=list(BUDGETS), help="smoke: CI; cpu: ~1 h; paper: GPU")
-    parser.add_argument("--student", default="unet", choices=list(STUDENT_NAMES))
+    parser.add_argument(
+        "--student", default="unet", choices=list(STUDENT_NAMES), help="the student model (default unet)"
+    )
     parser.add_argument("--ablation", action="store_true", help="add the SpectralKD ablation rows")
     parser.add_argument(
         "--data",
@@ -687,9 +837,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", default=None, help="output folder (default runs/reproduce/<dataset>-<budget>-<student>)"
     )
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--no-figures", action="store_true")
+    parser.add_argument(
+        "--seed", type=int, default=42, help="seed of initialisation and batches of the first replicate (k: SEED+k-1)"
+    )
+    parser.add_argument(
+        "--seeds",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="train every stage with N seeds (replicate k >= 2 in OUT/seed<k>/); tables show mean ± std",
+    )
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    parser.add_argument("--no-figures", action="store_true", help="skip the figures (they need matplotlib)")
     parser.add_argument(
         "--openstl-metrics",
         action="store_true",
@@ -707,6 +866,7 @@ def run(args: argparse.Namespace) -> int:
         ablation=args.ablation,
         data_path=args.data,
         seed=args.seed,
+        seeds=args.seeds,
         device=args.device,
         overrides=tuple(args.set),
         figures=not args.no_figures,

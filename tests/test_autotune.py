@@ -12,7 +12,6 @@ import json
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -39,11 +38,29 @@ def tuning_on(monkeypatch, tmp_path):
     spectral_loss_op.clear_picks()
 
 
+class _FakeClock:
+    """Stands in for ``time.perf_counter`` in the autotuner: the fake backends advance it by their declared cost
+    instead of sleeping, so which one is fastest does not depend on how busy the machine is."""
+
+    now = 0.0
+
+    @classmethod
+    def perf_counter(cls) -> float:
+        return cls.now
+
+
+@pytest.fixture
+def fake_clock(monkeypatch):
+    from sdkd.ops import _autotune
+
+    monkeypatch.setattr(_autotune, "time", _FakeClock)
+
+
 def _sleeper(seconds: float, log: list[str] | None = None, name: str = ""):
     def fn(x, path=None):
         if log is not None:
             log.append(name if path is None else f"{name}:{path}")
-        time.sleep(seconds if path != "fast" else 0.0)
+        _FakeClock.now += seconds if path != "fast" else 0.0
         return x
 
     return fn
@@ -65,7 +82,7 @@ def _fake_op(log: list[str], refuse: bool = False) -> Op:
     )
 
 
-def test_a_deliberately_slowed_backend_is_never_picked(tuning_on):
+def test_a_deliberately_slowed_backend_is_never_picked(fake_clock, tuning_on):
     log: list[str] = []
     op = _fake_op(log, refuse=True)
     x = torch.zeros(3)
@@ -88,7 +105,7 @@ def test_a_deliberately_slowed_backend_is_never_picked(tuning_on):
     )
 
 
-def test_switches_give_the_static_order(tuning_on, monkeypatch):
+def test_switches_give_the_static_order(fake_clock, tuning_on, monkeypatch):
     log: list[str] = []
     x = torch.zeros(3)
     monkeypatch.setenv("SDKD_AUTOTUNE", "0")
@@ -115,7 +132,7 @@ class _deterministic:
         torch.use_deterministic_algorithms(self.was)
 
 
-def test_a_wrong_saved_pick_cannot_select_a_backend_that_refuses(tuning_on):
+def test_a_wrong_saved_pick_cannot_select_a_backend_that_refuses(fake_clock, tuning_on):
     log: list[str] = []
     op = _fake_op(log, refuse=True)
     x = torch.zeros(3)
@@ -128,7 +145,7 @@ def test_a_wrong_saved_pick_cannot_select_a_backend_that_refuses(tuning_on):
     assert TUNING_CACHE.get(key)["path"] == "fast"  # and the measured pick replaced it
 
 
-def test_a_corrupt_picks_file_is_ignored_with_a_warning_and_left_alone(tuning_on):
+def test_a_corrupt_picks_file_is_ignored_with_a_warning_and_left_alone(fake_clock, tuning_on):
     cache_file().parent.mkdir(parents=True, exist_ok=True)
     cache_file().write_text("{ not json")
     op = _fake_op([], refuse=True)
@@ -241,7 +258,7 @@ def test_tuned_spectral_loss_is_correct_and_timed_once(tuning_on, monkeypatch):
     torch.testing.assert_close(g, torch.autograd.grad(ref, s2)[0])
 
 
-def test_sdkd_info_lists_tuned_picks(tuning_on, capsys):
+def test_sdkd_info_lists_tuned_picks(fake_clock, tuning_on, capsys):
     from sdkd.cli import main
 
     _fake_op([], refuse=True).select("auto", x=torch.zeros(3))

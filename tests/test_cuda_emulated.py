@@ -264,6 +264,31 @@ def test_emulated_cuda_projection_and_backward_match_reference(emu_cs, M, dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_emulated_cuda_projection_feasible_for_any_spread(emu_cs, dtype):
+    """Rows spanning many orders of magnitude (issue 17 item 5): sum x = 1 within M ulp, 0 <= x <= C exactly."""
+    g = torch.Generator().manual_seed(7)
+    top = 30.0 if dtype == torch.float32 else 250.0
+    code = 1 if dtype == torch.float64 else 0
+    cases = [
+        (torch.tensor([[1e8, 1.0, 0.0]], dtype=torch.float64), 0.6),
+        (torch.randn(200, 4, generator=g, dtype=torch.float64) * 1e7, 0.6),
+        (torch.randn(200, 7, generator=g, dtype=torch.float64) * torch.logspace(-3, top, 7, dtype=torch.float64), 0.6),
+        (torch.randn(200, 40, generator=g, dtype=torch.float64) * 1e6, 0.1),
+    ]
+    for y64, C in cases:
+        y = y64.to(dtype)
+        x = torch.empty_like(y)
+        assert emu_cs.sdkd_emu_capped_simplex_project(y.data_ptr(), x.data_ptr(), code, y.shape[0], y.shape[1], C) == 0
+        err = (x.double().sum(-1) - 1).abs().max().item() / torch.finfo(dtype).eps
+        assert err <= y.shape[1] + 1, err
+        assert (x >= 0).all() and (x <= torch.tensor(C, dtype=dtype)).all()
+        torch.testing.assert_close(x, projection_forward_reference(y, C), rtol=0, atol=CS_TOL[dtype])
+    y, x = cases[0][0].to(dtype), torch.empty(1, 3, dtype=dtype)
+    emu_cs.sdkd_emu_capped_simplex_project(y.data_ptr(), x.data_ptr(), code, 1, 3, 0.6)
+    torch.testing.assert_close(x, torch.tensor([[0.6, 0.4, 0.0]], dtype=dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("M", [1, 2, 3, 4, 6, 12, 20])
 def test_emulated_cuda_a2d_solve_matches_reference(emu_cs, M, dtype):
     """70 Gram matrices (two blocks of 64), every register-array size; weights and KKT residuals."""

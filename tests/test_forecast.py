@@ -220,12 +220,14 @@ def test_predict_series_h5_sliding_windows(ckpt, forecaster, tmp_path):
     with h5py.File(tmp_path / "o.h5", "r") as f:
         np.testing.assert_array_equal(f["window_start"][()], starts)
         np.testing.assert_allclose(f["forecast"][()], expected, rtol=1e-5, atol=1e-4)
-    # --last: one window from the last T_in frames.
+    # --last: one window from the last T_in frames, written (T_out, C, H, W) as for any single window.
     main(
         ["predict", "--checkpoint", str(ckpt), "--input", str(tmp_path / "s.h5"), "--out", str(tmp_path / "l.npy")]
         + ["--last", "--no-progress"]
     )
-    np.testing.assert_allclose(np.load(tmp_path / "l.npy")[0], forecaster.forecast(series[-4:]), rtol=1e-5, atol=1e-4)
+    last = np.load(tmp_path / "l.npy")
+    assert last.shape == (OUT_FRAMES, *IN_SHAPE[1:])
+    np.testing.assert_allclose(last, forecaster.forecast(series[-4:]), rtol=1e-5, atol=1e-4)
 
 
 def test_predict_single_window_netcdf(ckpt, forecaster, tmp_path):

@@ -233,3 +233,53 @@ def test_feature_kd_config_needs_a_positive_weight(smoke, tmp_path):
     run_stage(cfg, device="cpu", log=lambda _m: None)
     logged = json.loads((tmp_path / "x" / "metrics.jsonl").read_text().splitlines()[0])
     assert logged["train_feat/0"] > 0 and logged["train_kd/0"] > 0
+
+
+# Last in this file: it turns the shared smoke run into a two-seed run (replicate 1 reused, replicate 2 trained).
+@pytest.mark.slow
+def test_seeds_2_reuses_seed_1_and_reports_mean_and_std(smoke):
+    import statistics
+
+    out, data = smoke
+    mtimes = {s: (out / s / "last.pt").stat().st_mtime for s in MAIN_STAGES}
+    argv = ["reproduce", "ns", "--budget", "smoke", "--out", str(out), "--data", str(data), "--seeds", "2"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(argv) == 0
+    finally:
+        torch.set_num_threads(threads)
+    # replicate 1 is the single-seed run, untouched; replicate 2 has every stage, with its own teachers
+    assert {s: (out / s / "last.pt").stat().st_mtime for s in MAIN_STAGES} == mtimes
+    for stage in MAIN_STAGES:
+        cfg = load_checkpoint(out / "seed2" / stage / "last.pt")["config"]
+        assert cfg["seed"] == 43 and cfg["out_dir"] == str(out / "seed2" / stage)
+        for teacher in cfg.get("distill", {}).get("teachers", []):
+            assert teacher.startswith(str(out / "seed2")), teacher
+    res = json.loads((out / "results.json").read_text())
+    assert res["seeds"] == [42, 43] and list(res["per_seed"]) == ["42", "43"]
+    runs = [res["per_seed"]["42"], res["per_seed"]["43"]]
+    assert runs[0]["t1"]["mse"] != runs[1]["t1"]["mse"]  # another seed, another teacher
+    for stage in MAIN_STAGES:
+        for col in ("mse", "mae", "ssim", "latency_ms", "improvement_pct"):
+            values = [r[stage][col] for r in runs]
+            assert res["rows"][stage][col] == pytest.approx(statistics.mean(values)), (stage, col)
+            assert res["std"][stage][col] == pytest.approx(statistics.stdev(values), abs=1e-12), (stage, col)
+        mse = [r[stage]["mse"] for r in runs]
+        s_mse = [r["student"]["mse"] for r in runs]
+        if MAIN_STAGES[stage][1] != "distill":  # teachers and the student alone are not judged
+            assert res["better"][stage] is None
+        else:  # the documented rule, on the replicates' own numbers
+            gap = statistics.mean(s_mse) - statistics.mean(mse)
+            assert res["better"][stage] == (gap > max(statistics.stdev(s_mse), statistics.stdev(mse)))
+    md = (out / "results.md").read_text()
+    assert "--seeds 2" in md and "| better |" in md and "sample std (N-1) over 2 seeds (42, 43)" in md
+    assert all(" ± " in line for line in md.splitlines() if line.startswith("| S: U-Net |"))
+    with open(out / "results.csv") as fh:
+        table = list(csv.DictReader(fh))
+    assert [r["seed"] for r in table if r["stage"] == "spectralkd"] == ["42", "43", "mean", "std"]
+    assert float(next(r for r in table if r["stage"] == "t1" and r["seed"] == "43")["mse"]) == pytest.approx(
+        runs[1]["t1"]["mse"], rel=1e-5
+    )
+    for name in ("spectral_error.png", "improvement.png", "speed.png", "figure2.png"):
+        assert (out / name).stat().st_size > 1000, name

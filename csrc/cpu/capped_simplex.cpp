@@ -3,7 +3,8 @@
 // Projection of a row y (length M) onto {x : sum x = 1, 0 <= x <= C}: x = clip(y - tau, 0, C) with
 // phi(tau) = sum clip(y_i - tau, 0, C) = 1. phi is piecewise linear with breakpoints {y_i, y_i - C};
 // evaluating it at all 2M breakpoints and interpolating between the two that bracket 1 is exact.
-// Rows are shifted by their max first (shift equivariance). Same arithmetic as the PyTorch reference
+// Rows are shifted by their max, then by the coordinate next to tau (shift equivariance), and a Newton step
+// on the free set makes sum x = 1 to rounding for every finite input. Same arithmetic as the PyTorch reference
 // in sdkd/ops/capped_simplex.py, which documents the A2D solver (FISTA with gradient restart on the
 // centred, curvature-normalised Gram matrix; closed form for M = 2).
 // Torch-free: raw pointers to contiguous buffers; Python checks device, dtype, shape and values.
@@ -31,50 +32,97 @@ inline T clampc(T v, T C) {
   return std::min(std::max(v, T(0)), C);
 }
 
-// Project ys (already shifted so that max = 0) into x. ys and x may alias. MM > 0 fixes M at compile
-// time (fully unrolled loops); selects are branch-free (phi >= 1 is unpredictable on random data).
+// tau with phi(tau) = sum clip(ws_i - tau, 0, C) = 1 for finite ws[0..M), and in *k_hi the coordinate owning the
+// bracket's upper breakpoint (ws_j or ws_j - C, the first such j). MM > 0 fixes M at compile time (fully
+// unrolled loops); selects are branch-free (phi >= 1 is unpredictable on random data).
 template <typename T, int MM = 0>
-inline void project_shifted(const T* ys, T* x, int M_, T C) {
+inline T breakpoint_tau(const T* ws, int M_, T C, int* k_hi) {
   const int M = MM > 0 ? MM : M_;
   constexpr T inf = std::numeric_limits<T>::infinity();
   // phi at every breakpoint; the loop over breakpoints is innermost so that it vectorises (each
   // phi[j] is still summed over i in order, as in the other backends).
   T bp[2 * kMaxM], phi[2 * kMaxM];
   for (int j = 0; j < M; ++j) {
-    bp[j] = ys[j];
-    bp[j + M] = ys[j] - C;
+    bp[j] = ws[j];
+    bp[j + M] = ws[j] - C;
   }
   for (int j = 0; j < 2 * M; ++j) phi[j] = 0;
   for (int i = 0; i < M; ++i) {
-    const T yi = ys[i];
+    const T yi = ws[i];
     for (int j = 0; j < 2 * M; ++j) phi[j] += clampc(yi - bp[j], C);
   }
   T t_lo = -inf, t_hi = inf, bp_min = inf;
+  int k = 0;
   for (int j = 0; j < 2 * M; ++j) {
     t_lo = phi[j] >= T(1) ? std::max(t_lo, bp[j]) : t_lo;
-    t_hi = phi[j] <= T(1) ? std::min(t_hi, bp[j]) : t_hi;
+    const bool lower = phi[j] <= T(1) && bp[j] < t_hi;
+    k = lower ? j : k;
+    t_hi = lower ? bp[j] : t_hi;
     bp_min = std::min(bp_min, bp[j]);
   }
+  *k_hi = k < M ? k : k - M;
   t_lo = t_lo == -inf ? bp_min : t_lo;  // no breakpoint with phi >= 1: only through rounding at extreme scales
   T phi_lo = 0, phi_hi = 0;
   for (int i = 0; i < M; ++i) {
-    phi_lo += clampc(ys[i] - t_lo, C);
-    phi_hi += clampc(ys[i] - t_hi, C);
+    phi_lo += clampc(ws[i] - t_lo, C);
+    phi_hi += clampc(ws[i] - t_hi, C);
   }
   const T den = phi_lo - phi_hi;
   const T frac = den > T(0) ? (phi_lo - T(1)) / den : T(0);
-  const T tau = t_lo + frac * (t_hi - t_lo);
-  for (int i = 0; i < M; ++i) x[i] = clampc(ys[i] - tau, C);
+  return frac > T(0) ? t_lo + frac * (t_hi - t_lo) : t_lo;  // frac = 0: t_hi may be far (no 0 * inf)
 }
 
+template <typename T>
+inline T shifted(T y, T s) {
+  return std::min(std::max(y - s, -std::numeric_limits<T>::max()), std::numeric_limits<T>::max());
+}
+
+// Rows whose sum misses 1 by more than M ulp (entries at three or more scales too far apart for two
+// shifts) get the residual added to / taken from their entries in order, within bounds: feasible.
+template <typename T>
+inline void repair_sum(T* x, int M, T C) {
+  T s = 0;
+  for (int i = 0; i < M; ++i) s += x[i];
+  T r = T(1) - s;
+  if (!(std::abs(r) > static_cast<T>(M) * std::numeric_limits<T>::epsilon())) return;
+  for (int i = 0; i < M; ++i) {
+    if (r > T(0)) {
+      const T add = std::min(C - x[i], r);
+      x[i] = std::min(x[i] + add, C);
+      r -= add;
+    } else {
+      const T sub = std::min(x[i], -r);
+      x[i] = std::max(x[i] - sub, T(0));
+      r += sub;
+    }
+  }
+}
+
+// Project the row y into x (x may alias y). Pass 1 shifts by the row max and brackets tau; pass 2 shifts by
+// the coordinate owning the bracket's upper breakpoint (next to the true tau, where entries far below the
+// max are still apart) and solves again; a Newton step on the free set makes sum x = 1 to rounding (see
+// _project_rows in sdkd/ops/capped_simplex.py).
 template <typename T, int MM = 0>
-inline void project_row(const T* y, T* x, int M_, T C, T* ys) {
+inline void project_row(const T* y, T* x, int M_, T C) {
   const int M = MM > 0 ? MM : M_;
+  T ws[kMaxM];
   T m = y[0];
   for (int i = 1; i < M; ++i) m = std::max(m, y[i]);
-  const T lowest = -std::numeric_limits<T>::max();
-  for (int i = 0; i < M; ++i) ys[i] = std::max(y[i] - m, lowest);
-  project_shifted<T, MM>(ys, x, M, C);
+  for (int i = 0; i < M; ++i) ws[i] = shifted(y[i], m);
+  int a = 0;
+  breakpoint_tau<T, MM>(ws, M, C, &a);
+  const T ya = y[a];
+  for (int i = 0; i < M; ++i) ws[i] = shifted(y[i], ya);
+  T tau = breakpoint_tau<T, MM>(ws, M, C, &a);
+  T s = 0, nfree = 0;
+  for (int i = 0; i < M; ++i) {
+    const T xi = clampc(ws[i] - tau, C);
+    s += xi;
+    nfree += (xi > T(0) && xi < C) ? T(1) : T(0);
+  }
+  tau = nfree > T(0) ? tau + (s - T(1)) / nfree : tau;
+  for (int i = 0; i < M; ++i) x[i] = clampc(ws[i] - tau, C);
+  repair_sum(x, M, C);
 }
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
@@ -100,7 +148,7 @@ struct Vec32 {
 // idle). Each lane performs exactly the operations of project_row in the same order (phi at each
 // breakpoint summed over i in order; std::max(a, b) is written a < b ? b : a, std::min(a, b) is
 // b < a ? b : a), so the results are bit-identical to it. Always inlined, so that it is compiled
-// once per target clone (with the same FMA contraction of tau as project_shifted in the v3 clone).
+// once per target clone (with the same FMA contraction of tau as breakpoint_tau in the v3 clone).
 template <typename T, int MM>
 SDKD_CS_INLINE void project_block(const T* y, T* x, T C) {
   using V = typename Vec32<T>::type;
@@ -112,38 +160,61 @@ SDKD_CS_INLINE void project_block(const T* y, T* x, T C) {
     const V a = v < zero ? zero : v;
     return Cv < a ? Cv : a;
   };
-  V ys[M], yc[M];
+  const V big = zero + std::numeric_limits<T>::max();
+  auto shiftv = [&](V v, V by) __attribute__((always_inline)) {
+    const V d = v - by;
+    const V lo = d < lowest ? lowest : d;
+    return big < lo ? big : lo;
+  };
+  V yo[M] = {}, ws[M];
   for (int i = 0; i < M; ++i)
-    for (int r = 0; r < R; ++r) ys[i][r] = y[r * M + i];
-  V m = ys[0];
-  for (int i = 1; i < M; ++i) m = m < ys[i] ? ys[i] : m;
+    for (int r = 0; r < R; ++r) yo[i][r] = y[r * M + i];
+  // breakpoint_tau on every lane; ya gets the value of yo at the owner of the upper breakpoint
+  auto tau_of = [&](V& ya) __attribute__((always_inline)) {
+    // Breakpoints in the order of breakpoint_tau: bp[j] = ws[j], then bp[j + M] = ws[j] - C.
+    V t_lo = -inf, t_hi = inf, bp_min = inf;
+    for (int j = 0; j < 2 * M; ++j) {
+      const V bp = j < M ? ws[j] : ws[j - M] - Cv;
+      V phi = zero;
+      for (int i = 0; i < M; ++i) phi += clampv(ws[i] - bp);
+      t_lo = phi >= one ? (t_lo < bp ? bp : t_lo) : t_lo;
+      const auto lower = (phi <= one) & (bp < t_hi);
+      ya = lower ? yo[j < M ? j : j - M] : ya;
+      t_hi = lower ? bp : t_hi;
+      bp_min = bp < bp_min ? bp : bp_min;
+    }
+    t_lo = t_lo == -inf ? bp_min : t_lo;
+    V phi_lo = zero, phi_hi = zero;
+    for (int i = 0; i < M; ++i) {
+      phi_lo += clampv(ws[i] - t_lo);
+      phi_hi += clampv(ws[i] - t_hi);
+    }
+    const V den = phi_lo - phi_hi;
+    const V frac = den > zero ? (phi_lo - one) / den : zero;
+    return frac > zero ? t_lo + frac * (t_hi - t_lo) : t_lo;
+  };
+  V m = yo[0];
+  for (int i = 1; i < M; ++i) m = m < yo[i] ? yo[i] : m;
+  for (int i = 0; i < M; ++i) ws[i] = shiftv(yo[i], m);
+  V ya = yo[0];
+  tau_of(ya);
+  for (int i = 0; i < M; ++i) ws[i] = shiftv(yo[i], ya);
+  V unused = ya;
+  V tau = tau_of(unused);
+  V s = zero, nfree = zero;
   for (int i = 0; i < M; ++i) {
-    const V d = ys[i] - m;
-    ys[i] = d < lowest ? lowest : d;
-    yc[i] = ys[i] - Cv;
+    const V xi = clampv(ws[i] - tau);
+    s += xi;
+    nfree += ((xi > zero) & (xi < Cv)) ? one : zero;
   }
-  // Breakpoints in the order of project_shifted: bp[j] = ys[j], then bp[j + M] = ys[j] - C.
-  V t_lo = -inf, t_hi = inf, bp_min = inf;
-  for (int j = 0; j < 2 * M; ++j) {
-    const V bp = j < M ? ys[j] : yc[j - M];
-    V phi = zero;
-    for (int i = 0; i < M; ++i) phi += clampv(ys[i] - bp);
-    t_lo = phi >= one ? (t_lo < bp ? bp : t_lo) : t_lo;
-    t_hi = phi <= one ? (bp < t_hi ? bp : t_hi) : t_hi;
-    bp_min = bp < bp_min ? bp : bp_min;
-  }
-  t_lo = t_lo == -inf ? bp_min : t_lo;
-  V phi_lo = zero, phi_hi = zero;
-  for (int i = 0; i < M; ++i) {
-    phi_lo += clampv(ys[i] - t_lo);
-    phi_hi += clampv(ys[i] - t_hi);
-  }
-  const V den = phi_lo - phi_hi;
-  const V frac = den > zero ? (phi_lo - one) / den : zero;
-  const V tau = t_lo + frac * (t_hi - t_lo);
-  for (int i = 0; i < M; ++i) {
-    const V xi = clampv(ys[i] - tau);
-    for (int r = 0; r < R; ++r) x[r * M + i] = xi[r];
+  tau = nfree > zero ? tau + (s - one) / nfree : tau;
+  for (int r = 0; r < R; ++r) {
+    T* xr = x + r * M;
+    for (int i = 0; i < M; ++i) {
+      const V xi = clampv(ws[i] - tau);
+      xr[i] = xi[r];
+    }
+    repair_sum(xr, M, C);
   }
 }
 #else
@@ -158,18 +229,12 @@ SDKD_CS_CLONES void project_rows(const T* y, T* x, int64_t rows, int M, T C) {
     const int64_t blocks = rows / R;
 #pragma omp parallel for schedule(static) if (rows * M * M > 16384)
     for (int64_t b = 0; b < blocks; ++b) project_block<T, MM>(y + b * R * M, x + b * R * M, C);
-    for (int64_t r = blocks * R; r < rows; ++r) {  // tail: the per-row kernel (same results)
-      T ys[kMaxM];
-      project_row<T, MM>(y + r * M, x + r * M, M, C, ys);
-    }
+    for (int64_t r = blocks * R; r < rows; ++r) project_row<T, MM>(y + r * M, x + r * M, M, C);  // same results
     return;
   }
 #endif
 #pragma omp parallel for schedule(static) if (rows * M * M > 16384)
-  for (int64_t r = 0; r < rows; ++r) {
-    T ys[kMaxM];
-    project_row<T, MM>(y + r * M, x + r * M, M, C, ys);
-  }
+  for (int64_t r = 0; r < rows; ++r) project_row<T, MM>(y + r * M, x + r * M, M, C);
 }
 
 template <typename T>
@@ -263,7 +328,7 @@ T pg_step(const T* A, const T* b, const T* a, T* out, int M_, T C, T* work) {
     for (int j = 0; j < M; ++j) s += A[i * M + j] * a[j];
     work[i] = a[i] - (s + b[i]);
   }
-  project_row<T, MM>(work, out, M, C, work);
+  project_row<T, MM>(work, out, M, C);
   T r = 0;
   for (int i = 0; i < M; ++i) r = std::max(r, std::abs(out[i] - a[i]));
   return r;

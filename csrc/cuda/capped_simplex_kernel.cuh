@@ -22,12 +22,14 @@ template <>
 struct Lim<float> {
   __device__ static float inf() { return __int_as_float(0x7f800000); }
   __device__ static float lowest() { return -3.402823466e+38f; }
+  __device__ static float max() { return 3.402823466e+38f; }
   __device__ static float eps() { return 1.192092896e-07f; }
 };
 template <>
 struct Lim<double> {
   __device__ static double inf() { return __longlong_as_double(0x7ff0000000000000LL); }
   __device__ static double lowest() { return -1.7976931348623157e+308; }
+  __device__ static double max() { return 1.7976931348623157e+308; }
   __device__ static double eps() { return 2.220446049250313e-16; }
 };
 
@@ -36,23 +38,22 @@ __device__ __forceinline__ T clampc(T v, T C) {
   return min(max(v, T(0)), C);
 }
 
-// Project v[0..M) (registers when MAXM is small) in place. bp(j) must return the shifted value of
-// coordinate j, i.e. the same number as v[j] after the shift below (read from memory so that the
-// breakpoint loop needs no dynamic register indexing).
+template <typename T>
+__device__ __forceinline__ T shifted(T y, T s) {
+  return min(max(y - s, Lim<T>::lowest()), Lim<T>::max());
+}
+
+// tau with sum clip(v_i - tau, 0, C) = 1 for finite v[0..M) (registers when MAXM is small), and in k_hi the
+// coordinate owning the bracket's upper breakpoint (v_j or v_j - C, the first such j). bp_of(j) must return
+// v[j] (read from memory so that the breakpoint loop needs no dynamic register indexing).
 template <typename T, int MAXM, typename BP>
-__device__ __forceinline__ void project_inplace(T (&v)[MAXM], int M, T C, BP bp_of) {
-  T m = -Lim<T>::inf();
-#pragma unroll
-  for (int i = 0; i < MAXM; ++i)
-    if (i < M) m = max(m, v[i]);
-#pragma unroll
-  for (int i = 0; i < MAXM; ++i)
-    if (i < M) v[i] = max(v[i] - m, Lim<T>::lowest());
+__device__ __forceinline__ T breakpoint_tau(const T (&v)[MAXM], int M, T C, BP bp_of, int& k_hi) {
   T t_lo = -Lim<T>::inf(), t_hi = Lim<T>::inf(), bp_min = Lim<T>::inf();
   bool found_lo = false;
+  int k = 0;
 #pragma unroll 1
   for (int j = 0; j < 2 * M; ++j) {
-    const T bp = j < M ? bp_of(j, m) : bp_of(j - M, m) - C;
+    const T bp = j < M ? bp_of(j) : bp_of(j - M) - C;
     T phi = 0;
 #pragma unroll
     for (int i = 0; i < MAXM; ++i)
@@ -61,9 +62,13 @@ __device__ __forceinline__ void project_inplace(T (&v)[MAXM], int M, T C, BP bp_
       found_lo = true;
       t_lo = max(t_lo, bp);
     }
-    if (phi <= T(1)) t_hi = min(t_hi, bp);
+    if (phi <= T(1) && bp < t_hi) {
+      t_hi = bp;
+      k = j;
+    }
     bp_min = min(bp_min, bp);
   }
+  k_hi = k < M ? k : k - M;
   if (!found_lo) t_lo = bp_min;
   T phi_lo = 0, phi_hi = 0;
 #pragma unroll
@@ -75,10 +80,64 @@ __device__ __forceinline__ void project_inplace(T (&v)[MAXM], int M, T C, BP bp_
   }
   const T den = phi_lo - phi_hi;
   const T frac = den > T(0) ? (phi_lo - T(1)) / den : T(0);
-  const T tau = t_lo + frac * (t_hi - t_lo);
+  return frac > T(0) ? t_lo + frac * (t_hi - t_lo) : t_lo;  // frac = 0: t_hi may be far (no 0 * inf)
+}
+
+// Project v[0..M) in place. orig(j) must return the original value of coordinate j (v's initial content).
+// Pass 1 shifts by the row max and brackets tau; pass 2 shifts by the coordinate owning the bracket's upper
+// breakpoint and solves again; a Newton step on the free set makes sum x = 1 to rounding; rows whose sum
+// still misses 1 by more than M ulp are repaired in order (see _project_rows in sdkd/ops/capped_simplex.py).
+template <typename T, int MAXM, typename ORIG>
+__device__ __forceinline__ void project_inplace(T (&v)[MAXM], int M, T C, ORIG orig) {
+  T m = -Lim<T>::inf();
 #pragma unroll
   for (int i = 0; i < MAXM; ++i)
-    if (i < M) v[i] = clampc(v[i] - tau, C);
+    if (i < M) m = max(m, v[i]);
+#pragma unroll
+  for (int i = 0; i < MAXM; ++i)
+    if (i < M) v[i] = shifted(v[i], m);
+  int a = 0;
+  breakpoint_tau<T, MAXM>(v, M, C, [&](int j) { return shifted(orig(j), m); }, a);
+  const T ya = orig(a);
+#pragma unroll
+  for (int i = 0; i < MAXM; ++i)
+    if (i < M) v[i] = shifted(orig(i), ya);
+  T tau = breakpoint_tau<T, MAXM>(v, M, C, [&](int j) { return shifted(orig(j), ya); }, a);
+  T s = 0, nfree = 0;
+#pragma unroll
+  for (int i = 0; i < MAXM; ++i) {
+    if (i < M) {
+      const T xi = clampc(v[i] - tau, C);
+      s += xi;
+      nfree += (xi > T(0) && xi < C) ? T(1) : T(0);
+    }
+  }
+  tau = nfree > T(0) ? tau + (s - T(1)) / nfree : tau;
+  s = 0;
+#pragma unroll
+  for (int i = 0; i < MAXM; ++i) {
+    if (i < M) {
+      v[i] = clampc(v[i] - tau, C);
+      s += v[i];
+    }
+  }
+  T r = T(1) - s;
+  if (fabs(r) > static_cast<T>(M) * Lim<T>::eps()) {
+#pragma unroll
+    for (int i = 0; i < MAXM; ++i) {
+      if (i < M) {
+        if (r > T(0)) {
+          const T add = min(C - v[i], r);
+          v[i] = min(v[i] + add, C);
+          r -= add;
+        } else {
+          const T sub = min(v[i], -r);
+          v[i] = max(v[i] - sub, T(0));
+          r += sub;
+        }
+      }
+    }
+  }
 }
 
 template <typename T, int MAXM>
@@ -90,8 +149,7 @@ __global__ void project_kernel(const T* __restrict__ y, T* __restrict__ x, int64
 #pragma unroll
   for (int i = 0; i < MAXM; ++i)
     if (i < M) v[i] = yr[i];
-  auto bp_of = [yr](int j, T m) { return max(__ldg(yr + j) - m, Lim<T>::lowest()); };
-  project_inplace<T, MAXM>(v, M, C, bp_of);
+  project_inplace<T, MAXM>(v, M, C, [yr](int j) { return __ldg(yr + j); });
   T* xr = x + r * M;
 #pragma unroll
   for (int i = 0; i < MAXM; ++i)
@@ -131,12 +189,9 @@ __device__ T pg_step(const T* A, const T* b, const T* a, T* out, int M, T C) {
     for (int j = 0; j < M; ++j) s += A[i * M + j] * a[j];
     v[i] = a[i] - (s + b[i]);
   }
-  T w[MAXM];  // shifted copy for the breakpoints
-  T m = -Lim<T>::inf();
-  for (int i = 0; i < M; ++i) m = max(m, v[i]);
-  for (int i = 0; i < M; ++i) w[i] = max(v[i] - m, Lim<T>::lowest());
-  auto bp_of = [&w](int j, T) { return w[j]; };
-  project_inplace<T, MAXM>(v, M, C, bp_of);
+  T u[MAXM];  // the unprojected copy (orig)
+  for (int i = 0; i < M; ++i) u[i] = v[i];
+  project_inplace<T, MAXM>(v, M, C, [&u](int j) { return u[j]; });
   T r = 0;
   for (int i = 0; i < M; ++i) {
     out[i] = v[i];

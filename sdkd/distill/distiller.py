@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..ops._device_checks import assert_on_device
 from .cache import PRED, TeacherCache, as_teacher_list, run_teacher
 from .strategies import a2d_output_weights, a2d_solve, camkd_weights, check_strategy, gram, per_sample_loss
 from .taps import check_feature_names, forward_with_features
@@ -123,7 +124,9 @@ class Distiller(nn.Module):
             parameters (``"params"``, eq. 13 literally).
         per_sample: A2D output space only: one QP per sample instead of per batch.
         cache: a :class:`TeacherCache`; ``forward(x, y, index=idx)`` reads teachers from it.
-        check_finite: raise ``FloatingPointError`` naming the term when a loss is NaN/Inf.
+        check_finite: assert that every loss term (and the a2d weights) is finite, on the device (no
+            host read per step): on the CPU a ``FloatingPointError`` naming the term, on CUDA a
+            device-side assert.
     """
 
     def __init__(
@@ -334,15 +337,24 @@ class Distiller(nn.Module):
         return kd, feat
 
     def _raise_if_not_finite(self, named: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor]) -> None:
+        """Assert on the device that every loss term is finite (no host read per step, DESIGN.md section 2).
+
+        On the CPU a failure raises ``FloatingPointError`` naming the terms and inputs at once; on CUDA it
+        is a device-side assert (the Trainer's logged loss would catch it too, naming the step).
+        """
         if not self.check_finite:
             return
+
+        def diagnose() -> None:
+            bad = [k for k, v in named.items() if not bool(torch.isfinite(v.detach()).all())]
+            culprits = [k for k, v in tensors.items() if not bool(torch.isfinite(v.detach()).all())]
+            where = f"; non-finite inputs: {culprits}" if culprits else ""
+            raise FloatingPointError(f"loss term(s) {bad} are NaN/Inf{where}")
+
         vals = torch.stack([v.detach().float().reshape(-1).sum() for v in named.values()])
-        if bool(torch.isfinite(vals).all()):
-            return
-        bad = [k for k, v in named.items() if not bool(torch.isfinite(v.detach()).all())]
-        culprits = [k for k, v in tensors.items() if not bool(torch.isfinite(v.detach()).all())]
-        where = f"; non-finite inputs: {culprits}" if culprits else ""
-        raise FloatingPointError(f"loss term(s) {bad} are NaN/Inf{where}")
+        assert_on_device(
+            torch.isfinite(vals), "Distiller: a loss term is NaN/Inf (check_finite=False skips this)", diagnose
+        )
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -437,6 +449,10 @@ class Distiller(nn.Module):
                     g = torch.autograd.grad(losses[m].sum(), targets, retain_graph=True, allow_unused=True)
                     gs.append(torch.cat([_flat(gi, t).reshape(t.shape[0], -1) for gi, t in zip(g, targets)], 1))
                 alpha, resid = a2d_output_weights(gs, self.C, self.per_sample)
+            if self.check_finite:
+                assert_on_device(
+                    torch.isfinite(alpha), "Distiller: the a2d weights are NaN/Inf (non-finite gradients?)"
+                )
             alpha = alpha.to(losses.dtype)
             if self.per_sample:
                 loss = (alpha.T * losses).sum(0).mean()

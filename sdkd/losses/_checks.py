@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
+
+from ..ops._device_checks import assert_on_device
 
 
 class MissingFeatureError(ValueError, KeyError):
@@ -48,17 +48,17 @@ def check_module_device(owner: str, module: torch.nn.Module, x: torch.Tensor) ->
 
 
 def check_finite_loss(owner: str, loss: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
-    """Return ``loss`` if finite; otherwise raise naming the input that holds NaN/Inf (under torch.compile: an
-    asynchronous assert naming none, a device-side assert on CUDA; a host read would break the graph)."""
-    if torch.compiler.is_compiling():
-        torch._assert_async(torch.isfinite(loss).all(), f"{owner}: the loss is not finite (NaN/Inf inputs?)")
-        return loss
-    if loss.numel() == 1:
-        if math.isfinite(loss.item()):  # one read instead of three tensor ops (a scalar loss, every step)
-            return loss
-    elif bool(torch.isfinite(loss).all()):
-        return loss
-    for name, x in inputs.items():
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError(f"{owner}: the {name} tensor contains NaN or Inf")
-    raise FloatingPointError(f"{owner}: the loss is not finite although the inputs are (overflow?)")
+    """Return ``loss``, asserting on the device that it is finite (no host read on the success path).
+
+    On the CPU a non-finite loss raises at once, naming the input that holds NaN/Inf; on CUDA and under
+    torch.compile it is an asynchronous (device-side) assert naming none.
+    """
+
+    def diagnose() -> None:
+        for name, x in inputs.items():
+            if not bool(torch.isfinite(x).all()):
+                raise ValueError(f"{owner}: the {name} tensor contains NaN or Inf")
+        raise FloatingPointError(f"{owner}: the loss is not finite although the inputs are (overflow?)")
+
+    assert_on_device(torch.isfinite(loss), f"{owner}: the loss is not finite (NaN/Inf inputs?)", diagnose)
+    return loss

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..ops._device_checks import assert_on_device
 from .adapters import FeatureAdapter
 from .feature import AdaptedFeatureLoss, make_adapter
 
@@ -71,8 +72,12 @@ class ABLoss(AdaptedFeatureLoss):
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         # the teacher enters only through ``t > 0``, where NaN would silently count as inactive
-        if isinstance(teacher, torch.Tensor) and teacher.numel() and not bool(torch.isfinite(teacher).all()):
-            raise ValueError("ABLoss: the teacher tensor contains NaN or Inf")
+        if isinstance(teacher, torch.Tensor) and teacher.numel():  # asserted on the device: no host read
+
+            def diagnose() -> None:
+                raise ValueError("ABLoss: the teacher tensor contains NaN or Inf")
+
+            assert_on_device(torch.isfinite(teacher), "ABLoss: the teacher tensor contains NaN or Inf", diagnose)
         return super().forward(student, teacher)
 
     @classmethod

@@ -8,7 +8,6 @@ from ``$SDKD_CONFIG_DIR`` (its ``models/`` subfolder) or the source checkout's `
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from torch import nn
@@ -20,13 +19,9 @@ _ALIASES = {"ns": "nse", "navier_stokes": "nse"}
 
 def config_dir() -> Path:
     """The folder holding ``<dataset>.yaml`` model presets."""
-    root = os.environ.get("SDKD_CONFIG_DIR")
-    if root:
-        return Path(root) / "models"
-    source_tree = Path(__file__).resolve().parents[2] / "configs"  # a checkout (or editable install)
-    if (source_tree / "models").is_dir():
-        return source_tree / "models"
-    return Path(__file__).resolve().parents[1] / "configs" / "models"  # installed as sdkd.configs
+    from sdkd.config_files import MODELS, packaged_config_root
+
+    return packaged_config_root() / MODELS
 
 
 def list_presets() -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+from pathlib import Path
 from types import ModuleType
 
 import torch
@@ -42,14 +43,43 @@ def extension() -> ModuleType | None:
     return _C
 
 
+def package_dir() -> Path:
+    """The folder ``sdkd`` was imported from (site-packages, or a source checkout)."""
+    return Path(__file__).resolve().parents[1]
+
+
+@functools.cache
+def source_checkout() -> Path | None:
+    """The root of the source checkout ``sdkd`` was imported from, or None for an installed copy.
+
+    A checkout is recognised by the build script and C++ sources next to the package: inside it,
+    ``import sdkd`` (cwd first on ``sys.path``, or pytest's root ``conftest.py``) shadows an installed
+    copy, and the extension exists there only after an in-place build (``pip install -e .``)."""
+    root = package_dir().parent
+    return root if (root / "setup.py").is_file() and (root / "csrc").is_dir() else None
+
+
+def not_built_message() -> str:
+    """What every message about a missing ``sdkd._C`` says: in a checkout, that the checkout shadows any
+    installed copy and how to build in place; otherwise how to reinstall with a compiler."""
+    checkout = source_checkout()
+    if checkout is not None:
+        return (
+            f"sdkd was imported from the source checkout at {checkout}, where the extension is not built: "
+            "`pip install -e .` builds it in place, or run from outside the checkout"
+        )
+    return "the compiled extension sdkd._C is not built; reinstall with a C++ compiler (pip install .)"
+
+
 @torch.compiler.assume_constant_result
 def unavailable_reason(symbol: str | None = None) -> str | None:
     """Why ``sdkd._C`` (or ``sdkd._C.<symbol>``) cannot be used, or None when it can."""
     if _C is None:
         detail = f" ({_IMPORT_ERROR})" if os.environ.get("SDKD_MORE_DETAILS") == "1" else ""
-        return f"the compiled extension sdkd._C is not built{detail}; reinstall with a C++ compiler (pip install .)"
+        return not_built_message() + detail
     if symbol is not None and not hasattr(_C, symbol):
-        return f"sdkd._C has no {symbol!r} (rebuild the extension: pip install .)"
+        rebuild = "pip install -e . in the checkout" if source_checkout() else "pip install ."
+        return f"sdkd._C has no {symbol!r} (an outdated build: rebuild the extension with {rebuild})"
     return None
 
 
@@ -62,7 +92,7 @@ def import_error() -> str | None:
 def cuda_status() -> tuple[int, int, str]:
     """``(device_count, error_code, error_name)`` from the extension's CUDA runtime (-1: no CUDA part)."""
     if _C is None or not hasattr(_C, "cuda_status"):
-        return 0, -1, "sdkd._C not built"
+        return 0, -1, unavailable_reason("cuda_status") or "sdkd._C has no cuda_status"
     count, code, name = _C.cuda_status()
     return int(count), int(code), str(name)
 

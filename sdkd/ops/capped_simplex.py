@@ -5,8 +5,10 @@
 ``phi(tau) = sum_i clip(y_i - tau, 0, C) = 1``; ``phi`` is piecewise linear with breakpoints
 ``{y_i} U {y_i - C}``, so evaluating it at all ``2M`` breakpoints and interpolating linearly
 between the two that bracket 1 gives ``tau`` exactly (no iteration count, no tolerance).
-Rows are first shifted by their maximum (the projection is shift-equivariant), which keeps
-huge offsets from swallowing ``C``. Backward (closed form): on the free set
+The projection is shift-equivariant: rows are shifted by their maximum (huge offsets cannot swallow
+``C``), then, to keep entries far below the maximum apart, by the entry owning the bracket's upper
+breakpoint (see ``_project_rows``); a last Newton step on the free set makes ``sum x = 1`` to a few ulp for every
+finite input, and ``0 <= x <= C`` holds exactly (a clamp). Backward (closed form): on the free set
 ``F = {0 < x_i < C}`` the vector-Jacobian product is ``g_F - mean(g_F)``, zero elsewhere
 (at kinks, measure zero, this picks the subgradient of the strict free set).
 
@@ -29,6 +31,7 @@ import math
 
 import torch
 
+from ._device_checks import assert_on_device
 from ._dispatch import Backend, Op, Tuning, interpreter_key, plain_eager, raw_stream, register_op, requested_backend
 from ._dispatch import triton_reasons as shared_triton_reasons
 
@@ -80,36 +83,80 @@ def _check_y(y: torch.Tensor, C: float, check: bool, who: str) -> None:
     if M < 1:
         raise ValueError(f"{who}: the last dim of y (M) must be >= 1, got shape {tuple(y.shape)}")
     _check_feasible(C, M, who)
-    if check and y.numel() and not bool(torch.isfinite(y).all()):
-        raise ValueError(f"{who}: y contains NaN or Inf entries")
+    if check and y.numel():
+
+        def diagnose() -> None:
+            raise ValueError(f"{who}: y contains NaN or Inf entries")
+
+        assert_on_device(torch.isfinite(y), f"{who}: y contains NaN or Inf entries", diagnose)
 
 
 # ----------------------------------------------------------------------------- reference projection
+def _breakpoint_tau(v: torch.Tensor, C: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``tau`` with ``sum_i clip(v_i - tau, 0, C) = 1`` for each row of finite ``v: (n, M)`` (breakpoint method),
+    and the entry owning the bracket's upper breakpoint (``v_j`` or ``v_j - C``, the first such ``j``)."""
+    M = v.shape[1]
+    bp = torch.cat([v, v - C], dim=1)  # (n, 2M) breakpoints of phi
+    phi = (v[:, None, :] - bp[:, :, None]).clamp_(0, C).sum(-1)  # phi at every breakpoint
+    ge, le = phi >= 1, phi <= 1
+    t_lo = torch.where(ge, bp, -math.inf).amax(1)  # Python scalars: no host-to-device copy
+    t_lo = torch.where(ge.any(1), t_lo, bp.amin(1))  # only reachable through rounding at extreme scales
+    k_hi = torch.where(le, bp, math.inf).argmin(1)  # the row max always qualifies (phi = 0 there); first on ties
+    t_hi = bp.gather(1, k_hi[:, None])[:, 0]
+    phi_lo = (v - t_lo[:, None]).clamp(0, C).sum(1)
+    phi_hi = (v - t_hi[:, None]).clamp(0, C).sum(1)
+    den = phi_lo - phi_hi
+    frac = torch.where(den > 0, (phi_lo - 1) / torch.where(den > 0, den, 1), 0)
+    tau = torch.where(frac > 0, t_lo + frac * (t_hi - t_lo), t_lo)  # frac = 0: t_hi may be far (no 0 * inf)
+    return tau, torch.where(k_hi < M, k_hi, k_hi - M)
+
+
+def _shifted(y: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    big = torch.finfo(y.dtype).max
+    return (y - shift[:, None]).clamp(-big, big)  # finite: no inf - inf below
+
+
 def _project_rows(y: torch.Tensor, C: float) -> torch.Tensor:
-    """Exact projection of the rows of a 2-D float32/float64 tensor (breakpoint method)."""
+    """Exact projection of the rows of a 2-D float32/float64 tensor, feasible for every finite input.
+
+    Pass 1 shifts each row by its max (huge offsets cannot swallow ``C``) and brackets ``tau``; but far
+    below the max, entries closer than the max's ulp merge, and the bracket can be wrong. Its upper
+    breakpoint still belongs to an entry next to the true ``tau``, so pass 2 shifts the row by that
+    entry (the differences that matter are then exact or tiny) and solves again. A last Newton step
+    on the free set, ``tau += (sum x - 1) / |F|``, removes the interpolation's rounding: ``sum x = 1``
+    to a few ulp, and ``0 <= x <= C`` exactly (a clamp). Rows with entries at three or more scales
+    too far apart for two shifts are made feasible by ``_repair_sum``.
+    """
     N, M = y.shape
     if N == 0:
         return y.clone()
-    lowest = torch.finfo(y.dtype).max
-    y = (y - y.amax(-1, keepdim=True)).clamp_min(-lowest)  # max is 0 exactly, no inf - inf below
     out = torch.empty_like(y)
     chunk = max(1, (1 << 22) // (2 * M * M))  # bounds the (rows, 2M, M) temporary
     for s in range(0, N, chunk):
         yc = y[s : s + chunk]
-        bp = torch.cat([yc, yc - C], dim=1)  # (n, 2M) breakpoints of phi
-        phi = (yc[:, None, :] - bp[:, :, None]).clamp_(0, C).sum(-1)  # phi at every breakpoint
-        ge, le = phi >= 1, phi <= 1
-        inf = torch.tensor(math.inf, dtype=y.dtype, device=y.device)
-        t_lo = torch.where(ge, bp, -inf).amax(1)
-        t_lo = torch.where(ge.any(1), t_lo, bp.amin(1))  # only reachable through rounding at extreme scales
-        t_hi = torch.where(le, bp, inf).amin(1)  # 0 (the row max) always qualifies
-        phi_lo = (yc - t_lo[:, None]).clamp(0, C).sum(1)
-        phi_hi = (yc - t_hi[:, None]).clamp(0, C).sum(1)
-        den = phi_lo - phi_hi
-        frac = torch.where(den > 0, (phi_lo - 1) / torch.where(den > 0, den, 1), 0)
-        tau = t_lo + frac * (t_hi - t_lo)
-        out[s : s + chunk] = (yc - tau[:, None]).clamp(0, C)
+        _, anchor = _breakpoint_tau(_shifted(yc, yc.amax(1)), C)
+        w = _shifted(yc, yc.gather(1, anchor[:, None])[:, 0])
+        tau, _ = _breakpoint_tau(w, C)
+        x = (w - tau[:, None]).clamp(0, C)
+        free = ((x > 0) & (x < C)).sum(1)
+        tau = torch.where(free > 0, tau + (x.sum(1) - 1) / free.clamp_min(1), tau)
+        out[s : s + chunk] = _repair_sum((w - tau[:, None]).clamp(0, C), C)
     return out
+
+
+def _repair_sum(x: torch.Tensor, C: float) -> torch.Tensor:
+    """Feasibility guard: rows whose sum misses 1 by more than ``M`` ulp (entries at scales so far apart
+    that even the second shift merges them) get the residual added to (or taken from) their entries in
+    order, each within its bounds. The result is feasible, not optimal; other rows are left untouched."""
+    M = x.shape[1]
+    r = 1 - x.sum(1)
+    need = r.abs() > M * torch.finfo(x.dtype).eps
+    up = r > 0
+    room = torch.where(up[:, None], C - x, x)
+    before = room.cumsum(1) - room  # room of the entries before each one
+    amount = (r.abs()[:, None] - before).clamp_min(0).minimum(room)
+    fixed = torch.where(up[:, None], (x + amount).clamp(max=C), (x - amount).clamp_min(0))
+    return torch.where(need[:, None], fixed, x)
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -253,24 +300,33 @@ def _check_gram(gram: torch.Tensor, C: float, check: bool, who: str) -> None:
     if not check or B == 0:
         return
     G = gram.double()
-    if not bool(torch.isfinite(G).all()):
-        raise ValueError(f"{who}: gram contains NaN or Inf entries")
     scale = torch.diagonal(G, dim1=-2, dim2=-1).abs().amax(-1).clamp_min(torch.finfo(torch.float64).tiny)
     rtol = 1e-10 if gram.dtype == torch.float64 else 1e-3
-    asym = (G - G.mT).abs().amax((-2, -1)) / scale
-    if bool((asym > rtol).any()):
-        b = int(asym.argmax())
-        raise ValueError(
-            f"{who}: gram is not symmetric (problem {b}: max |G - G^T| / max diag = {float(asym[b]):.3g} > {rtol:g})"
-        )
-    lam_min = torch.linalg.eigvalsh(0.5 * (G + G.mT))[..., 0] / scale
     psd_tol = 1e-10 if gram.dtype == torch.float64 else 1e-4
-    if bool((lam_min < -psd_tol * M).any()):
+    finite = torch.isfinite(G).flatten(1).all(1)
+    Gs = torch.where(finite[:, None, None], G, 0) / scale[:, None, None]
+    asym = (Gs - Gs.mT).abs().amax((-2, -1))
+    # PSD up to psd_tol * M: Cholesky of the shifted matrix succeeds (cholesky_ex reports, it does not sync)
+    eye = torch.eye(M, dtype=G.dtype, device=G.device)
+    info = torch.linalg.cholesky_ex(0.5 * (Gs + Gs.mT) + (psd_tol * M) * eye).info
+    ok = finite & (asym <= rtol) & (info == 0)
+
+    def diagnose() -> None:  # the precise error, with host reads: only when the device check failed
+        if not bool(finite.all()):
+            raise ValueError(f"{who}: gram contains NaN or Inf entries")
+        if bool((asym > rtol).any()):
+            b = int(asym.argmax())
+            raise ValueError(
+                f"{who}: gram is not symmetric (problem {b}: max |G - G^T| / max diag = {float(asym[b]):.3g} > {rtol:g})"
+            )
+        lam_min = torch.linalg.eigvalsh(0.5 * (Gs + Gs.mT))[..., 0]
         b = int(lam_min.argmin())
         raise ValueError(
             f"{who}: gram is not positive semi-definite (problem {b}: smallest eigenvalue / max diag = "
             f"{float(lam_min[b]):.3g}); a Gram matrix of gradients must be PSD"
         )
+
+    assert_on_device(ok, f"{who}: gram is not finite, symmetric and positive semi-definite", diagnose)
 
 
 def a2d_weights_reference(
@@ -570,10 +626,12 @@ def capped_simplex_projection(
 ) -> torch.Tensor:
     """Euclidean projection of every row of ``y: (..., M)`` onto ``{x : sum x = 1, 0 <= x <= C}``.
 
-    Exact (breakpoint method), ``M <= 64`` on the fast backends (the reference takes any ``M``),
+    Exact (breakpoint method) and feasible for every finite input (``sum x = 1`` within ``M`` ulp,
+    ``0 <= x <= C`` exactly, however far apart the entries are), ``M <= 64`` on the fast backends (the reference takes any ``M``),
     float32/float64 (half inputs fall back to the reference, computed in float32). Differentiable
     with the closed-form backward. Requires ``C > 0`` and ``C * M >= 1``; ``check`` rejects
-    non-finite ``y`` (one device sync). ``backend``: ``"auto"``, ``"cpu"``, ``"cuda"``,
+    non-finite ``y`` (asserted on the device, no host read: on the CPU a ``ValueError``, on CUDA a
+    device-side assert). ``backend``: ``"auto"``, ``"cpu"``, ``"cuda"``,
     ``"triton"`` or ``"reference"``.
     """
     who = "capped_simplex_projection"
@@ -598,8 +656,9 @@ def a2d_weights(
     float32). Returns ``(alpha, kkt_residual)`` of shapes ``(B, M)`` and ``(B,)`` (no batch dim for
     a 2-D ``gram``); ``kkt_residual`` is the max-norm projected-gradient step at ``alpha`` with ``G``
     scaled to unit curvature bound (see module docstring), ``<= tol`` unless ``max_iter`` ran out.
-    ``tol=None``: :func:`default_a2d_tol`. ``check`` raises on non-finite, non-symmetric (relative
-    1e-3 in float32, 1e-10 in float64) or non-PSD input, naming the problem. ``alpha`` is not
+    ``tol=None``: :func:`default_a2d_tol`. ``check`` rejects non-finite, non-symmetric (relative
+    1e-3 in float32, 1e-10 in float64) or non-PSD input without a host read (asserted on the device:
+    on the CPU a ``ValueError`` naming the problem, on CUDA a device-side assert). ``alpha`` is not
     differentiable (A2D treats it as a constant).
     """
     who = "a2d_weights"
@@ -621,8 +680,8 @@ def a2d_weights(
         alpha, res = _a2d_run(g3, C, max_iter, tol, impl.name)
     else:
         alpha, res = torch.ops.sdkd.a2d_weights(g3, C, max_iter, tol, impl.name)
-    if check and alpha.numel() and not bool(torch.isfinite(alpha).all()):  # defensive: never hand out NaN weights
-        raise FloatingPointError(f"{who}: the {impl.name} backend produced non-finite weights")
+    if check and alpha.numel():  # defensive: never hand out NaN weights (asserted on the device)
+        assert_on_device(torch.isfinite(alpha), f"{who}: the {impl.name} backend produced non-finite weights")
     if squeeze:
         return alpha[0], res[0]
     return alpha, res

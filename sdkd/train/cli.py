@@ -1,7 +1,7 @@
 """``sdkd train``, ``sdkd distill`` and ``sdkd eval``.
 
-Configs are YAML files (``--config``, repeatable, later files win) plus ``section.key=value``
-overrides; ``configs/`` holds one per dataset and stage.
+Configs are YAML files (``--config``, repeatable, later files win; a packaged config by name, ``nse/teacher``,
+from any folder) plus ``section.key=value`` overrides; ``configs/`` holds one per dataset and stage.
 """
 
 from __future__ import annotations
@@ -15,7 +15,13 @@ from .config import build_config
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", action="append", default=[], help="YAML config file (repeatable)")
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        help="YAML file, or a packaged config's name from any folder (nse/teacher; `sdkd configs` lists them); "
+        "repeatable, later ones win",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace the run in OUT_DIR (only its last.pt, best.pt, metrics.*)"
@@ -39,9 +45,11 @@ def run_train(args: argparse.Namespace, stage: str = "train") -> int:
         print(
             f"sdkd {stage}: no --config: the built-in defaults (model {cfg['model']['name']}, data {d['name']}"
             f"{'/' + str(d['preset']) if d['name'] == 'ns' else ''}, {cfg['train']['epochs']} epochs) into "
-            f"{cfg['out_dir']}; configs/ holds the paper's settings",
+            f"{cfg['out_dir']}; `sdkd configs` lists the paper's settings",
             file=sys.stderr,
         )
+    if is_main_process():  # where to look while it runs (metrics.csv, checkpoints)
+        print(f"sdkd {stage}: output folder {Path(cfg['out_dir']).resolve()}", file=sys.stderr)
     res = run_stage(cfg, resume=args.resume, device=args.device, overwrite=args.overwrite)
     if is_main_process():  # under torchrun, one summary line, not one per rank
         print(f"best val MSE {res.best_val:.5g} at epoch {res.best_epoch + 1}; checkpoint {res.best_path}")
@@ -62,11 +70,18 @@ def run_distill(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- eval
 def configure_eval(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", action="append", required=True, help="checkpoint(s) to evaluate")
-    parser.add_argument("--name", action="append", default=[], help="row name per checkpoint (default: file path)")
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        required=True,
+        help="checkpoint to evaluate (repeat it for several, one row each)",
+    )
+    parser.add_argument(
+        "--name", action="append", default=[], help="row name, repeated in --checkpoint order (default: the file path)"
+    )
     parser.add_argument("--out", default=None, help="folder for results.md/.json and figures")
     parser.add_argument("--figures", action="store_true", help="write figures (needs matplotlib: sdkd[plot])")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1: where the models run")
     parser.add_argument(
         "--openstl-metrics",
         action="store_true",

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from sdkd.config_files import ConfigNotFoundError, resolve_config
 from sdkd.errors import SdkdError
 
 # Sections whose contents are free-form (validated by the component that consumes them).
@@ -53,6 +54,7 @@ DEFAULTS: dict[str, Any] = {
         "clip_grad": 1.0,  # max grad norm; 0 disables
         "amp": True,  # mixed precision (bf16) on GPU only
         "progress": True,
+        "log_every": 50,  # steps between reads of the training loss (progress bar, non-finite check)
         "max_steps_per_epoch": None,
         "deterministic": True,
         "loggers": [],  # extra metric sinks besides metrics.csv/jsonl: tensorboard (sdkd.train.loggers.LOGGERS)
@@ -132,14 +134,16 @@ def _nest(parts: list[str], value: Any) -> dict:
 
 
 def build_config(files: Iterable[str | Path] = (), overrides: Iterable[str] = (), base: Mapping | None = None) -> dict:
-    """Defaults, then each YAML file in order, then ``key=value`` overrides."""
+    """Defaults, then each YAML file (a path, or a packaged config's name such as ``nse/teacher``) in order, then
+    ``key=value`` overrides."""
     cfg = copy.deepcopy(DEFAULTS)
     if base:
         _merge(cfg, base, ())
     for f in files:
-        path = Path(f)
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
+        try:
+            path = resolve_config(f)  # a file, or a packaged config by name (nse/teacher)
+        except ConfigNotFoundError as exc:
+            raise ConfigError(str(exc)) from None
         try:
             with open(path) as fh:
                 data = yaml.safe_load(fh) or {}

@@ -43,12 +43,20 @@ def short_names(names: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def band_error_bars(ax: Any, names: Sequence[str], low: Sequence[float], high: Sequence[float], cutoff: float) -> None:
+def band_error_bars(
+    ax: Any,
+    names: Sequence[str],
+    low: Sequence[float],
+    high: Sequence[float],
+    cutoff: float,
+    low_std: Sequence[float] | None = None,
+    high_std: Sequence[float] | None = None,
+) -> None:
     """Low/high band errors per model as paired bars on a log axis (the high band is often 100x smaller
-    and would vanish on a linear one), the legend outside the bars."""
+    and would vanish on a linear one), the legend outside the bars; ``*_std`` (over seeds) adds error bars."""
     xs = np.arange(len(names), dtype=np.float64)
-    ax.bar(xs - 0.2, low, 0.4, label=f"low band (r <= {cutoff:g})", color="tab:blue")
-    ax.bar(xs + 0.2, high, 0.4, label="high band", color="tab:orange")
+    ax.bar(xs - 0.2, low, 0.4, yerr=low_std, capsize=2, label=f"low band (r <= {cutoff:g})", color="tab:blue")
+    ax.bar(xs + 0.2, high, 0.4, yerr=high_std, capsize=2, label="high band", color="tab:orange")
     ax.set_yscale("log", nonpositive="clip")
     positive = [v for v in (*low, *high) if v > 0]
     if positive:  # bars start well below the smallest, so every bar is visible (log bars have no zero)

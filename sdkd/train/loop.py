@@ -94,8 +94,50 @@ def _make_scheduler(opt: torch.optim.Optimizer, cfg: Mapping, steps_per_epoch: i
     return torch.optim.lr_scheduler.LambdaLR(opt, cosine)
 
 
+class _LossWindow:
+    """The training loss of the steps since the last log, kept on the device: its sum, the step count and the
+    first step whose loss was not finite (-1: none). :meth:`read` is the interval's one host read."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self._reset()
+
+    def _reset(self) -> None:
+        self.total = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.first_bad = torch.full((), -1.0, dtype=torch.float64, device=self.device)
+        self.count = 0
+
+    def add(self, loss: torch.Tensor, step: int) -> None:
+        value = loss.to(torch.float64).reshape(-1).sum()
+        self.total = self.total + value
+        newly_bad = (self.first_bad < 0) & ~torch.isfinite(value)
+        self.first_bad = torch.where(newly_bad, float(step), self.first_bad)
+        self.count += 1
+
+    def read(self, epoch: int, trainer: Trainer) -> float:
+        """Mean loss of the interval (one host read). A non-finite loss on any process (the flags are summed
+        over processes, so all of them stop together) raises ``TrainingDiverged`` naming the first such step."""
+        flags = all_reduce_sum((self.first_bad >= 0).to(torch.float64).reshape(1), trainer.dist)
+        total, first_bad, any_bad = torch.cat([self.total.reshape(1), self.first_bad.reshape(1), flags]).tolist()
+        count = max(self.count, 1)
+        self._reset()
+        if any_bad > 0:
+            where = f"step {int(first_bad)}" if first_bad >= 0 else "a step of another process"
+            raise TrainingDiverged(
+                f"training diverged: non-finite training loss at epoch {epoch + 1}, {where} (train.lr="
+                f"{trainer.cfg['lr']}); lower train.lr or set train.clip_grad; the checkpoints hold the last finite epoch"
+            )
+        return total / count
+
+
 class Trainer:
-    """Fit ``model`` on ``train_set`` with early stopping on ``val_set`` (see module docstring)."""
+    """Fit ``model`` on ``train_set`` with early stopping on ``val_set`` (see module docstring).
+
+    ``batch_to_device(batch, device)`` moves a batch before ``loss_fn``/``val_fn`` see it (default: every
+    tensor); the distillation stage keeps its sample indices on the host with it, so that a step never
+    copies them back. ``train.log_every``: steps between the reads of the training loss (progress bar and
+    the non-finite check, which names the step); no other step reads a value back to the host.
+    """
 
     def __init__(
         self,
@@ -115,6 +157,7 @@ class Trainer:
         dist_info: DistInfo | None = None,
         num_workers: int = 0,
         log: Callable[[str], None] = print,
+        batch_to_device: Callable[[Any, torch.device], Any] = to_device,
         loggers: Iterable[MetricLogger] = (),
         on_epoch_end: Callable[[int, int, float], None] | None = None,
     ):
@@ -125,6 +168,12 @@ class Trainer:
         self.extra = nn.ModuleDict(dict(extra_modules or {})).to(self.device)
         self.extra_state = dict(extra_state or {})
         self.loss_fn, self.val_fn = loss_fn, val_fn
+        self.batch_to_device = batch_to_device
+        self.log_every = self.cfg.get("log_every", 50)
+        if isinstance(self.log_every, bool) or not isinstance(self.log_every, int) or self.log_every < 1:
+            raise ValueError(
+                f"train.log_every must be an integer >= 1 (steps between loss reads), got {self.log_every!r}"
+            )
         self.out_dir = Path(out_dir)
         self.seed = seed
         self.log = log if self.dist.is_main else (lambda _msg: None)
@@ -193,25 +242,28 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def _train_epoch(self, epoch: int) -> dict[str, float]:
+        """One epoch of optimiser steps. No step reads a tensor back to the host (DESIGN.md section 2): the
+        logged terms are summed on the device, and the loss is read once every ``train.log_every`` steps
+        (progress bar, and the finiteness check that names the first non-finite step)."""
         self.model.train()
         self.extra.train()
         self.train_sampler.set_epoch(epoch)
         sums: dict[str, torch.Tensor] = {}
-        finite = torch.ones((), dtype=torch.bool, device=self.device)
         n = 0
-        it = self.train_loader
         enabled = progress_enabled(self.cfg.get("progress", True), self.dist.is_main)
         bar = progress_bar(self.steps_per_epoch, f"epoch {epoch + 1}/{self.cfg['epochs']}", enabled, unit="step")
-        for step, batch in enumerate(it):
+        log_every = self.log_every
+        window = _LossWindow(self.device)
+        for step, batch in enumerate(self.train_loader):
             if step >= self.steps_per_epoch:
                 break
             self._at = (epoch, step)
-            batch = to_device(batch, self.device)
+            batch = self.batch_to_device(batch, self.device)
             self.optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                 out = self.loss_fn(batch, self.wrapped)
             loss = out["loss"]
-            finite = finite & torch.isfinite(loss.detach()).all()  # checked once per epoch: no host sync per step
+            window.add(loss.detach(), step)
             if not out.get("grads_ready", False):
                 loss.backward()
             clip = self.cfg.get("clip_grad", 0) or 0
@@ -225,28 +277,26 @@ class Trainer:
                 sums[k] = sums.get(k, 0.0) + torch.as_tensor(v, dtype=torch.float64, device=self.device).detach()
             n += 1
             if bar is not None:
-                bar.update(1)  # counts steps only: reading the loss back here would sync the device every step
+                bar.update(1)  # counts steps; the loss shown is the one read every log_every steps anyway
+            if n % log_every == 0 or n == self.steps_per_epoch:
+                mean_loss = window.read(epoch, self)  # the interval's one host read; raises on a non-finite loss
+                if bar is not None:
+                    bar.set_postfix(loss=f"{mean_loss:.4g}")
         if bar is not None:
             bar.close()
         self._at = (epoch, None)  # the training steps are done: validating, saving
         keys = sorted(sums)
-        count = torch.tensor(float(n), dtype=torch.float64, device=self.device)
-        vec = torch.stack([sums[k] for k in keys] + [count, (~finite).double()])
-        vec = all_reduce_sum(vec, self.dist)
-        if vec[-1].item() > 0:  # any process saw a non-finite loss
-            raise TrainingDiverged(
-                f"training diverged: non-finite loss in epoch {epoch + 1} (train.lr={self.cfg['lr']}); lower "
-                "train.lr or set train.clip_grad; the checkpoints hold the last finite epoch"
-            )
-        vec = vec[:-1]
-        return {f"train_{k}": (vec[i] / vec[-1]).item() for i, k in enumerate(keys)}
+        count = torch.full((), float(n), dtype=torch.float64, device=self.device)  # a fill: no host-to-device copy
+        vec = torch.stack([sums[k] for k in keys] + [count])
+        vec = all_reduce_sum(vec, self.dist).tolist()
+        return {f"train_{k}": vec[i] / vec[-1] for i, k in enumerate(keys)}
 
     @torch.no_grad()
     def validate(self) -> float:
         self.model.eval()
         total = torch.zeros(2, dtype=torch.float64, device=self.device)
         for batch in self.val_loader:
-            batch = to_device(batch, self.device)
+            batch = self.batch_to_device(batch, self.device)
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                 sse, count = self.val_fn(batch, self.model)
             total[0] += sse.double()

@@ -22,7 +22,7 @@ from .config import ConfigError
 from .distributed import DistInfo, init_distributed, is_main_process
 from .interrupt import stopped_in
 from .loggers import LOGGERS, build_loggers
-from .loop import FitResult, Trainer
+from .loop import FitResult, Trainer, to_device
 from .progress import progress_enabled
 from .run_dir import check_resume_config, prepare_run_dir
 
@@ -321,17 +321,25 @@ def _distill_parts(cfg: Mapping, data: Mapping[str, Any], student: nn.Module, de
 
     def loss_fn(batch: Any, model: nn.Module) -> dict[str, Any]:
         if cache is not None:
-            idx, x, y = batch
-            out = distiller(x, y, index=idx.cpu())
+            idx, x, y = batch  # idx stays on the host (indices_on_host): the cache is read there
+            out = distiller(x, y, index=idx)
         else:
             x, y = batch
             out = distiller(x, y)
         ready = out.grads is not None
         if ready:
             distiller.backward(out)
-        return {"loss": out.loss, "logs": out.log(), "grads_ready": ready}
+        return {"loss": out.loss, "logs": out.terms, "grads_ready": ready}  # 0-dim device tensors: no host read
 
     return distiller, train_set, loss_fn
+
+
+def indices_on_host(batch: Any, device: torch.device) -> Any:
+    """Move an ``(index, x, y)`` batch of the teacher cache to ``device`` except its indices: the cache is
+    read on the host, and copying the indices back would be a device-to-host read every step."""
+    if isinstance(batch, (list, tuple)) and len(batch) == 3:
+        return type(batch)([batch[0], *to_device(list(batch[1:]), device)])
+    return to_device(batch, device)
 
 
 # ----------------------------------------------------------------------------- stages
@@ -377,12 +385,14 @@ def run_stage(
         "sdkd_version": sdkd.__version__,
     }
     train_set, loss_fn, extra_modules = data["train"], None, None
-    distiller = None
+    distiller, batch_to_device = None, to_device
     if cfg["stage"] == "distill":
         if cfg["distill"]["grad_space"] == "params" and info.enabled:
             raise ConfigError("distill.grad_space='params' is not supported with several processes (DDP)")
         distiller, train_set, loss_fn = _distill_parts(cfg, data, model, dev, log)
         extra_modules = {"feature_losses": distiller.feature_loss_modules}
+        if distiller.cache is not None:
+            batch_to_device = indices_on_host
     trainer = Trainer(
         model,
         train_set,
@@ -397,6 +407,7 @@ def run_stage(
         dist_info=info,
         num_workers=int(cfg["data"].get("num_workers", 0)),
         log=log,
+        batch_to_device=batch_to_device,
         loggers=build_loggers(cfg["train"].get("loggers") or (), cfg["out_dir"]) if info.is_main else (),
         on_epoch_end=on_epoch_end,
         **({"loss_fn": loss_fn} if loss_fn is not None else {}),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from .._device_checks import assert_on_device
 from .._dispatch import Backend, Op, Tuning, interpreter_key, register_op, requested_backend, triton_reasons
 from .definition import TRITON_HEAD_DIMS, attention_reference, check_attention_inputs
 from .triton import attention_triton
@@ -92,9 +93,15 @@ attention_op = register_op(
 
 
 def _check_finite(**tensors: torch.Tensor | None) -> None:
-    bad = [name for name, t in tensors.items() if t is not None and not bool(torch.isfinite(t).all())]
-    if bad:
+    """Assert on the device that every input is finite (no host read; on the CPU a failure names them)."""
+    given = {name: t for name, t in tensors.items() if t is not None}
+
+    def diagnose() -> None:
+        bad = [name for name, t in given.items() if not bool(torch.isfinite(t).all())]
         raise ValueError(f"attention: non-finite values (nan/inf) in {', '.join(bad)}")
+
+    ok = torch.stack([torch.isfinite(t).all() for t in given.values()])
+    assert_on_device(ok, "attention: non-finite values (nan/inf) in the inputs", diagnose)
 
 
 def _autocast_enabled(device_type: str) -> bool:
@@ -129,8 +136,8 @@ def attention(
     of each input kind; ``SDKD_BACKEND`` overrides), ``"triton"`` (CUDA; CPU float32
     only under ``TRITON_INTERPRET=1`` and only when requested by name) or ``"reference"``. On CPU the
     reference is the fast path. Non-finite inputs give non-finite outputs on every backend, as in the
-    reference (never finite garbage); ``check=True`` raises ``ValueError`` naming them instead (one
-    device sync per input).
+    reference (never finite garbage); ``check=True`` asserts on the device that they are finite (no host
+    read; on the CPU a failure raises ``ValueError`` naming them, on CUDA it is a device-side assert).
 
     Under ``torch.autocast`` the op behaves like the GEMMs it is made of (``F.linear``, SDPA): every
     floating-point input is cast to the autocast dtype and the op runs in it (autocast off inside), so

@@ -13,6 +13,8 @@ from functools import lru_cache
 
 import torch
 
+from .._device_checks import assert_on_device
+
 REDUCTIONS = ("mean", "band_mean")
 
 
@@ -97,21 +99,18 @@ def normalize_args(
 def check_finite(value: torch.Tensor, s: torch.Tensor, t: torch.Tensor) -> None:
     """Raise if the loss is not finite, naming the input that caused it.
 
-    Under torch.compile an asynchronous assert instead (a host read would break the graph): it names no
-    input, and on CUDA it is a device-side assert.
+    Checked on the device (no host read on the success path, DESIGN.md section 2): on the CPU a failure
+    raises at once and names the input; on CUDA and under torch.compile it is an asynchronous assert
+    that names none.
     """
-    if torch.compiler.is_compiling():
-        torch._assert_async(torch.isfinite(value).all(), "spectral_loss: the loss is not finite (NaN/Inf inputs?)")
-        return
-    if value.numel() == 1:
-        if math.isfinite(value.item()):  # one read: ~1 us on CPU, where three tensor ops cost ~20-50 us
-            return
-    elif bool(torch.isfinite(value).all()):
-        return
-    for name, x in (("student", s), ("teacher", t)):
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError(f"spectral_loss: the {name} tensor contains NaN or Inf")
-    raise FloatingPointError("spectral_loss: the loss overflowed (inputs are finite but too large for the dtype)")
+
+    def diagnose() -> None:
+        for name, x in (("student", s), ("teacher", t)):
+            if not bool(torch.isfinite(x).all()):
+                raise ValueError(f"spectral_loss: the {name} tensor contains NaN or Inf")
+        raise FloatingPointError("spectral_loss: the loss overflowed (inputs are finite but too large for the dtype)")
+
+    assert_on_device(torch.isfinite(value), "spectral_loss: the loss is not finite (NaN/Inf inputs?)", diagnose)
 
 
 # ----------------------------------------------------------------------------- reference
@@ -154,7 +153,13 @@ def band_terms_reference(
         with torch.no_grad():
             ref = band_energies_reference(t.detach(), cutoffs, reduction)
         err = err / (ref + eps)
-    return err * torch.tensor(weights, dtype=err.dtype, device=err.device)
+    return err * _band_weights(tuple(weights), str(err.device), err.dtype)
+
+
+@lru_cache(maxsize=256)
+def _band_weights(weights: tuple[float, ...], device: str, dtype: torch.dtype) -> torch.Tensor:
+    """The weights as a tensor, cached per device: a host-to-device copy per step would synchronise on CUDA."""
+    return torch.tensor(weights, dtype=dtype, device=device)
 
 
 def spectral_loss_reference(

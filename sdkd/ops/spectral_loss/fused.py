@@ -79,8 +79,7 @@ def spectral_loss_fused(
         x = s3 - t3 if s.dtype == acc else s3.to(acc) - t3.to(acc)
         loss, grad = fft_path._fft_loss_grad(x, maps)
         return loss.to(s.dtype), grad.to(s.dtype).view(s.shape)
-    # a few floats: Python arithmetic beats three tiny tensor ops here (cuda and triton returned above)
-    loss = torch.tensor(sum(g * x for g, x in zip(gains.tolist(), e.tolist())), dtype=s.dtype)
+    loss = (gains.to(e.dtype) * e).sum().to(s.dtype)  # tensor ops, not floats: no host read per step
     return loss, grad.to(s.dtype).reshape(s.shape)
 
 
@@ -110,17 +109,9 @@ def _setup_context(ctx, inputs, output) -> None:
 
 
 def _scaled_grads(g: torch.Tensor, grad_loss: torch.Tensor, needs_t: bool, owned: bool = False) -> tuple:
-    """Backward of both autograd paths: dloss/ds was computed in forward, scale it (skipped for the usual
-    grad_loss == 1 on CPU, no sync on GPU; in place when the caller ``owned`` ``g``); dloss/dt = -dloss/ds."""
-    unit = (
-        not torch.compiler.is_compiling()
-        and grad_loss.is_cpu
-        and grad_loss.numel() == 1
-        and grad_loss.item() == 1.0  # a read, not the comparison op: this runs once per step
-    )
-    if unit:
-        gs = g
-    elif owned and grad_loss.numel() == 1:
+    """Backward of both autograd paths: dloss/ds was computed in forward, scale it (in place when the caller
+    ``owned`` ``g``); dloss/dt = -dloss/ds."""
+    if owned and grad_loss.numel() == 1:  # no "grad_loss == 1" shortcut: deciding it is a host read
         gs = g.mul_(grad_loss.to(g.dtype))
     else:
         gs = g * grad_loss.to(g.dtype)

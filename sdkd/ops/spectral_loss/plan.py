@@ -150,13 +150,11 @@ def _gains(weights, norms, ref: torch.Tensor | None, eps: float, device, dtype=t
     """
     if ref is None:
         return _fixed_gains(tuple(weights), tuple(norms), str(device), dtype)
-    w = torch.tensor(weights, dtype=torch.float64, device=device)
-    nrm = torch.tensor(norms, dtype=torch.float64, device=device)
-    inv = torch.where(nrm > 0, 1.0 / nrm.clamp_min(1.0), torch.zeros_like(nrm))
-    c = w * inv
-    if ref is not None:  # adaptive: divide by the teacher's (detached) normalised band energy + eps
-        c = c / (ref.to(torch.float64) * inv + eps)
-    return c.to(dtype)
+    # adaptive: divide by the teacher's (detached) normalised band energy + eps; the constants are cached
+    # on the device (a host-to-device copy per step would synchronise on CUDA)
+    c = _fixed_gains(tuple(weights), tuple(norms), str(device), torch.float64)
+    inv = _fixed_gains((1.0,) * len(norms), tuple(norms), str(device), torch.float64)
+    return (c / (ref.to(torch.float64) * inv + eps)).to(dtype)
 
 
 _DTYPE_CODE = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}

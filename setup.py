@@ -37,6 +37,7 @@ packages = [
     "sdkd.ops",
     "sdkd.ops.spectral_loss",
     "sdkd.ops.attention",
+    "sdkd.ops.capped_simplex",
     "sdkd.train",
     "sdkd.kernels",
     "sdkd.configs",

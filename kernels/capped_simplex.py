@@ -3,7 +3,7 @@
 Each program owns a ``[ROWS, M_PAD]`` tile (``M_PAD`` = M rounded up to a power of two; padded
 columns are ``-inf`` and masked). The projection evaluates ``phi`` at all ``2M`` breakpoints as two
 ``[ROWS, M_PAD, M_PAD]`` broadcasts (twice: shifted by the row max, then by the entry next to ``tau``),
-exactly like the reference in ``sdkd/ops/capped_simplex.py``,
+exactly like the reference in ``sdkd/ops/capped_simplex/projection.py``,
 which also documents the A2D iteration (FISTA with gradient restart on the centred,
 curvature-normalised Gram matrix; closed form for M = 2). ``C`` and ``tol`` are passed as 1-element
 tensors so that float64 runs are not rounded through a float32 scalar argument.
@@ -59,7 +59,7 @@ def _tile_tau(v, cmask, C, M_PAD: tl.constexpr):
 def _project_tile(y, cmask, C, LOWEST: tl.constexpr, EPS: tl.constexpr, M_PAD: tl.constexpr):
     """Project each row of ``y: [ROWS, M_PAD]`` (valid columns ``cmask``); padded columns come back 0.
 
-    As ``_project_rows`` in sdkd/ops/capped_simplex.py: shift by the row max, bracket ``tau``, shift by the
+    As ``_project_rows`` in sdkd/ops/capped_simplex/projection.py: shift by the row max, bracket ``tau``, shift by the
     entry owning the upper breakpoint, solve again, one Newton step on the free set, repair rows whose sum
     still misses 1 by more than M ulp."""
     y = tl.where(cmask, y, LOWEST)  # padding stays finite: no inf - inf anywhere

@@ -115,7 +115,7 @@ def test_train_names_its_output_folder_before_it_starts(monkeypatch, capsys, tmp
     seen = []
 
     def fake_run_stage(cfg, resume=False, device=None, **_):
-        seen.append(capsys.readouterr().err)  # what was printed before training began
+        seen.append(capsys.readouterr().out)  # what was printed before training began
         raise KeyboardInterrupt
 
     monkeypatch.setattr("sdkd.train.run.run_stage", fake_run_stage)

@@ -84,3 +84,14 @@ def test_requested_backend(monkeypatch):
     monkeypatch.setenv("SDKD_BACKEND", "cpu:box")
     assert _dispatch.requested_backend("auto") == "cpu:box" and _dispatch.requested_backend("reference") == "reference"
     assert _dispatch.backend_name("cpu:box") == "cpu"
+
+
+def test_every_op_defaults_check_to_the_one_policy():
+    """``check`` means the same for every op (finiteness asserted on the device) and has one default."""
+    import inspect
+
+    from sdkd.ops import a2d_weights, attention, capped_simplex_projection, spectral_loss
+    from sdkd.ops._dispatch import CHECK_DEFAULT
+
+    for fn in (spectral_loss, attention, capped_simplex_projection, a2d_weights):
+        assert inspect.signature(fn).parameters["check"].default is CHECK_DEFAULT, fn.__name__

@@ -5,7 +5,7 @@
 // evaluating it at all 2M breakpoints and interpolating between the two that bracket 1 is exact.
 // Rows are shifted by their max, then by the coordinate next to tau (shift equivariance), and a Newton step
 // on the free set makes sum x = 1 to rounding for every finite input. Same arithmetic as the PyTorch reference
-// in sdkd/ops/capped_simplex.py, which documents the A2D solver (FISTA with gradient restart on the
+// in sdkd/ops/capped_simplex/, which documents the A2D solver (FISTA with gradient restart on the
 // centred, curvature-normalised Gram matrix; closed form for M = 2).
 // Torch-free: raw pointers to contiguous buffers; Python checks device, dtype, shape and values.
 #include <pybind11/pybind11.h>
@@ -101,7 +101,7 @@ inline void repair_sum(T* x, int M, T C) {
 // Project the row y into x (x may alias y). Pass 1 shifts by the row max and brackets tau; pass 2 shifts by
 // the coordinate owning the bracket's upper breakpoint (next to the true tau, where entries far below the
 // max are still apart) and solves again; a Newton step on the free set makes sum x = 1 to rounding (see
-// _project_rows in sdkd/ops/capped_simplex.py).
+// _project_rows in sdkd/ops/capped_simplex/).
 template <typename T, int MM = 0>
 inline void project_row(const T* y, T* x, int M_, T C) {
   const int M = MM > 0 ? MM : M_;

@@ -1,6 +1,6 @@
 // Device code of the CUDA capped-simplex projection (one thread per row, the row in registers) and A2D
 // weight solver (one thread per problem). Same arithmetic, in the same order, as csrc/cpu/capped_simplex.cpp
-// and the PyTorch reference (sdkd/ops/capped_simplex.py), which documents the method.
+// and the PyTorch reference (sdkd/ops/capped_simplex/), which documents the method.
 //
 // Included by capped_simplex.cu (nvcc) and, with SDKD_CUDA_EMU defined, by the CPU emulation test
 // (tests/cuda_emu), which runs this code on machines without a GPU. The dispatch_* helpers pick the
@@ -86,7 +86,7 @@ __device__ __forceinline__ T breakpoint_tau(const T (&v)[MAXM], int M, T C, BP b
 // Project v[0..M) in place. orig(j) must return the original value of coordinate j (v's initial content).
 // Pass 1 shifts by the row max and brackets tau; pass 2 shifts by the coordinate owning the bracket's upper
 // breakpoint and solves again; a Newton step on the free set makes sum x = 1 to rounding; rows whose sum
-// still misses 1 by more than M ulp are repaired in order (see _project_rows in sdkd/ops/capped_simplex.py).
+// still misses 1 by more than M ulp are repaired in order (see _project_rows in sdkd/ops/capped_simplex/).
 template <typename T, int MAXM, typename ORIG>
 __device__ __forceinline__ void project_inplace(T (&v)[MAXM], int M, T C, ORIG orig) {
   T m = -Lim<T>::inf();

@@ -38,6 +38,13 @@ from ._ext import triton_installed
 from ._tuning_cache import TUNING_CACHE, machine_key
 
 ENV_VAR = "SDKD_BACKEND"
+
+#: Every op's ``check`` argument defaults to this and means the same thing: the op's tensors that must be finite
+#: (its inputs; for a loss, the loss value, whose failure names the inputs) are asserted finite *on the device*
+#: (``sdkd.ops._device_checks``): no host read, so it costs a few small device ops, never a sync. On the CPU a
+#: failure raises ``ValueError`` naming the tensor; on CUDA it is a device-side assert. ``check=False`` skips it
+#: (a model's inner calls do, since the loss downstream is checked anyway).
+CHECK_DEFAULT = True
 _MAX_PICKS = 256  # (backend, input kind) answers remembered per op, then forgotten all at once
 
 

@@ -49,7 +49,7 @@ def run_train(args: argparse.Namespace, stage: str = "train") -> int:
             file=sys.stderr,
         )
     if is_main_process():  # where to look while it runs (metrics.csv, checkpoints)
-        print(f"sdkd {stage}: output folder {Path(cfg['out_dir']).resolve()}", file=sys.stderr)
+        print(f"sdkd {stage}: output folder {Path(cfg['out_dir']).resolve()}", flush=True)  # stdout: stderr is for errors
     res = run_stage(cfg, resume=args.resume, device=args.device, overwrite=args.overwrite)
     if is_main_process():  # under torchrun, one summary line, not one per rank
         print(f"best val MSE {res.best_val:.5g} at epoch {res.best_epoch + 1}; checkpoint {res.best_path}")

@@ -6,7 +6,16 @@ from __future__ import annotations
 import torch
 
 from .._device_checks import assert_on_device
-from .._dispatch import Backend, Op, Tuning, interpreter_key, register_op, requested_backend, triton_reasons
+from .._dispatch import (
+    CHECK_DEFAULT,
+    Backend,
+    Op,
+    Tuning,
+    interpreter_key,
+    register_op,
+    requested_backend,
+    triton_reasons,
+)
 from .definition import TRITON_HEAD_DIMS, attention_reference, check_attention_inputs
 from .triton import attention_triton
 
@@ -124,7 +133,7 @@ def attention(
     num_heads: int,
     eps: float = 1e-5,
     backend: str = "auto",
-    check: bool = False,
+    check: bool = CHECK_DEFAULT,
 ) -> torch.Tensor:
     """Fused ``LayerNorm(z_h + z + MHSA(z))`` on tokens ``z`` (B, N, D); returns (B, N, D).
 

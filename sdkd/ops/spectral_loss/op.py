@@ -7,7 +7,16 @@ from collections.abc import Sequence
 
 import torch
 
-from .._dispatch import Backend, Op, Tuning, interpreter_key, register_op, requested_backend, triton_reasons
+from .._dispatch import (
+    CHECK_DEFAULT,
+    Backend,
+    Op,
+    Tuning,
+    interpreter_key,
+    register_op,
+    requested_backend,
+    triton_reasons,
+)
 from .._ext import cuda_device_unavailable_reason, cuda_unavailable_reason, unavailable_reason
 from .definition import band_terms_reference, check_finite, normalize_args, spectral_loss_reference
 from .fused import _fused_fn
@@ -164,7 +173,7 @@ def spectral_loss(
     adaptive: bool = False,
     eps: float = 1e-6,
     backend: str = "auto",
-    check: bool = True,
+    check: bool = CHECK_DEFAULT,
 ) -> torch.Tensor:
     """SpectralKD loss between student ``s`` and teacher ``t`` of shape ``(..., H, W)``.
 

@@ -131,7 +131,7 @@ def export_checkpoint(
 
     ``check`` runs the exported file (onnxruntime / the loaded ``torch.export`` program) on random
     physical-unit inputs of two batch sizes and raises ``ExportError`` if it disagrees with the eager
-    model beyond float32 round-off.
+    model beyond float32 round-off or returns NaN/inf where the eager forecast is finite.
     """
     from sdkd import __version__
     from sdkd.forecast import Forecaster
@@ -182,6 +182,11 @@ def export_checkpoint(
             x = physical(batch)
             expected = f.forecast(x)
             got = torch.as_tensor(runner(x.numpy()))
+            if got.shape == expected.shape and not bool(torch.isfinite(got).all()):  # max() would skip a NaN error
+                raise ExportError(
+                    f"exported {fmt} file {path} returns {int((~torch.isfinite(got)).sum())} non-finite values "
+                    f"(NaN or inf) at batch {batch} where the eager model's forecast is finite"
+                )
             scale = float(expected.abs().max()) + float(f.std.max())
             err = max(err, float((got - expected).abs().max()))
             if got.shape != expected.shape or not err <= 1e-4 * scale:

@@ -70,7 +70,9 @@ class Forecaster:
     ``forecast(x)`` takes ``x: (T_in, C, H, W)`` or ``(B, T_in, C, H, W)`` (numpy array or
     tensor, physical units) and returns ``(T_out, C, H, W)`` or ``(B, T_out, C, H, W)`` of the
     same kind (numpy in, numpy out; a tensor comes back on the input's device), running in
-    chunks of ``batch_size`` under ``torch.inference_mode`` on ``device``.
+    chunks of ``batch_size`` under ``torch.inference_mode`` on ``device``. Inputs must be finite, and so must
+    the forecast: inputs far outside the training data's range (e.g. around 1e20 for data of order 1) overflow
+    float32 inside the model, which raises a ``ValueError`` naming the cause instead of returning NaN.
 
     >>> f = Forecaster.from_checkpoint("runs/nse/unet/best.pt")
     >>> y = f.forecast(x)          # x: (10, 1, 64, 64) vorticity -> y: (10, 1, 64, 64)
@@ -171,6 +173,21 @@ class Forecaster:
                 where = f" (first in sample {int(bad.reshape(bad.shape[0], -1).any(1).nonzero()[0, 0]) + offset})"
             raise ValueError(f"{what} contains {n} non-finite values (NaN or inf){where}; inputs must be finite")
 
+    def check_forecast(self, y: torch.Tensor, x: np.ndarray | torch.Tensor, what: str = "the forecast") -> None:
+        """Raise if the forecast ``y`` of the (finite, already checked) inputs ``x`` holds NaN or inf, naming the
+        likely cause: inputs far outside the training data's range overflow float32 inside the model."""
+        bad = ~torch.isfinite(y)
+        if not bool(bad.any()):
+            return
+        xt = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
+        biggest = float(xt.detach().abs().max()) if xt.numel() else float("nan")
+        ranges = ", ".join(f"{m:.4g} +- {s:.3g}" for m, s in zip(self.mean.tolist(), self.std.tolist()))
+        raise ValueError(
+            f"{what} of {self.name} has {int(bad.sum())} non-finite values (NaN or inf) although its inputs are "
+            f"finite: max |input| is {biggest:.3g}, the training data was {ranges} (mean +- std per channel), so "
+            "the model overflows float32; check the inputs' units and scale"
+        )
+
     # ------------------------------------------------------------------ forecasting
     def forecast(
         self, x: np.ndarray | torch.Tensor, *, batch_size: int | None = None, progress: bool = False
@@ -189,6 +206,7 @@ class Forecaster:
         out_dtype = x.dtype if floating else None
         chunks = list(self._run(batch, _positive_int(batch_size or self.batch_size, "batch_size"), progress))
         y = torch.cat(chunks) if chunks else torch.empty(0, *self.out_shape, device=self.device)
+        self.check_forecast(y, batch)
         y = y[0] if single else y
         if is_tensor:
             return y.to(x.device, out_dtype or torch.float32)
@@ -430,7 +448,9 @@ def predict_file(
             b = min(a + bs, n)
             xb = windows.read(a, b)
             forecaster.check_finite(xb, f"{where}: window(s) {a}:{b}", offset=a)
-            result[a:b] = forecaster.forecast_chunk(xb).cpu().numpy()
+            yb = forecaster.forecast_chunk(xb)
+            forecaster.check_forecast(yb, xb, f"{where}: the forecast of window(s) {a}:{b}")  # before any write
+            result[a:b] = yb.cpu().numpy()
             if figure is not None and a <= sample < b:
                 fig_x = xb[sample - a]
             if bar is not None:

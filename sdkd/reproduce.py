@@ -400,7 +400,7 @@ def evaluate_stages(
         if bar is not None:
             bar.set_postfix_str(stage)
         model, _ = load_model(path, device)
-        row = evaluate(model, test, device=device, data_range=R, latency=False, openstl=openstl)
+        row = evaluate(model, test, device=device, data_range=R, latency=False, openstl=openstl, name=stage)
         row["latency_ms"] = measure_latency(model, x1, runs=latency_runs, warmup=3)
         row["val_mse"], row["train_s"], row["epochs"] = _stage_stats(Path(path).parent)
         rows[stage] = row

@@ -83,6 +83,22 @@ def test_cache_holds_teacher_outputs(tmp_path, on_disk):
         assert torch.equal(again[idx][1]["act"], got[1]["act"])
 
 
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_teacher_nan_outputs_are_not_cached(tmp_path, on_disk):
+    """A teacher that predicts NaN for finite inputs: refused while caching (naming teacher, output and sample),
+    nothing is cached, no temporary folder is left behind."""
+    data = Pairs()
+    broken = TinyNet()
+    with torch.no_grad():
+        broken.conv2.weight[0, 0, 0, 0] = float("nan")
+    path = tmp_path / "cache"
+    with pytest.raises(ValueError, match=r"teachers\[1\] output 'pred' holds NaN or inf for training sample 0: "):
+        TeacherCache.build(
+            [TinyNet(), broken], data, path=path if on_disk else None, max_memory_bytes=0 if on_disk else 1 << 30
+        )
+    assert not path.exists() and not list(tmp_path.iterdir())
+
+
 def test_disk_cache_is_reused_only_when_metadata_matches(tmp_path):
     data = Pairs()
     t = TinyNet()

@@ -121,6 +121,28 @@ def test_export_bad_arguments(ckpt, tmp_path):
         ExportedModel(tmp_path / "absent.onnx")
 
 
+def test_export_check_catches_an_exported_file_that_returns_nan(ckpt, tmp_path, monkeypatch):
+    """The parity check took max(err, nan) == err: an exported graph returning NaN passed it. Here the exporter and
+    the runtime are stand-ins (a real export is slow): the file returns NaN, the check must say so."""
+    from sdkd import export as E
+
+    def fake_export(module, example, path, fmt, opset=None):
+        path.write_bytes(b"stand-in")
+        return path
+
+    class NaNRuntime:
+        def __init__(self, path):
+            pass
+
+        def __call__(self, x):
+            return np.full((len(x), OUT_FRAMES, *IN_SHAPE[1:]), np.nan, dtype=np.float32)
+
+    monkeypatch.setattr(E, "export_module", fake_export)
+    monkeypatch.setattr(E, "ExportedModel", NaNRuntime)
+    with pytest.raises(E.ExportError, match=r"returns \d+ non-finite values \(NaN or inf\) at batch 1 where the eager"):
+        export_checkpoint(ckpt, tmp_path / "m.pt2", "torch-export")
+
+
 @pytest.mark.parametrize("missing", ["onnx", "onnxscript"])
 def test_onnx_export_without_onnx_is_one_line_naming_the_extra(ckpt, tmp_path, monkeypatch, capsys, missing):
     import sys

@@ -176,6 +176,24 @@ def test_feature_kd_is_the_weighted_sum_of_pair_losses(loss):
     assert all(p.grad is not None for p in kd.parameters())
 
 
+def test_feature_kd_spectral_rejects_cutoffs_that_empty_a_band():
+    """The feature-KD spectral path checks its cutoffs against the teacher feature's grid when it is built (a 4x4
+    latent has radii 0, 0.25, 0.354, ...: nothing in (0.26, 0.3]), and rejects booleans / cutoffs >= sqrt(0.5)."""
+    sf, tf = _feature_dicts()
+    with pytest.raises(ValueError, match=r"SpectralKD: cutoffs \(0.26, 0.3\) leave band 1 .* on a 4x4 grid"):
+        FeatureKD({"mid": "latent"}, sf, tf, loss="spectral", cutoffs=(0.26, 0.3))
+    FeatureKD({"enc.0": "enc0"}, sf, tf, loss="spectral", cutoffs=(0.26, 0.3))  # a 16x16 grid has bins there
+    with pytest.raises(ValueError, match=r"cutoffs must be >= 0 and < sqrt\(0.5\)"):
+        FeatureKD({"mid": "latent"}, sf, tf, loss="spectral", cutoffs=0.8)
+    with pytest.raises(TypeError, match=r"cutoffs must be numbers .*\(a bool\)"):
+        FeatureKD({"mid": "latent"}, sf, tf, loss="spectral", cutoffs=True)
+    from sdkd.losses.feature_kd import build_feature_loss
+
+    taps = {b: (2, 32, 4, 4) for b in ("band0", "band1", "band2")}  # each band from its own branch: same grid rule
+    with pytest.raises(ValueError, match=r"cutoffs \(0.26, 0.3\) leave band 1 .* on a 4x4 grid"):
+        build_feature_loss("spectral", (2, 8, 8, 8), taps, cutoffs=(0.26, 0.3))
+
+
 def test_feature_kd_missing_names_are_clear_errors():
     sf, tf = _feature_dicts()
     with pytest.raises(MissingFeatureError, match=r"student feature 'enc1' not found; available: \['enc.0', 'mid'\]"):

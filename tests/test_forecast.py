@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import sdkd
-from sdkd.cli import main
+from sdkd.cli import console_main, main
 from sdkd.models import build_model
 from sdkd.train import CheckpointError, save_checkpoint
 
@@ -282,6 +282,35 @@ def test_predict_bad_inputs(ckpt, tmp_path):
     with pytest.raises(ValueError, match=r"unsupported output type '\.csv'"):
         predict(tmp_path / "c3.npy", "o.csv")
     assert not (tmp_path / "o.npy").exists()
+
+
+def test_forecast_of_finite_but_huge_inputs_is_an_error_not_nan(forecaster):
+    """Inputs around 1e25 are finite but overflow float32 inside the model: the forecast was all NaN, silently."""
+    x = physical_input(2) * 1e25
+    with pytest.raises(ValueError) as exc:
+        forecaster.forecast(x)
+    msg = str(exc.value)
+    assert "\n" not in msg
+    assert msg.startswith("the forecast of mixer has ") and "non-finite values (NaN or inf) although its inputs" in msg
+    assert f"max |input| is {x.abs().max().item():.3g}," in msg
+    assert "280 +- 12" in msg and "check the inputs' units and scale" in msg
+    with pytest.raises(ValueError, match="non-finite values"):
+        forecaster.forecast(x[0].numpy())  # one window, numpy in
+    forecaster.forecast(physical_input(2) * 1e3)  # large but fine: no error
+
+
+def test_predict_writes_nothing_when_the_forecast_is_not_finite(ckpt, tmp_path):
+    """`sdkd predict` wrote an all-NaN forecast with rc 0 for finite inputs around 1e25; now one line names the
+    windows and the cause, and no output file is written."""
+    x = physical_input(5).numpy()
+    x[3] *= 1e25  # only window 3 is out of range
+    np.save(tmp_path / "huge.npy", x)
+    argv = ["predict", "--checkpoint", str(ckpt), "--input", str(tmp_path / "huge.npy"), "--no-progress"]
+    with pytest.raises(ValueError, match=r"--input huge.npy: the forecast of window\(s\) 2:4 of mixer has \d+ non-fin"):
+        main([*argv, "--out", str(tmp_path / "o.npy"), "--batch-size", "2"])
+    assert not (tmp_path / "o.npy").exists()
+    assert console_main([*argv, "--out", str(tmp_path / "o.npz")]) == 2
+    assert not (tmp_path / "o.npz").exists()
 
 
 @pytest.mark.gpu

@@ -84,9 +84,11 @@ def test_config_names_loggers_and_a_typo_fails_up_front(tmp_path, monkeypatch):
         raise AssertionError("data was built before the config was checked")
 
     monkeypatch.setattr("sdkd.train.run.build_datasets", forbidden)
-    with pytest.raises(ConfigError, match=r"train.loggers must be a list of \['tensorboard'\], got \['tensorbord'\]"):
+    with pytest.raises(
+        ConfigError, match=r"train.loggers: got \['tensorbord'\]; expected a list of names from tensorboard"
+    ):
         build_config([], [f"out_dir={tmp_path}", "train.loggers=[tensorbord]"])
     cfg = build_config([], [f"out_dir={tmp_path}"])
     cfg["train"]["loggers"] = "tensorboard"  # a config built by hand: a string, not a list
-    with pytest.raises(ConfigError, match="train.loggers must be a list"):
+    with pytest.raises(ConfigError, match="train.loggers: got 'tensorboard'; expected a list of names"):
         run_stage(cfg, device="cpu")

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from sdkd.losses import SpectralKD
+from sdkd.ops.spectral_loss import spectral_loss
 
 SHAPES = [(1, 1, 7, 9), (3, 5, 31, 64), (2, 3, 15, 17), (2, 8, 6), (5, 4)]
 
@@ -193,13 +194,67 @@ def test_cutoff_zero_keeps_only_dc_in_low_band():
     torch.testing.assert_close(comp["high"], F.mse_loss(s, t) - dc, rtol=1e-10, atol=0)
 
 
-@pytest.mark.parametrize("cutoff", [0.71, 1.0])
-@pytest.mark.parametrize("shape", [(2, 8, 8), (1, 3, 7, 9)])
-def test_large_cutoff_puts_every_bin_in_low_band(cutoff, shape):
+@pytest.mark.parametrize("cutoffs", [0.71, 0.8, 1.0, math.sqrt(0.5), (0.2, 0.75), float("inf"), -0.1])
+def test_cutoff_outside_every_grid_is_rejected_at_construction(cutoffs):
+    """A cutoff >= sqrt(0.5) (the largest radius of any grid) leaves the high band empty on every grid: the
+    loss would silently be alpha * MSE. Rejected when the loss is built, and by the op itself."""
+    with pytest.raises(ValueError, match=r"SpectralKD: cutoffs must be >= 0 and < sqrt\(0.5\)"):
+        SpectralKD(cutoffs=cutoffs)
+    s, t = _pair((2, 8, 8), torch.float64)
+    with pytest.raises(ValueError, match=r"spectral_loss: cutoffs must be >= 0 and < sqrt\(0.5\)"):
+        spectral_loss(s, t, cutoffs=cutoffs)
+
+
+@pytest.mark.parametrize("cutoffs", [True, False, (0.1, True), np.bool_(True), "0.25", None])
+def test_cutoffs_must_be_numbers_not_booleans(cutoffs):
+    """``cutoffs=True`` was read as 1.0 (every bin low: alpha * MSE); strings and None are no cutoffs either."""
+    with pytest.raises(TypeError, match="SpectralKD: cutoffs must be"):
+        SpectralKD(cutoffs=cutoffs)
+    s, t = _pair((2, 8, 8), torch.float64)
+    with pytest.raises(TypeError, match="spectral_loss: cutoffs must be"):
+        spectral_loss(s, t, cutoffs=cutoffs)
+
+
+@pytest.mark.parametrize("cutoffs", [(0.3, 0.2), (0.25, 0.25)])
+def test_cutoffs_must_increase(cutoffs):
+    with pytest.raises(ValueError, match="strictly increasing"):
+        SpectralKD(cutoffs=cutoffs)
+
+
+@pytest.mark.parametrize(
+    "shape,cutoffs,band",
+    [
+        ((2, 7, 9), 0.65, 1),  # odd sizes: the largest radius is sqrt((3/7)^2 + (4/9)^2) = 0.617
+        ((1, 1, 1, 8), 0.5, 1),  # one row: radii 0, 1/8, ..., 1/2
+        ((2, 4, 4), (0.26, 0.3), 1),  # radii 0, 0.25, 0.354, 0.5, 0.559, 0.707: nothing in (0.26, 0.3]
+        ((2, 4, 4), (0.1, 0.2, 0.3), 1),
+    ],
+)
+def test_cutoffs_leaving_a_band_empty_on_the_grid_are_rejected(shape, cutoffs, band):
+    """Valid numbers that still leave a band without any bin of this H x W grid: the op, the module (at the first
+    call, or up front with check_grid) and the components all refuse, naming the band and the grid."""
     s, t = _pair(shape, torch.float64)
-    comp = SpectralKD(cutoffs=cutoff).components(s, t)
-    assert comp["high"].item() == 0.0
-    torch.testing.assert_close(comp["low"], F.mse_loss(s, t), rtol=1e-12, atol=0)
+    H, W = shape[-2:]
+    kd = SpectralKD(cutoffs=cutoffs)  # the grid is not known yet
+    msg = rf"leave band {band} \(.*\) without any frequency bin on a {H}x{W} grid"
+    with pytest.raises(ValueError, match="SpectralKD: cutoffs .* " + msg):
+        kd.check_grid(H, W)
+    for call in (lambda: kd(s, t), lambda: kd.components(s, t), lambda: spectral_loss(s, t, cutoffs=cutoffs)):
+        with pytest.raises(ValueError, match="spectral_loss: cutoffs .* " + msg):
+            call()
+    SpectralKD(cutoffs=cutoffs).check_grid(64, 64)  # the same cutoffs are fine on a finer grid
+
+
+def test_band_check_agrees_with_band_index():
+    """The pure-Python band count behind the check is band_index's rule, bins on a cutoff included."""
+    from sdkd.ops.spectral_cutoffs import band_bin_totals
+    from sdkd.ops.spectral_loss import band_bin_counts
+
+    for H, W in [(1, 8), (4, 4), (7, 9), (8, 5), (16, 20), (31, 64), (32, 480)]:
+        radii = sorted({math.hypot(a / H, b / W) for a in range(H // 2 + 1) for b in range(W // 2 + 1)})
+        for cuts in [(radii[1],), (radii[1], radii[2]), (0.1, 0.25, 0.4), (radii[-2],), (0.0, 0.3)]:
+            cuts = tuple(c for c in cuts if c < math.sqrt(0.5))
+            assert band_bin_totals(H, W, cuts) == tuple(band_bin_counts(H, W, cuts).tolist()), (H, W, cuts)
 
 
 def test_smooth_error_is_low_frequency_and_checkerboard_is_high():
@@ -262,7 +317,7 @@ def test_bad_input_errors():
         ({"weights": (1.0, 1.0, 1.0)}, "make 2 bands, got 3 weights"),
         ({"weights": (1.0, float("nan"))}, "weights must be finite"),
         ({"cutoffs": (0.3, 0.2)}, "strictly increasing"),
-        ({"cutoffs": -0.1}, "cutoffs must be finite and >= 0"),
+        ({"cutoffs": -0.1}, "cutoffs must be >= 0 and < sqrt"),
         ({"cutoffs": ()}, "at least one"),
         ({"reduction": "sum"}, "reduction must be one of"),
         ({"weighting": "dynamic"}, "weighting must be one of"),

@@ -32,7 +32,7 @@ GPU = torch.cuda.is_available()
 
 # (dtype, rtol) for loss and gradient (gradient error relative to its max magnitude)
 TOL = {torch.float64: 1e-10, torch.float32: 2e-5, torch.float16: 2e-2, torch.bfloat16: 5e-2}
-CUTOFFS = [(0.0,), (0.02,), (0.25,), (0.75,), (0.1, 0.2, 0.3)]
+CUTOFFS = [(0.0,), (0.02,), (0.25,), (0.45,), (0.1, 0.2, 0.3)]
 MODES = [("mean", False), ("band_mean", False), ("mean", True), ("band_mean", True)]
 
 

@@ -198,6 +198,36 @@ def test_eval_results_json_stores_params_as_int(student_ckpt, tmp_path):
     assert type(params) is int and params == sum(p.numel() for p in model.parameters())
 
 
+def test_eval_of_a_broken_checkpoint_names_it_and_writes_no_results(student_ckpt, tmp_path):
+    """A checkpoint whose weights hold NaN (finite inputs, NaN predictions): one error naming the row and the
+    cause, and no results file with NaN in it."""
+    from sdkd.train import save_checkpoint
+
+    ck = load_checkpoint(student_ckpt)
+    name = next(k for k, v in ck["model"].items() if v.is_floating_point() and v.dim() == 4)  # a conv weight
+    ck["model"][name] = torch.full_like(ck["model"][name], float("nan"))
+    bad = save_checkpoint(tmp_path / "bad.pt", ck)
+    out = tmp_path / "eval"
+    with pytest.raises(
+        ValueError, match=r"^evaluate: broken predicts \d+ non-finite values \(NaN or inf\) on the test "
+    ):
+        main(["eval", "--checkpoint", str(bad), "--name", "broken", "--out", str(out)])
+    assert not (out / "results.json").exists() and not (out / "results.md").exists()
+
+
+def test_evaluate_refuses_metrics_that_overflow(series):
+    """Finite predictions too large for float32 squares gave mse = inf in the table; now an error."""
+    from sdkd.train.evaluate import evaluate
+
+    class Huge(torch.nn.Module):
+        def forward(self, x):
+            return torch.full_like(x, 3e38)
+
+    test = build_datasets(build_config([], _args(series, "unused", "unet"))["data"])["test"]
+    with pytest.raises(ValueError, match=r"^evaluate: huge's mse, mae, low_err, high_err, mse_phys .* overflowed"):
+        evaluate(Huge(), test, name="huge", latency=False)
+
+
 def test_eval_openstl_metrics_are_summed_per_frame(student_ckpt, tmp_path, capsys):
     out = tmp_path / "eval"
     argv = ["eval", "--checkpoint", str(student_ckpt), "--name", "s", "--out", str(out), "--openstl-metrics"]

@@ -43,6 +43,25 @@ def _trainer(tmp, cfg=CFG, seed=0):
     return Trainer(Net(), train, val, cfg, tmp, batch_size=8, device="cpu", log=lambda m: None)
 
 
+class _NaNInEval(Net):
+    """Finite while training, NaN in eval mode: the validation split gets NaN predictions."""
+
+    def forward(self, x):
+        y = super().forward(x)
+        return y if self.training else y * float("nan")
+
+
+def test_non_finite_validation_is_an_error_not_a_run_without_best(tmp_path):
+    """A NaN validation MSE never counted as an improvement: the run ended rc 0 with no best.pt and NaN rows in
+    metrics.jsonl. Now it stops at that epoch and writes nothing of it."""
+    train, val = _data()
+    cfg = {**CFG, "epochs": 2}
+    trainer = Trainer(_NaNInEval(), train, val, cfg, tmp_path, batch_size=8, device="cpu", log=lambda m: None)
+    with pytest.raises(FloatingPointError, match=r"non-finite validation MSE after epoch 1"):
+        trainer.fit()
+    assert not (tmp_path / "best.pt").exists() and not (tmp_path / "metrics.jsonl").exists()
+
+
 # ---------------------------------------------------------------- config
 def test_config_defaults_files_and_overrides(tmp_path):
     f = tmp_path / "c.yaml"

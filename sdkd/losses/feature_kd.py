@@ -78,10 +78,16 @@ def _spectral(
     student_shape: Shape, teacher_shape: Shape | Mapping[str, Shape], adapter_kwargs: Mapping, **loss_kwargs
 ) -> nn.Module:
     if isinstance(teacher_shape, Mapping):  # each band from its own teacher branch
-        return BranchSpectralKD.from_shapes(student_shape, teacher_shape, adapter_kwargs, **loss_kwargs)
-    return AdaptedFeatureLoss(
-        FeatureAdapter.from_shapes(student_shape, teacher_shape, **adapter_kwargs), SpectralKD(**loss_kwargs)
-    )
+        loss = BranchSpectralKD.from_shapes(student_shape, teacher_shape, adapter_kwargs, **loss_kwargs)
+        grid = next(iter(teacher_shape.values()))
+    else:
+        loss = AdaptedFeatureLoss(
+            FeatureAdapter.from_shapes(student_shape, teacher_shape, **adapter_kwargs), SpectralKD(**loss_kwargs)
+        )
+        grid = teacher_shape
+    H, W = tuple(grid.shape if isinstance(grid, torch.Tensor) else grid)[-2:]
+    loss.criterion.check_grid(int(H), int(W))  # the adapted student takes the teacher's grid: a bin in every band
+    return loss
 
 
 def _at(student_shape: Shape, teacher_shape: Shape, adapter_kwargs: Mapping, **loss_kwargs) -> nn.Module:

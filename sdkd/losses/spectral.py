@@ -11,21 +11,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..ops.spectral_cutoffs import as_cutoffs, check_bands
 from ..ops.spectral_loss import REDUCTIONS, spectral_band_terms, spectral_loss
 from ._checks import check_finite_loss, check_pair
 
 WEIGHTINGS = ("fixed", "adaptive")
-
-
-def _as_cutoffs(cutoffs: float | Sequence[float]) -> tuple[float, ...]:
-    cuts = (float(cutoffs),) if isinstance(cutoffs, (int, float)) else tuple(float(c) for c in cutoffs)
-    if not cuts:
-        raise ValueError("SpectralKD: cutoffs must hold at least one value")
-    if any(not math.isfinite(c) or c < 0 for c in cuts):
-        raise ValueError(f"SpectralKD: cutoffs must be finite and >= 0 (cycles per sample), got {cuts}")
-    if any(b <= a for a, b in zip(cuts, cuts[1:])):
-        raise ValueError(f"SpectralKD: cutoffs must be strictly increasing, got {cuts}")
-    return cuts
 
 
 class SpectralKD(nn.Module):
@@ -36,7 +26,10 @@ class SpectralKD(nn.Module):
     band errors. With ``reduction="mean"`` and all weights 1 it equals ``F.mse_loss(s, t)``.
 
     Args:
-        cutoffs: one cutoff (two bands, default 0.25) or an increasing sequence (more bands).
+        cutoffs: one cutoff (two bands, default 0.25) or an increasing sequence (more bands), in cycles per
+            sample, each in ``[0, sqrt(0.5))``. Values that leave a band without any frequency bin are errors:
+            booleans and cutoffs ``>= sqrt(0.5)`` at construction, cutoffs with no bin between them on the
+            grid ``H x W`` at the first call (or :meth:`check_grid`).
         alpha: weight of the low band when ``weights`` is None; the other bands get 1. The default 1
             is exact output MSE; ``alpha=2`` is the first setting to try (it beat plain MSE on every
             seed of the NSE comparison in README "Demo results" and docs/results.md).
@@ -66,7 +59,7 @@ class SpectralKD(nn.Module):
         backend: str = "auto",
     ) -> None:
         super().__init__()
-        self.cutoffs = _as_cutoffs(cutoffs)
+        self.cutoffs = as_cutoffs(cutoffs, "SpectralKD")
         n_bands = len(self.cutoffs) + 1
         alpha = float(alpha)
         if not math.isfinite(alpha) or alpha < 0:
@@ -98,6 +91,11 @@ class SpectralKD(nn.Module):
         self.weighting = weighting
         self.eps = eps
         self.backend = backend
+
+    def check_grid(self, H: int, W: int) -> None:
+        """Raise ``ValueError`` if a band of ``cutoffs`` holds no frequency bin of an ``H x W`` grid, before any
+        data reaches the loss (``forward`` checks the same on every call, cached per grid)."""
+        check_bands(H, W, self.cutoffs, "SpectralKD")
 
     @property
     def band_names(self) -> list[str]:

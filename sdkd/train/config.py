@@ -1,9 +1,11 @@
 """Experiment configuration: nested plain dicts from YAML, checked against a schema of defaults.
 
 A config has the sections of ``DEFAULTS``. Unknown keys are errors (a typo must not be
-silently ignored); the free-form sections (``FREE_FORM``) are checked up front against what
-their consumers accept (the model builder's config keys, the KD loss's arguments). Command-line
-overrides are ``section.key=value`` strings whose values are parsed as YAML scalars.
+silently ignored); every value is checked by type and range against ``sdkd.train.schema``
+(one rule per key); the free-form sections (``FREE_FORM``) are checked up front against what
+their consumers accept (the model builder's config keys, the KD loss's arguments). All of it
+runs before any data is made. Command-line overrides are ``section.key=value`` strings whose
+values are parsed as YAML scalars.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any
 import yaml
 
 from sdkd.config_files import ConfigNotFoundError, resolve_config
-from sdkd.errors import SdkdError
+
+from .schema import ConfigError, check_values
 
 # Sections whose contents are free-form (validated by the component that consumes them).
 FREE_FORM = {
@@ -76,10 +79,6 @@ DEFAULTS: dict[str, Any] = {
         "cache": True,
     },
 }
-
-
-class ConfigError(SdkdError, ValueError):
-    """A configuration key or value is invalid."""
 
 
 def _merge(base: dict, update: Mapping, path: tuple[str, ...]) -> dict:
@@ -158,36 +157,30 @@ def build_config(files: Iterable[str | Path] = (), overrides: Iterable[str] = ()
     for text in overrides:
         parts, value = parse_override(text)
         _merge(cfg, _nest(parts, value), ())
-    validate(cfg)
-    return cfg
+    return validate(cfg)
 
 
-def validate(cfg: Mapping) -> None:
-    """Value checks that do not need the data or models' weights; the free-form sections are checked by
-    their consumers' rules (``run.check_free_form``) so that a typo fails before any data is generated."""
-    if cfg["stage"] not in ("train", "distill"):
-        raise ConfigError(f"stage must be 'train' or 'distill', got {cfg['stage']!r}")
-    t = cfg["train"]
-    if not (isinstance(t["epochs"], int) and t["epochs"] >= 1):
-        raise ConfigError(f"train.epochs must be a positive integer, got {t['epochs']!r}")
-    if not (isinstance(t["lr"], (int, float)) and t["lr"] > 0):
-        raise ConfigError(f"train.lr must be positive, got {t['lr']!r}")
-    if t["scheduler"] not in ("none", "cosine", "onecycle"):
-        raise ConfigError(f"train.scheduler must be none, cosine or onecycle, got {t['scheduler']!r}")
-    if cfg["data"]["batch_size"] < 1:
-        raise ConfigError("data.batch_size must be >= 1")
+def validate(cfg: Mapping) -> dict:
+    """Check every value against the schema (``sdkd.train.schema``: type, range, choices from the registries) and
+    the free-form sections by their consumers' rules (``run.check_free_form``), without the data or any weights,
+    so that a mistake fails in one line before any data is generated. Returns the config with its values
+    normalised (e.g. ``1e3`` -> ``1000`` for an integer key); ``cfg`` itself is not changed."""
+    cfg = check_values(cfg)
     d = cfg["distill"]
-    if d["strategy"] not in ("single", "aver", "a2d", "camkd"):
-        raise ConfigError(f"distill.strategy must be single, aver, a2d or camkd, got {d['strategy']!r}")
-    if not isinstance(d["teachers"], (list, tuple)):
+    teachers = d["teachers"]
+    if not isinstance(teachers, (list, tuple)) or not all(
+        isinstance(p, Mapping) or (isinstance(p, (str, Path)) and str(p)) for p in teachers
+    ):
         raise ConfigError(
-            f"distill.teachers must be a list of checkpoint paths or {{checkpoint, model}} mappings, got {d['teachers']!r}"
+            f"config key distill.teachers: got {teachers!r}; expected a list of checkpoint paths or "
+            "{checkpoint, model} mappings"
         )
-    if cfg["stage"] == "distill" and not d["teachers"]:
+    if cfg["stage"] == "distill" and not teachers:
         raise ConfigError("stage 'distill' needs distill.teachers (checkpoint paths)")
     from .run import check_free_form
 
     check_free_form(cfg)
+    return cfg
 
 
 def save_config(cfg: Mapping, path: str | Path) -> None:

@@ -10,6 +10,7 @@ so rows can be set beside published OpenSTL tables (``OPENSTL_COLUMNS``).
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -21,6 +22,8 @@ from torch.utils.data import DataLoader
 from sdkd import metrics as M
 
 COLUMNS = ("mse", "mae", "psnr", "ssim", "low_err", "high_err", "mse_phys", "params", "latency_ms")
+# columns that are finite for every finite prediction (psnr is inf for a perfect one; ssim is nan on tiny grids)
+ERROR_METRICS = ("mse", "mae", "low_err", "high_err", "mse_phys")
 OPENSTL_COLUMNS = ("mse_openstl", "mae_openstl", "mse_openstl_phys", "mae_openstl_phys")
 #: latency_ms: median over at least LATENCY_RUNS single-sample forward passes (and LATENCY_MIN_SECONDS of them)
 #: after LATENCY_WARMUP untimed ones.
@@ -49,17 +52,23 @@ def evaluate(
     cutoff: float = 0.25,
     latency: bool = True,
     openstl: bool = False,
+    name: str | None = None,
     progress: bool = False,
     desc: str = "evaluate",
 ) -> dict[str, float]:
     """Metrics of ``model`` over ``dataset`` (normalised ``(x, y)`` windows with ``denormalize``);
     ``openstl``: also the ``OPENSTL_COLUMNS`` (OpenSTL's summed-per-frame MSE/MAE); ``progress``: a bar over
-    the batches titled ``desc`` (``sdkd.train.progress.progress_enabled`` decides)."""
+    the batches titled ``desc`` (``sdkd.train.progress.progress_enabled`` decides).
+
+    Raises ``ValueError`` (naming ``name``, default the model's class) when a prediction or an error metric is not
+    finite, so that no table or results file ever holds NaN/inf from a broken model.
+    """
     from sdkd.models import summary
     from sdkd.models.summary import latency_stats
 
     from .progress import progress_bar
 
+    name = name or type(model).__name__
     model = model.to(device).eval()
     R = data_range if data_range is not None else target_range(dataset)
     sums = dict.fromkeys(("sse", "sae", "sse_phys", "sae_phys", "psnr", "ssim", "low", "high"), 0.0)
@@ -70,6 +79,7 @@ def evaluate(
     for x, y in loader:
         x, y = x.to(device), y.to(device)
         p = model(x).float()
+        _check_predictions(p, name, n_pix // max(1, y[0].numel()))
         sums["sse"] += (p - y).square().sum().item()
         sums["sae"] += (p - y).abs().sum().item()
         err_phys = dataset.denormalize(p.cpu()) - dataset.denormalize(y.cpu())
@@ -97,6 +107,12 @@ def evaluate(
         "high_err": sums["high"] / n_pix,
         "mse_phys": sums["sse_phys"] / n_pix,
     }
+    overflowed = [k for k in ERROR_METRICS if not math.isfinite(row[k])]
+    if overflowed:
+        raise ValueError(
+            f"evaluate: {name}'s {', '.join(overflowed)} on the test split overflowed (not finite) although every "
+            "prediction is finite: its errors are too large for float32 squares; the model has diverged"
+        )
     if openstl:  # OpenSTL: sum over (C, H, W) per frame, mean over samples and frames
         row.update(
             mse_openstl=sums["sse"] / n_frames,
@@ -120,6 +136,18 @@ def evaluate(
                 stacklevel=2,
             )
     return row
+
+
+def _check_predictions(p: torch.Tensor, name: str, first: int) -> None:
+    """Raise if a batch of test predictions (the first window is number ``first``) holds NaN or inf."""
+    bad = ~torch.isfinite(p)
+    if bool(bad.any()):
+        window = first + int(bad.reshape(len(p), -1).any(1).nonzero()[0, 0])
+        raise ValueError(
+            f"evaluate: {name} predicts {int(bad.sum())} non-finite values (NaN or inf) on the test split (first in "
+            f"window {window}) although the test inputs are finite (diverged or corrupted weights, or test data far "
+            "outside the training range); no metrics are written"
+        )
 
 
 def format_table(rows: Mapping[str, Mapping[str, float]], columns: Sequence[str] = COLUMNS) -> str:

@@ -34,9 +34,13 @@ from .distributed import DistInfo, all_reduce_sum, barrier
 from .interrupt import Interrupted
 from .loggers import MetricLogger
 from .progress import progress_bar, progress_enabled
+from .schema import check_section
 
 LossFn = Callable[[Any, nn.Module], Mapping[str, Any]]
 ValFn = Callable[[Any, nn.Module], tuple[torch.Tensor, int]]
+
+#: ``train.scheduler`` values: the learning-rate schedules ``_make_scheduler`` builds
+SCHEDULERS = ("none", "cosine", "onecycle")
 
 
 class TrainingDiverged(SdkdError, FloatingPointError):
@@ -80,6 +84,8 @@ def _make_scheduler(opt: torch.optim.Optimizer, cfg: Mapping, steps_per_epoch: i
     total = max(1, cfg["epochs"] * steps_per_epoch)
     warm = max(0, int(cfg.get("warmup_epochs", 0) or 0) * steps_per_epoch)
     kind = cfg.get("scheduler", "none")
+    if kind not in SCHEDULERS:
+        raise ValueError(f"train.scheduler must be one of {', '.join(SCHEDULERS)}, got {kind!r}")
     if kind == "none":
         return None
     if kind == "onecycle":
@@ -163,7 +169,7 @@ class Trainer:
     ):
         self.dist = dist_info or DistInfo()
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.cfg = dict(train_cfg)
+        self.cfg = check_section("train", train_cfg)  # e.g. max_steps_per_epoch=-1 would train nothing
         self.model = model.to(self.device)
         self.extra = nn.ModuleDict(dict(extra_modules or {})).to(self.device)
         self.extra_state = dict(extra_state or {})

@@ -8,7 +8,8 @@ normalisation and the full config, as plain data.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,7 +22,7 @@ from .checkpoint import CheckpointError, load_checkpoint
 from .config import ConfigError
 from .distributed import DistInfo, init_distributed, is_main_process
 from .interrupt import stopped_in
-from .loggers import LOGGERS, build_loggers
+from .loggers import build_loggers
 from .loop import FitResult, Trainer, to_device
 from .progress import progress_enabled
 from .run_dir import check_resume_config, prepare_run_dir
@@ -30,52 +31,110 @@ SPLITS = ("train", "val", "test")
 
 
 # ----------------------------------------------------------------------------- data
-def build_datasets(data_cfg: Mapping[str, Any], seed: int = 42, progress: bool = True) -> dict[str, Any]:
-    """``{"train", "val", "test"}`` datasets for ``data_cfg`` (see ``configs/`` for the keys)."""
+Splitter = Callable[[str], Any]  # split name -> dataset
+
+
+def _ns(data_cfg: Mapping[str, Any], t_in: int, t_out: int, progress: bool) -> Splitter:
+    from sdkd import data as D
+    from sdkd.data.navier_stokes import load_or_generate
+
+    path = data_cfg.get("path")
+    array, _ = load_or_generate(preset=data_cfg.get("preset") or "small", root=path, progress=progress)
+    return lambda split: D.NavierStokesDataset(array, split, t_in, t_out, data_cfg.get("splits"))
+
+
+def _ns_mat(data_cfg: Mapping[str, Any], t_in: int, t_out: int, progress: bool) -> Splitter:
     from sdkd import data as D
 
-    name = data_cfg["name"]
-    t_in, t_out = int(data_cfg["input_frames"]), int(data_cfg["output_frames"])
+    path = _need(data_cfg.get("path"), "ns_mat")
+    return lambda split: D.NavierStokesDataset(path, split, t_in, t_out, data_cfg.get("splits"))
+
+
+def _rbc(data_cfg: Mapping[str, Any], t_in: int, t_out: int, progress: bool) -> Splitter:
+    from sdkd import data as D
+    from sdkd.data.rbc_cache import PRESET_SPLITS, load_or_generate
+
+    preset = data_cfg.get("preset") or "small"
+    _, rbc_path = load_or_generate(preset, root=data_cfg.get("path"), progress=progress)
     splits = data_cfg.get("splits")
-    path = data_cfg.get("path")
-    if name == "ns":
-        from sdkd.data.navier_stokes import load_or_generate
+    rbc_splits = splits if splits is not None else PRESET_SPLITS[preset]
+    return lambda split: D.ArrayDataset(
+        rbc_path, input_frames=t_in, output_frames=t_out, split=split, splits=rbc_splits
+    )
 
-        array, _ = load_or_generate(preset=data_cfg.get("preset") or "small", root=path, progress=progress)
-        make = lambda split: D.NavierStokesDataset(array, split, t_in, t_out, splits)  # noqa: E731
-    elif name == "rbc":
-        from sdkd.data.rbc_cache import PRESET_SPLITS, load_or_generate
 
-        preset = data_cfg.get("preset") or "small"
-        if preset not in PRESET_SPLITS:
-            raise ConfigError(f"data.preset for data.name='rbc' must be one of {sorted(PRESET_SPLITS)}, got {preset!r}")
-        _, rbc_path = load_or_generate(preset, root=path, progress=progress)
-        rbc_splits = splits if splits is not None else PRESET_SPLITS[preset]
-        make = lambda split: D.ArrayDataset(  # noqa: E731
-            rbc_path, input_frames=t_in, output_frames=t_out, split=split, splits=rbc_splits
-        )
-    elif name == "ns_mat":
-        make = lambda split: D.NavierStokesDataset(_need(path, name), split, t_in, t_out, splits)  # noqa: E731
-    elif name == "weatherbench":
-        variables = tuple(data_cfg.get("variables") or ("t2m",))
-        make = lambda split: D.WeatherBenchDataset(  # noqa: E731
-            _need(path, name), variables, split, input_frames=t_in, output_frames=t_out
-        )
-    elif name == "taxibj":  # TaxiBJ and TaxiBJ+ (data.interval: 30min | day)
-        kw = {"splits": splits} if splits is not None else {}
-        interval = data_cfg.get("interval") or "30min"
-        make = lambda split: D.TaxiBJDataset(  # noqa: E731
-            _need(path, name), split, t_in, t_out, interval=interval, **kw
-        )
-    elif name == "array":
-        kw = {"splits": splits} if splits is not None else {}
-        variables = data_cfg.get("variables")
-        variable = variables[0] if isinstance(variables, (list, tuple)) else variables
-        make = lambda split: D.ArrayDataset(  # noqa: E731
-            _need(path, name), variable=variable, input_frames=t_in, output_frames=t_out, split=split, **kw
-        )
-    else:
-        raise ConfigError(f"data.name must be ns, rbc, ns_mat, weatherbench, taxibj or array, got {name!r}")
+def _weatherbench(data_cfg: Mapping[str, Any], t_in: int, t_out: int, progress: bool) -> Splitter:
+    from sdkd import data as D
+
+    path = _need(data_cfg.get("path"), "weatherbench")
+    variables = tuple(data_cfg.get("variables") or ("t2m",))
+    return lambda split: D.WeatherBenchDataset(path, variables, split, input_frames=t_in, output_frames=t_out)
+
+
+def _taxibj(data_cfg: Mapping[str, Any], t_in: int, t_out: int, progress: bool) -> Splitter:
+    from sdkd import data as D
+
+    path = _need(data_cfg.get("path"), "taxibj")  # TaxiBJ and TaxiBJ+ (data.interval: 30min | day)
+    splits = data_cfg.get("splits")
+    kw = {"splits": splits} if splits is not None else {}
+    interval = data_cfg.get("interval") or "30min"
+    return lambda split: D.TaxiBJDataset(path, split, t_in, t_out, interval=interval, **kw)
+
+
+def _array(data_cfg: Mapping[str, Any], t_in: int, t_out: int, progress: bool) -> Splitter:
+    from sdkd import data as D
+
+    path = _need(data_cfg.get("path"), "array")
+    splits = data_cfg.get("splits")
+    kw = {"splits": splits} if splits is not None else {}
+    variables = data_cfg.get("variables")
+    variable = variables[0] if isinstance(variables, (list, tuple)) else variables
+    return lambda split: D.ArrayDataset(
+        path, variable=variable, input_frames=t_in, output_frames=t_out, split=split, **kw
+    )
+
+
+def _ns_presets() -> list[str]:
+    from sdkd.data.navier_stokes import PRESETS
+
+    return list(PRESETS)
+
+
+def _rbc_presets() -> list[str]:
+    from sdkd.data.rbc_cache import PRESET_SPLITS
+
+    return list(PRESET_SPLITS)
+
+
+@dataclass(frozen=True)
+class DatasetKind:
+    """How ``data.name`` makes its splits: ``make(data_cfg, t_in, t_out, progress) -> (split -> dataset)``;
+    ``presets`` lists the names ``data.preset`` may take (None: the kind has no presets); ``needs_path``: whether
+    ``data.path`` is required."""
+
+    make: Callable[[Mapping[str, Any], int, int, bool], Splitter]
+    presets: Callable[[], Iterable[str]] | None = None
+    needs_path: bool = True
+
+
+#: The dataset kinds by ``data.name``: the one registry behind ``build_datasets`` and the config schema.
+DATASETS: Mapping[str, DatasetKind] = {
+    "ns": DatasetKind(_ns, presets=_ns_presets, needs_path=False),
+    "rbc": DatasetKind(_rbc, presets=_rbc_presets, needs_path=False),
+    "ns_mat": DatasetKind(_ns_mat),
+    "weatherbench": DatasetKind(_weatherbench),
+    "taxibj": DatasetKind(_taxibj),
+    "array": DatasetKind(_array),
+}
+
+
+def build_datasets(data_cfg: Mapping[str, Any], seed: int = 42, progress: bool = True) -> dict[str, Any]:
+    """``{"train", "val", "test"}`` datasets for ``data_cfg`` (see ``configs/`` for the keys)."""
+    name = data_cfg["name"]
+    if name not in DATASETS:
+        raise ConfigError(f"data.name must be one of {', '.join(sorted(DATASETS))}, got {name!r}")
+    t_in, t_out = int(data_cfg["input_frames"]), int(data_cfg["output_frames"])
+    make = DATASETS[name].make(data_cfg, t_in, t_out, progress)
     return {split: make(split) for split in SPLITS}
 
 
@@ -156,7 +215,7 @@ def build_kd_loss(kd_cfg: Mapping[str, Any]) -> nn.Module:
     if kind == "spectral":
         try:
             return SpectralKD(**cfg)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise ConfigError(f"distill.kd: {exc}") from None
     raise ConfigError(f"distill.kd.type must be 'spectral', 'mse' or 'none', got {kind!r}")
 
@@ -164,17 +223,41 @@ def build_kd_loss(kd_cfg: Mapping[str, Any]) -> nn.Module:
 def check_free_form(cfg: Mapping[str, Any]) -> None:
     """Check the free-form sections before any data is generated or a model trained, so that a typo ends in
     one clear line at once: ``model`` (its name and ``cfg`` keys, without building it) and, for a distill
-    stage, ``distill.kd`` (by building the loss, which is cheap; other stages do not use it)."""
+    stage, ``distill.kd`` (by building the loss, which is cheap; other stages do not use it), the teacher
+    entries, the strategy against the number of teachers and the ``distill.features`` mappings."""
     from .teachers import check_teacher_entries
 
     check_model_section(cfg["model"], "model")
     if cfg["stage"] == "distill":
-        check_teacher_entries(cfg["distill"]["teachers"], files=False)
-        build_kd_loss(cfg["distill"]["kd"])
-        check_feature_loss(cfg["distill"])
-    loggers = cfg["train"].get("loggers") or []
-    if isinstance(loggers, str) or not all(name in LOGGERS for name in loggers):
-        raise ConfigError(f"train.loggers must be a list of {sorted(LOGGERS)}, got {loggers!r}")
+        d = cfg["distill"]
+        check_teacher_entries(d["teachers"], files=False)
+        build_kd_loss(d["kd"])
+        check_feature_loss(d)
+        if not d["teachers"]:  # validate() says that the stage needs them
+            return
+        from sdkd.distill.strategies import check_strategy
+
+        try:
+            check_strategy(d["strategy"], len(d["teachers"]), float(d["C"]), d["grad_space"])
+        except ValueError as exc:
+            raise ConfigError(f"distill: {exc}") from None
+        if d["per_sample"] and d["grad_space"] != "output":
+            raise ConfigError(
+                "distill.per_sample=true needs distill.grad_space=output (per-sample parameter "
+                "gradients are not supported)"
+            )
+        _feature_pairs(d, len(d["teachers"]))
+
+
+def _check_kd_grid(kd_cfg: Mapping[str, Any], data: Mapping[str, Any]) -> None:
+    """The prediction KD loss's bands against the data's grid, once it is known (before teachers are run)."""
+    kd = build_kd_loss(kd_cfg)
+    if hasattr(kd, "check_grid"):
+        H, W = (int(v) for v in data["train"].in_shape[-2:])
+        try:
+            kd.check_grid(H, W)
+        except ValueError as exc:
+            raise ConfigError(f"distill.kd: {exc}") from None
 
 
 def check_model_section(model: Mapping[str, Any], where: str) -> None:
@@ -208,7 +291,9 @@ def check_feature_loss(d: Mapping[str, Any]) -> None:
     if not isinstance(options, Mapping):
         raise ConfigError(f"distill.feature_cfg must be a mapping of {kind} loss options, got {options!r}")
     try:
-        build_feature_loss(kind, (2, 4, 4, 4), (2, 4, 4, 4), **options)
+        # a fine example grid: the options are checked here, the real feature grids (SpectralKD's bands need a bin
+        # of each) once the models exist
+        build_feature_loss(kind, (2, 4, 1024, 1024), (2, 4, 1024, 1024), **options)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"distill.feature_cfg: {exc}") from None
 
@@ -289,6 +374,7 @@ def _distill_parts(cfg: Mapping, data: Mapping[str, Any], student: nn.Module, de
     from .teachers import load_teacher
 
     d = cfg["distill"]
+    _check_kd_grid(d["kd"], data)
     in_shape, out_frames = tuple(data["train"].in_shape), int(data["train"].out_frames)
     teachers = [load_teacher(entry, in_shape, out_frames, device) for entry in d["teachers"]]
     pairs = _feature_pairs(d, len(teachers))
@@ -359,7 +445,9 @@ def run_stage(
     ``run_dir.RESUMABLE_KEYS``) or ``overwrite`` (replace sdkd's files there); see ``sdkd.train.run_dir``.
     ``on_epoch_end(epoch, epochs, seconds)`` is called after each epoch (rank 0; e.g.
     ``StageProgress.epoch_done``). Ctrl-C raises ``sdkd.train.interrupt.Interrupted`` saying where it stopped."""
-    check_free_form(cfg)  # typos fail here, not after data generation
+    from .config import validate
+
+    cfg = validate(cfg)  # values and typos fail here, not after data generation
     _check_teachers_exist(cfg)
     info: DistInfo = init_distributed(device)
     if info.is_main:  # before any data is made: the folder is usable, and a resume continues the same run

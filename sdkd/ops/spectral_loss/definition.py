@@ -14,6 +14,7 @@ from functools import lru_cache
 import torch
 
 from .._device_checks import assert_on_device
+from ..spectral_cutoffs import as_cutoffs
 
 REDUCTIONS = ("mean", "band_mean")
 
@@ -77,13 +78,7 @@ def normalize_args(
         raise ValueError("spectral_loss: inputs are empty")
     if reduction not in REDUCTIONS:
         raise ValueError(f"spectral_loss: reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    cuts = (float(cutoffs),) if isinstance(cutoffs, (int, float)) else tuple(float(c) for c in cutoffs)
-    if len(cuts) == 0:
-        raise ValueError("spectral_loss: need at least one cutoff")
-    if any(not math.isfinite(c) or c < 0 for c in cuts):
-        raise ValueError(f"spectral_loss: cutoffs must be finite and >= 0, got {cuts}")
-    if any(b <= a for a, b in zip(cuts, cuts[1:])):
-        raise ValueError(f"spectral_loss: cutoffs must be strictly increasing, got {cuts}")
+    cuts = as_cutoffs(cutoffs, "spectral_loss")
     nb = len(cuts) + 1
     if weights is None:
         w = (1.0,) * nb
@@ -172,7 +167,8 @@ def spectral_loss_reference(
     eps: float = 1e-6,
 ) -> torch.Tensor:
     """Plain-PyTorch SpectralKD loss; autograd gives the gradient. Returns a 0-dim tensor
-    in the input dtype (accumulated in fp32, or fp64 for fp64 inputs)."""
+    in the input dtype (accumulated in fp32, or fp64 for fp64 inputs). As the definition it also takes
+    cutoffs that leave a band of this grid empty (the band adds 0); ``spectral_loss`` refuses them."""
     cuts, w = normalize_args(s, t, cutoffs, weights, reduction)
     loss = band_terms_reference(s, t, cuts, w, reduction, adaptive, eps).sum()
     return loss.to(s.dtype)

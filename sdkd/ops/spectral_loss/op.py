@@ -18,6 +18,7 @@ from .._dispatch import (
     triton_reasons,
 )
 from .._ext import cuda_device_unavailable_reason, cuda_unavailable_reason, unavailable_reason
+from ..spectral_cutoffs import check_bands
 from .definition import band_terms_reference, check_finite, normalize_args, spectral_loss_reference
 from .fused import _fused_fn
 from .plan import MAX_KERNEL_BANDS, dft_plan, runnable_paths
@@ -177,8 +178,9 @@ def spectral_loss(
 ) -> torch.Tensor:
     """SpectralKD loss between student ``s`` and teacher ``t`` of shape ``(..., H, W)``.
 
-    ``cutoffs``: increasing radial cutoffs (cycles/sample) splitting the rfft2 half-plane into
-    ``len(cutoffs)+1`` bands; ``weights``: one per band (default all 1, where ``mean`` equals
+    ``cutoffs``: increasing radial cutoffs (cycles/sample, in ``[0, sqrt(0.5))``) splitting the rfft2
+    half-plane into ``len(cutoffs)+1`` bands, each holding at least one bin of the ``H x W`` grid (else
+    ``ValueError``: an empty band would silently turn the loss into a re-weighted MSE); ``weights``: one per band (default all 1, where ``mean`` equals
     ``mse_loss(s, t)``); ``reduction``: ``"mean"`` or ``"band_mean"``; ``adaptive``: divide each
     band's error by the teacher's (detached) energy in it plus ``eps``. ``backend``: ``"auto"``
     (measured on the first call of each input kind, or ``SDKD_BACKEND``; see the README's kernel section),
@@ -187,6 +189,7 @@ def spectral_loss(
     results, naming the offending input.
     """
     cuts, w = normalize_args(s, t, cutoffs, weights, reduction)
+    check_bands(s.shape[-2], s.shape[-1], cuts, "spectral_loss")  # every band holds a bin of this grid
     impl = _select(s, t, cuts, w, reduction, adaptive, eps, backend)
     loss = impl.fn(s, t, cuts, w, reduction, adaptive, eps)
     if check:
@@ -205,5 +208,6 @@ def spectral_band_terms(
 ) -> torch.Tensor:
     """Detached per-band terms (their sum is the loss), for logging."""
     cuts, w = normalize_args(s, t, cutoffs, weights, reduction)
+    check_bands(s.shape[-2], s.shape[-1], cuts, "spectral_loss")  # every band holds a bin of this grid
     with torch.no_grad():
         return band_terms_reference(s.detach(), t.detach(), cuts, w, reduction, adaptive, eps)

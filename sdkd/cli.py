@@ -82,6 +82,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(_target(args._module).run(args) or 0)
 
 
+def _interrupted(exc: KeyboardInterrupt, argv: Sequence[str]) -> int:
+    """Ctrl-C: one line (where it stopped, what the last checkpoint holds, how to continue; rank 0 only) and
+    exit status 130, instead of a traceback."""
+    from sdkd.train.distributed import is_main_process
+    from sdkd.train.interrupt import EXIT_INTERRUPTED, interrupt_line
+    from sdkd.train.progress import close_bars
+
+    close_bars()
+    if is_main_process():
+        print(f"sdkd: {interrupt_line(exc, _command_of(argv), argv)}", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
 def _user_error(exc: BaseException) -> str | None:
     """The one-line message of an error that is the user's to fix (bad input, a file that cannot be read or
     written, a missing optional package), or ``None`` for a bug, which keeps its traceback."""
@@ -125,11 +138,17 @@ def _raised_on_purpose_by_sdkd(exc: BaseException) -> bool:
 def console_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sdkd`` command: sdkd's own errors (bad input, an unreadable or unwritable file, a
     diverging run, a missing optional package) end with one clear line, not a traceback; anything else is a
-    bug and keeps its traceback. ``SDKD_DEBUG=1`` shows the traceback of everything."""
+    bug and keeps its traceback. Ctrl-C ends with one line too (exit status 130). ``SDKD_DEBUG=1`` shows
+    the traceback of everything."""
     import os
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return main(argv)
+    except KeyboardInterrupt as exc:
+        if os.environ.get("SDKD_DEBUG") == "1":
+            raise
+        return _interrupted(exc, argv)
     except Exception as exc:
         msg = None if os.environ.get("SDKD_DEBUG") == "1" else _user_error(exc)
         if msg is None:

@@ -307,7 +307,6 @@ def stage_configs(
             "lr": b["lr"],
             "scheduler": b["scheduler"],
             "patience": b["patience"],
-            "progress": False,
             "max_steps_per_epoch": b["max_steps_per_epoch"],
         },
     }
@@ -374,22 +373,32 @@ def _label(stage: str, student: str) -> str:
 
 
 def evaluate_stages(
-    paths: Mapping[str, Path], test: Any, latency_runs: int, device: str = "cpu", openstl: bool = False
+    paths: Mapping[str, Path],
+    test: Any,
+    latency_runs: int,
+    device: str = "cpu",
+    openstl: bool = False,
+    progress: bool = False,
 ) -> tuple[dict[str, dict[str, float]], dict[str, torch.Tensor], torch.Tensor]:
     """Metrics per stage (``sdkd.train.evaluate``, latency re-measured with more runs, both on
     ``device``) plus the test predictions and targets (for the figures); ``openstl`` adds
-    MSE/MAE in OpenSTL's convention (``sdkd.train.evaluate.OPENSTL_COLUMNS``)."""
+    MSE/MAE in OpenSTL's convention (``sdkd.train.evaluate.OPENSTL_COLUMNS``); ``progress``: a bar over
+    the stages."""
     from torch.utils.data import DataLoader
 
     from .models.summary import measure_latency
     from .train.evaluate import evaluate, target_range
+    from .train.progress import progress_bar
     from .train.run import load_model
 
     R = target_range(test)
     rows, preds = {}, {}
     y = torch.cat([yb for _, yb in DataLoader(test, 16)])
     x1 = test[0][0].unsqueeze(0).to(device)
+    bar = progress_bar(len(paths), "test split", progress, unit="model")
     for stage, path in paths.items():
+        if bar is not None:
+            bar.set_postfix_str(stage)
         model, _ = load_model(path, device)
         row = evaluate(model, test, device=device, data_range=R, latency=False, openstl=openstl, name=stage)
         row["latency_ms"] = measure_latency(model, x1, runs=latency_runs, warmup=3)
@@ -397,6 +406,10 @@ def evaluate_stages(
         rows[stage] = row
         with torch.no_grad():
             preds[stage] = torch.cat([model(xb.to(device)).float().cpu() for xb, _ in DataLoader(test, 16)])
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
     # Improvement over the student alone, with the standard error of the paired per-window MSE
     # difference (how much of it the test set's size can resolve; seeds are not varied).
     per_window = {s: (p - y).square().flatten(1).mean(1).double() for s, p in preds.items()}
@@ -662,6 +675,8 @@ def run_reproduce(
     from .outputs import check_writable_dir
     from .seed_stats import better_than_student, replicate_seeds, seed_dir, summarize
     from .train.demo import run_or_reuse
+    from .train.interrupt import stopped_in
+    from .train.progress import StageProgress, progress_enabled
     from .train.run import build_datasets
 
     out = Path(out or f"runs/reproduce/{dataset}-{budget}-{student}")
@@ -689,28 +704,43 @@ def run_reproduce(
     t0 = time.perf_counter()
     first = next(iter(cfgs.values()))
     log(f"[data] {dataset}: {describe_data(first['data'])}")
-    datasets = build_datasets(first["data"], seed)
+    show = progress_enabled()
+    with stopped_in("the data preparation"):
+        datasets = build_datasets(first["data"], seed, progress=show)
     runs: list[dict[str, Path]] = []
+    # one stage/ETA line per epoch over every stage of every seed ("seed2/t1" when there are several)
+    names = [[f"seed{k}/{st}" if seeds > 1 else st for st in c] for k, c in enumerate(replicas, start=1)]
+    stages = StageProgress(
+        {
+            n: (c["train"]["epochs"], c["model"]["name"])
+            for ns, cs in zip(names, replicas)
+            for n, c in zip(ns, cs.values())
+        },
+        log,
+    )
     for k, (s, stage_cfgs) in enumerate(zip(seed_list, replicas), start=1):
         tag = f"[seed {k}/{seeds}: {s}] " if seeds > 1 else ""
         paths: dict[str, Path] = {}
         for i, (stage, cfg) in enumerate(stage_cfgs.items(), start=1):
             model, epochs = cfg["model"]["name"], cfg["train"]["epochs"]
             log(f"{tag}[{i}/{len(stage_cfgs)}] {stage}: {_label(stage, student)} ({model}, {epochs} ep)")
-            paths[stage] = run_or_reuse(cfg, datasets, device, log)
+            stages.start(names[k - 1][i - 1])
+            with stopped_in(stages.label(names[k - 1][i - 1]), Path(cfg["out_dir"]) / "last.pt"):
+                paths[stage] = run_or_reuse(cfg, datasets, device, log, on_epoch_end=stages.epoch_done)
         runs.append(paths)
     log("[eval] test split")
     b = BUDGETS[budget]
     eval_device = device or ("cuda" if torch.cuda.is_available() else "cpu")  # as run_stage picks it
     per_seed, preds = [], {}
-    for paths in runs:
-        rows_k, preds_k, y = evaluate_stages(
-            paths, datasets["test"], b["latency_runs"], device=eval_device, openstl=openstl
-        )
-        per_seed.append(rows_k)
-        for stage in FIGURE_STAGES:  # only what the figures draw: one prediction per seed
-            if stage in preds_k:
-                preds.setdefault(stage, []).append(preds_k[stage])
+    with stopped_in("the evaluation (every stage is trained and saved)"):
+        for paths in runs:
+            rows_k, preds_k, y = evaluate_stages(
+                paths, datasets["test"], b["latency_runs"], device=eval_device, openstl=openstl, progress=show
+            )
+            per_seed.append(rows_k)
+            for stage in FIGURE_STAGES:  # only what the figures draw: one prediction per seed
+                if stage in preds_k:
+                    preds.setdefault(stage, []).append(preds_k[stage])
     rows, std = summarize(per_seed)
     better = better_than_student(rows, std, roles) if seeds > 1 else None
     table = format_results(rows, student, roles, std if seeds > 1 else None, better)

@@ -6,6 +6,7 @@ import re
 import pytest
 
 from sdkd.cli import main
+from sdkd.train.checkpoint import load_checkpoint, save_checkpoint
 from sdkd.train.demo import compare_line
 
 
@@ -27,7 +28,13 @@ def test_demo_smoke_end_to_end(tmp_path, monkeypatch, capsys):
     assert line.group(2) == ("lower" if rows["distilled"]["mse"] <= rows["baseline"]["mse"] else "higher")
     for name in ("frames.png", "spectra.png", "band_errors.png"):
         assert (out / name).stat().st_size > 0
+    for stage, i in (("teacher", 1), ("baseline", 2), ("distilled", 3)):  # the stage/ETA line after each epoch
+        assert re.search(rf"^stage {i}/3 {stage}: epoch 2/2, ~\d+:\d\d left in this stage", text, re.M)
     stamp = (out / "teacher" / "best.pt").stat().st_mtime_ns
+    # A stage written while the demo turned bars off (train.progress false) is still reused: display only.
+    ck = load_checkpoint(out / "teacher" / "last.pt")
+    ck["config"]["train"]["progress"] = False
+    save_checkpoint(out / "teacher" / "last.pt", ck)
     assert main(["demo", "--budget", "smoke", "--out", str(out), "--no-figures"]) == 0  # reuses finished stages
     assert (out / "teacher" / "best.pt").stat().st_mtime_ns == stamp
     assert json.loads((out / "results.json").read_text())["distilled"]["mse"] == rows["distilled"]["mse"]

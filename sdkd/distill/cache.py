@@ -199,6 +199,7 @@ class TeacherCache:
         device: torch.device | str | None = None,
         tag: str = "",
         overwrite: bool = False,
+        progress: bool = False,
     ) -> TeacherCache:
         """Run the (frozen, eval-mode) teachers once over ``data`` and store their outputs.
 
@@ -210,7 +211,8 @@ class TeacherCache:
         ``path`` is None). A finished cache at ``path`` with matching metadata is reused
         unless ``overwrite``. ``device``: where teachers run (default: their own device).
         ``tag``: free text stored in the metadata and required to match on reuse (e.g. a
-        dataset description, since the data itself is not hashed).
+        dataset description, since the data itself is not hashed). ``progress``: show a bar over the
+        samples (``sdkd.train.progress.progress_enabled`` decides it in the training commands).
         """
         teachers = as_teacher_list(teachers)
         if not teachers:
@@ -250,6 +252,7 @@ class TeacherCache:
         filled = torch.zeros(n, dtype=torch.bool)
         tmp: Path | None = None
         location = "memory"
+        bar = _progress_bar(n, progress)
         for idx, x in _batches(data, batch_size):
             if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
                 raise IndexError(f"data: sample index out of range [0, {n})")
@@ -300,6 +303,10 @@ class TeacherCache:
                     else:
                         arrays[i][k][idx.numpy()] = _to_numpy(v)
             filled[idx] = True
+            if bar is not None:
+                bar.update(len(idx))
+        if bar is not None:
+            bar.close()
         if not bool(filled.all()):
             missing = int((~filled).sum())
             if tmp is not None:
@@ -397,6 +404,14 @@ class TeacherCache:
             f"TeacherCache(teachers={self.num_teachers}, samples={len(self)}, keys={self.keys()}, "
             f"nbytes={self.nbytes}, location={self.location!r})"
         )
+
+
+def _progress_bar(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from sdkd.train.progress import progress_bar
+
+    return progress_bar(total, "teacher cache", True, unit="sample")
 
 
 def _module_device(m: nn.Module) -> torch.device:

@@ -49,7 +49,9 @@ def run_train(args: argparse.Namespace, stage: str = "train") -> int:
             file=sys.stderr,
         )
     if is_main_process():  # where to look while it runs (metrics.csv, checkpoints)
-        print(f"sdkd {stage}: output folder {Path(cfg['out_dir']).resolve()}", flush=True)  # stdout: stderr is for errors
+        print(
+            f"sdkd {stage}: output folder {Path(cfg['out_dir']).resolve()}", flush=True
+        )  # stdout: stderr is for errors
     res = run_stage(cfg, resume=args.resume, device=args.device, overwrite=args.overwrite)
     if is_main_process():  # under torchrun, one summary line, not one per rank
         print(f"best val MSE {res.best_val:.5g} at epoch {res.best_epoch + 1}; checkpoint {res.best_path}")
@@ -92,6 +94,7 @@ def configure_eval(parser: argparse.ArgumentParser) -> None:
 
 def run_eval(args: argparse.Namespace) -> int:
     from .evaluate import COLUMNS, OPENSTL_COLUMNS, evaluate, format_table, target_range
+    from .progress import progress_enabled
     from .run import build_datasets, load_model
 
     if args.out:  # before any model is evaluated
@@ -105,8 +108,11 @@ def run_eval(args: argparse.Namespace) -> int:
     names = args.name + [str(p) for p in args.checkpoint[len(args.name) :]]
     R = target_range(test)
     openstl = args.openstl_metrics
+    show = progress_enabled()
     rows = {
-        n: evaluate(m, test, device=args.device, data_range=R, openstl=openstl, name=n)
+        n: evaluate(
+            m, test, device=args.device, data_range=R, openstl=openstl, name=n, progress=show, desc=f"test: {n}"
+        )
         for n, (m, _) in zip(names, models)
     }
     table = format_table(rows, COLUMNS + OPENSTL_COLUMNS if openstl else COLUMNS)

@@ -3,7 +3,9 @@
 Generates a small NSE set, trains an ST-AlterNet teacher, a U-Net student alone (baseline)
 and a U-Net distilled from the teacher with SpectralKD, then prints one table (test MSE,
 MAE, PSNR, SSIM, low/high band error, parameters, latency) and writes figures. Finished
-stages are reused when run again with the same settings; interrupted ones resume.
+stages are reused when run again with the same settings; interrupted ones resume. Progress: bars
+within each epoch, the teacher cache build and the evaluation (on a terminal), and after each
+epoch a stage/ETA line (``sdkd.train.progress.StageProgress``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from .config import build_config
+from .interrupt import stopped_in
+from .progress import StageProgress, progress_enabled
 
 # The SpectralKD setting the demo distills with (see README, "Choosing SpectralKD's setting").
 # Chosen from a comparison on the small NSE preset over seeds 42-44 (README, "Demo results"):
@@ -70,7 +74,7 @@ def stage_configs(budget: str, out: Path, seed: int, kd: dict | None = None) -> 
     common = {
         "seed": seed,
         "data": {"name": "ns", "preset": b["preset"], "batch_size": b["batch_size"]},
-        "train": {"lr": b["lr"], "scheduler": "cosine", "patience": 0, "progress": False},
+        "train": {"lr": b["lr"], "scheduler": "cosine", "patience": 0},
     }
     teacher = _merge(common, {"out_dir": str(out / "teacher"), "model": {"name": "st_alternet", "cfg": b["teacher"]}})
     teacher["train"]["epochs"] = b["teacher_epochs"]
@@ -98,13 +102,27 @@ def _merge(a: dict, b: dict) -> dict:
     return out
 
 
-def run_or_reuse(cfg: dict, datasets: dict, device: str | None, log) -> Path:
+# Config keys that change only what is displayed, never the trained model: ignored when deciding reuse.
+DISPLAY_KEYS = (("train", "progress"),)
+
+
+def _settings(cfg: dict) -> dict:
+    """``cfg`` without ``DISPLAY_KEYS``: what decides whether a finished stage can be reused."""
+    out = copy.deepcopy(cfg)
+    for section, key in DISPLAY_KEYS:
+        if isinstance(out.get(section), dict):
+            out[section].pop(key, None)
+    return out
+
+
+def run_or_reuse(cfg: dict, datasets: dict, device: str | None, log, on_epoch_end=None) -> Path:
     """Train ``cfg``'s stage, resume it from last.pt, or reuse it when last.pt's config equals ``cfg``.
 
     The stored config is compared after filling in today's defaults, so a key added to the schema since
     it was written (with its default value) does not count as a change. Nothing is deleted: a run with other
     settings (or without a last.pt) has its files moved into an ``outdated-<time>`` subfolder
-    (``run_dir.move_run_aside``); an unreadable last.pt is only reported."""
+    (``run_dir.move_run_aside``); an unreadable last.pt is only reported. ``DISPLAY_KEYS`` are not
+    compared. ``on_epoch_end`` goes to the fit loop (``StageProgress.epoch_done``)."""
     from .checkpoint import CheckpointError, load_checkpoint
     from .config import ConfigError, build_config
     from .run import _plain, run_stage
@@ -121,14 +139,14 @@ def run_or_reuse(cfg: dict, datasets: dict, device: str | None, log) -> Path:
                 f"{exc}; sdkd leaves it untouched: move or delete it yourself, or choose another --out"
             ) from None
         try:
-            same = _plain(build_config(base=stored)) == _plain(cfg)
+            same = _settings(_plain(build_config(base=stored))) == _settings(_plain(cfg))
         except (ConfigError, TypeError):  # a config this sdkd no longer accepts: a different run
             same = False
         if not same:
             log(f"{out}: settings changed; previous run moved to {move_run_aside(out)}; training again")
     elif found:
         log(f"{out}: {', '.join(found)} without last.pt moved to {move_run_aside(out)}; training again")
-    run_stage(cfg, resume=True, device=device, log=log, datasets=datasets)
+    run_stage(cfg, resume=True, device=device, log=log, datasets=datasets, on_epoch_end=on_epoch_end)
     return out / "best.pt"
 
 
@@ -158,18 +176,24 @@ def run_demo(
     check_writable_dir(out, "--out")  # before any data is made
     t0 = time.perf_counter()
     log(f"[1/4] data: Navier-Stokes preset {cfgs['teacher']['data']['preset']!r}")
-    datasets = build_datasets(cfgs["teacher"]["data"], seed)
+    show = progress_enabled()
+    with stopped_in("the data generation"):
+        datasets = build_datasets(cfgs["teacher"]["data"], seed, progress=show)
     paths = {}
+    stages = StageProgress({n: (c["train"]["epochs"], c["model"]["name"]) for n, c in cfgs.items()}, log)
     for i, name in enumerate(("teacher", "baseline", "distilled"), start=2):
         log(f"[{i}/4] {name}: {cfgs[name]['model']['name']}, {cfgs[name]['train']['epochs']} epochs")
-        paths[name] = run_or_reuse(cfgs[name], datasets, device, log)
+        stages.start(name)
+        with stopped_in(stages.label(name), Path(cfgs[name]["out_dir"]) / "last.pt"):
+            paths[name] = run_or_reuse(cfgs[name], datasets, device, log, on_epoch_end=stages.epoch_done)
     test = datasets["test"]
     R = target_range(test)
     rows, models = {}, {}
-    for name, path in paths.items():
-        model, _ = load_model(path, "cpu")
-        models[name] = model
-        rows[name] = evaluate(model, test, device="cpu", data_range=R)
+    with stopped_in("the evaluation (every stage is trained and saved)"):
+        for name, path in paths.items():
+            model, _ = load_model(path, "cpu")
+            models[name] = model
+            rows[name] = evaluate(model, test, device="cpu", data_range=R, progress=show, desc=f"test: {name}")
     table = format_table(rows)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(table + "\n")

@@ -53,9 +53,12 @@ def evaluate(
     latency: bool = True,
     openstl: bool = False,
     name: str | None = None,
+    progress: bool = False,
+    desc: str = "evaluate",
 ) -> dict[str, float]:
     """Metrics of ``model`` over ``dataset`` (normalised ``(x, y)`` windows with ``denormalize``);
-    ``openstl``: also the ``OPENSTL_COLUMNS`` (OpenSTL's summed-per-frame MSE/MAE).
+    ``openstl``: also the ``OPENSTL_COLUMNS`` (OpenSTL's summed-per-frame MSE/MAE); ``progress``: a bar over
+    the batches titled ``desc`` (``sdkd.train.progress.progress_enabled`` decides).
 
     Raises ``ValueError`` (naming ``name``, default the model's class) when a prediction or an error metric is not
     finite, so that no table or results file ever holds NaN/inf from a broken model.
@@ -63,13 +66,17 @@ def evaluate(
     from sdkd.models import summary
     from sdkd.models.summary import latency_stats
 
+    from .progress import progress_bar
+
     name = name or type(model).__name__
     model = model.to(device).eval()
     R = data_range if data_range is not None else target_range(dataset)
     sums = dict.fromkeys(("sse", "sae", "sse_phys", "sae_phys", "psnr", "ssim", "low", "high"), 0.0)
     n_pix = n_maps = n_frames = 0
     small = min(dataset.in_shape[-2:]) < 11
-    for x, y in DataLoader(dataset, batch_size):
+    loader = DataLoader(dataset, batch_size)
+    bar = progress_bar(len(loader), desc, progress, unit="batch")
+    for x, y in loader:
         x, y = x.to(device), y.to(device)
         p = model(x).float()
         _check_predictions(p, name, n_pix // max(1, y[0].numel()))
@@ -87,6 +94,10 @@ def evaluate(
         n_pix += y.numel()
         n_maps += y.numel() // (y.shape[-1] * y.shape[-2])
         n_frames += y.shape[0] * y.shape[1]
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
     row = {
         "mse": sums["sse"] / n_pix,
         "mae": sums["sae"] / n_pix,

@@ -31,7 +31,9 @@ from sdkd.errors import SdkdError
 
 from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .distributed import DistInfo, all_reduce_sum, barrier
+from .interrupt import Interrupted
 from .loggers import MetricLogger
+from .progress import progress_bar, progress_enabled
 from .schema import check_section
 
 LossFn = Callable[[Any, nn.Module], Mapping[str, Any]]
@@ -163,6 +165,7 @@ class Trainer:
         log: Callable[[str], None] = print,
         batch_to_device: Callable[[Any, torch.device], Any] = to_device,
         loggers: Iterable[MetricLogger] = (),
+        on_epoch_end: Callable[[int, int, float], None] | None = None,
     ):
         self.dist = dist_info or DistInfo()
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -181,6 +184,8 @@ class Trainer:
         self.seed = seed
         self.log = log if self.dist.is_main else (lambda _msg: None)
         self.loggers = list(loggers) if self.dist.is_main else []  # rank 0 logs, as it writes metrics.csv
+        self.on_epoch_end = on_epoch_end if self.dist.is_main else None  # (epoch done, epochs, seconds)
+        self._at: tuple[int, int | None] | None = None  # (epoch, step) now running, for the Ctrl-C message
         if batch_size % self.dist.world_size:
             raise ValueError(f"batch_size {batch_size} must be divisible by the world size {self.dist.world_size}")
         self.local_batch = batch_size // self.dist.world_size
@@ -251,16 +256,14 @@ class Trainer:
         self.train_sampler.set_epoch(epoch)
         sums: dict[str, torch.Tensor] = {}
         n = 0
-        bar = None
-        if self.cfg.get("progress", True) and self.dist.is_main:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}", leave=False)
+        enabled = progress_enabled(self.cfg.get("progress", True), self.dist.is_main)
+        bar = progress_bar(self.steps_per_epoch, f"epoch {epoch + 1}/{self.cfg['epochs']}", enabled, unit="step")
         log_every = self.log_every
         window = _LossWindow(self.device)
         for step, batch in enumerate(self.train_loader):
             if step >= self.steps_per_epoch:
                 break
+            self._at = (epoch, step)
             batch = self.batch_to_device(batch, self.device)
             self.optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
@@ -280,13 +283,14 @@ class Trainer:
                 sums[k] = sums.get(k, 0.0) + torch.as_tensor(v, dtype=torch.float64, device=self.device).detach()
             n += 1
             if bar is not None:
-                bar.update(1)
+                bar.update(1)  # counts steps; the loss shown is the one read every log_every steps anyway
             if n % log_every == 0 or n == self.steps_per_epoch:
                 mean_loss = window.read(epoch, self)  # the interval's one host read; raises on a non-finite loss
                 if bar is not None:
                     bar.set_postfix(loss=f"{mean_loss:.4g}")
         if bar is not None:
             bar.close()
+        self._at = (epoch, None)  # the training steps are done: validating, saving
         keys = sorted(sums)
         count = torch.full((), float(n), dtype=torch.float64, device=self.device)  # a fill: no host-to-device copy
         vec = torch.stack([sums[k] for k in keys] + [count])
@@ -307,6 +311,29 @@ class Trainer:
         return (total[0] / total[1].clamp_min(1)).item()
 
     def fit(self, resume: bool = False) -> FitResult:
+        """Train for ``train.epochs`` (from ``last.pt`` if ``resume``). Ctrl-C raises :class:`Interrupted`
+        naming the epoch and step and ``last.pt`` (written atomically: it holds the last finished epoch)."""
+        try:
+            return self._fit(resume)
+        except Interrupted:
+            raise
+        except KeyboardInterrupt:
+            raise self._interrupted() from None
+
+    def _interrupted(self) -> Interrupted:
+        last = self.out_dir / "last.pt"
+        if self._at is None:
+            return Interrupted(["loading the checkpoint" if last.is_file() else "the start of training"], last)
+        epoch, step = self._at
+        where = f"epoch {epoch + 1}/{self.cfg['epochs']}"
+        where += (
+            f" at step {step + 1}/{self.steps_per_epoch}"
+            if step is not None
+            else " after its training steps (validating or saving)"
+        )
+        return Interrupted([where], last)
+
+    def _fit(self, resume: bool) -> FitResult:
         last_path, best_path = self.out_dir / "last.pt", self.out_dir / "best.pt"
         start, best_val, best_epoch, bad, history = 0, math.inf, -1, 0, []
         if resume and last_path.is_file():
@@ -351,6 +378,8 @@ class Trainer:
                 f"epoch {epoch + 1}/{self.cfg['epochs']}  train {row.get('train_loss', float('nan')):.4g}  "
                 f"val {row['val_mse']:.4g}{'  *' if improved else ''}"
             )
+            if self.on_epoch_end is not None:
+                self.on_epoch_end(epoch + 1, self.cfg["epochs"], time.perf_counter() - t0)
         if stopped:
             self.log(f"early stop: no improvement for {patience} epochs (best epoch {best_epoch + 1})")
         for logger in self.loggers:

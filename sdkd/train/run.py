@@ -20,9 +20,11 @@ import sdkd
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import ConfigError
-from .distributed import DistInfo, init_distributed
+from .distributed import DistInfo, init_distributed, is_main_process
+from .interrupt import stopped_in
 from .loggers import build_loggers
 from .loop import FitResult, Trainer, to_device
+from .progress import progress_enabled
 from .run_dir import check_resume_config, prepare_run_dir
 
 SPLITS = ("train", "val", "test")
@@ -384,7 +386,9 @@ def _distill_parts(cfg: Mapping, data: Mapping[str, Any], student: nn.Module, de
     if d.get("cache", True):
         log(f"caching {len(teachers)} teacher(s) over {len(train_set)} training samples")
         names = [teacher_feature_names(p) for p in pairs]
-        cache = TeacherCache.build(teachers, train_set, features=names, device=device)
+        show = progress_enabled(cfg["train"].get("progress", True), is_main_process())
+        with stopped_in("the teacher cache build", Path(cfg["out_dir"]) / "last.pt"):
+            cache = TeacherCache.build(teachers, train_set, features=names, device=device, progress=show)
         train_set = IndexedDataset(train_set)
     distiller = Distiller(
         student,
@@ -432,12 +436,15 @@ def run_stage(
     log: Callable[[str], None] = print,
     datasets: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    on_epoch_end: Callable[[int, int, float], None] | None = None,
 ) -> FitResult:
     """Train (``cfg["stage"] == "train"``) or distill a model as configured; writes
     ``best.pt``/``last.pt``/metrics into ``cfg["out_dir"]``.
 
     A folder that already holds a run is refused unless ``resume`` (continue it; its config must match up to
-    ``run_dir.RESUMABLE_KEYS``) or ``overwrite`` (replace sdkd's files there); see ``sdkd.train.run_dir``."""
+    ``run_dir.RESUMABLE_KEYS``) or ``overwrite`` (replace sdkd's files there); see ``sdkd.train.run_dir``.
+    ``on_epoch_end(epoch, epochs, seconds)`` is called after each epoch (rank 0; e.g.
+    ``StageProgress.epoch_done``). Ctrl-C raises ``sdkd.train.interrupt.Interrupted`` saying where it stopped."""
     from .config import validate
 
     cfg = validate(cfg)  # values and typos fail here, not after data generation
@@ -451,7 +458,12 @@ def run_stage(
     torch.manual_seed(int(cfg["seed"]))
     if cfg["train"].get("deterministic", True):
         torch.use_deterministic_algorithms(True, warn_only=True)
-    data = dict(datasets) if datasets is not None else build_datasets(cfg["data"], cfg["seed"], info.is_main)
+    if datasets is None:
+        with stopped_in("the data preparation", Path(cfg["out_dir"]) / "last.pt"):
+            datasets = build_datasets(
+                cfg["data"], cfg["seed"], progress_enabled(cfg["train"]["progress"], info.is_main)
+            )
+    data = dict(datasets)
     spec = model_spec(cfg["model"], data["train"].in_shape, data["train"].out_frames)
     model = build_from_spec(spec)
     extra_state = {
@@ -485,6 +497,7 @@ def run_stage(
         log=log,
         batch_to_device=batch_to_device,
         loggers=build_loggers(cfg["train"].get("loggers") or (), cfg["out_dir"]) if info.is_main else (),
+        on_epoch_end=on_epoch_end,
         **({"loss_fn": loss_fn} if loss_fn is not None else {}),
     )
     if distiller is not None:

@@ -249,3 +249,18 @@ class LatentForecaster(nn.Module):
         skip = self.skip_readout(skip.reshape(B, T * self.hid_S, Hp, Wp)).reshape(B * To, self.hid_S, Hp, Wp)
         y = crop_to(self.decoder(z, skip).reshape(B, To, C, Hp, Wp), hw)
         return (y, feats) if return_features else y
+
+
+class MixMlp(nn.Module):
+    """1x1 dim -> hidden, depth-wise 3x3, GELU, dropout, 1x1 back, dropout."""
+
+    def __init__(self, dim: int, hidden: int, drop: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Conv2d(dim, hidden, 1)
+        self.dwconv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Conv2d(hidden, dim, 1)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.dwconv(self.fc1(x))))))

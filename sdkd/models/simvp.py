@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
-from .layers import DropPath, LatentForecaster, group_count
+from .layers import DropPath, LatentForecaster, MixMlp, group_count
 from .registry import register_model
 from .van import VANBlock
 
@@ -112,21 +112,6 @@ class SpatialAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.proj_2(self.gate(self.act(self.proj_1(x))))
-
-
-class MixMlp(nn.Module):
-    """1x1 dim -> hidden, depth-wise 3x3, GELU, dropout, 1x1 back, dropout."""
-
-    def __init__(self, dim: int, hidden: int, drop: float = 0.0):
-        super().__init__()
-        self.fc1 = nn.Conv2d(dim, hidden, 1)
-        self.dwconv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Conv2d(hidden, dim, 1)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.dwconv(self.fc1(x))))))
 
 
 class GASubBlock(nn.Module):

@@ -16,7 +16,7 @@ import math
 import torch
 from torch import nn
 
-from .layers import DropPath
+from .layers import DropPath, MixMlp
 
 __all__ = ["LargeKernelAttention", "VANAttention", "VANBlock"]
 
@@ -48,21 +48,6 @@ class VANAttention(nn.Module):
         return x + self.proj_2(self.lka(self.act(self.proj_1(x))))
 
 
-class VANMlp(nn.Module):
-    """1x1 dim -> hidden, depth-wise 3x3, GELU, dropout, 1x1 back, dropout."""
-
-    def __init__(self, dim: int, hidden: int, drop: float = 0.0):
-        super().__init__()
-        self.fc1 = nn.Conv2d(dim, hidden, 1)
-        self.dwconv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Conv2d(hidden, dim, 1)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.dwconv(self.fc1(x))))))
-
-
 class VANBlock(nn.Module):
     """VAN block: ``x + dp(ls1 * attn(BN(x)))`` then ``x + dp(ls2 * mlp(BN(x)))``, layer scale
     initialised to ``init_value`` (0.01), convs initialised normal(0, sqrt(2 / fan_out)) as OpenSTL."""
@@ -74,7 +59,7 @@ class VANBlock(nn.Module):
         self.norm1 = nn.BatchNorm2d(dim)
         self.attn = VANAttention(dim)
         self.norm2 = nn.BatchNorm2d(dim)
-        self.mlp = VANMlp(dim, max(1, int(dim * mlp_ratio)), drop)
+        self.mlp = MixMlp(dim, max(1, int(dim * mlp_ratio)), drop)  # the same MLP as gSTA's
         self.drop_path = DropPath(drop_path)
         self.layer_scale_1 = nn.Parameter(init_value * torch.ones(dim))
         self.layer_scale_2 = nn.Parameter(init_value * torch.ones(dim))

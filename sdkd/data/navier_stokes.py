@@ -48,6 +48,8 @@ from typing import Union
 import numpy as np
 import torch
 
+from ._params import merge_preset, positive
+
 __all__ = [
     "solve",
     "generate",
@@ -130,7 +132,7 @@ def stable_dt(w: torch.Tensor, visc: float) -> torch.Tensor:
     Returns a ``(B,)`` tensor; ``inf`` for a sample at rest (no advective limit).
     """
     _check_field(w, "w")
-    visc = _positive(visc, "visc")
+    visc = positive(visc, "visc")
     op = _spectral(w.shape[-2], w.shape[-1], w.device, w.dtype)
     return _stable_dt_hat(torch.fft.rfft2(w), op, visc)
 
@@ -144,15 +146,6 @@ def _stable_dt_hat(w_hat: torch.Tensor, op: _Spectral, visc: float) -> torch.Ten
 
 
 # ------------------------------------------------------------------------------------------------------- validation
-def _positive(value, name: str, *, integer: bool = False):
-    kind = numbers.Integral if integer else numbers.Real
-    if isinstance(value, bool) or not isinstance(value, kind):
-        raise TypeError(f"{name} must be a {'positive integer' if integer else 'positive number'}, got {value!r}")
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be positive and finite, got {value!r}")
-    return int(value) if integer else float(value)
-
-
 def _check_field(w0: torch.Tensor, name: str) -> None:
     if not isinstance(w0, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (B, H, W), got {type(w0).__name__}")
@@ -215,11 +208,11 @@ def solve(
     ``on_record(i)`` is called after record ``i`` (1-based), e.g. for a progress bar.
     """
     _check_field(w0, "w0")
-    visc = _positive(visc, "visc")
-    t_final = _positive(t_final, "t_final")
-    record_steps = _positive(record_steps, "record_steps", integer=True)
+    visc = positive(visc, "visc")
+    t_final = positive(t_final, "t_final")
+    record_steps = positive(record_steps, "record_steps", integer=True)
     if dt is not None:
-        dt = _positive(dt, "dt")
+        dt = positive(dt, "dt")
     f = _forcing_tensor(forcing, w0)
 
     b, h, w = w0.shape
@@ -297,8 +290,8 @@ def gaussian_random_field(
     Sample ``start + i`` uses ``numpy.random.default_rng([seed, start + i])``, so samples are reproducible one by one.
     Pointwise variance: ``2σ² Σ_{k≠0} (4π²|k|² + τ²)^(−α)`` with ``σ = τ^(α−1)`` by default.
     """
-    n = _positive(n, "n", integer=True)
-    s = _positive(resolution, "resolution", integer=True)
+    n = positive(n, "n", integer=True)
+    s = positive(resolution, "resolution", integer=True)
     sigma = tau ** (alpha - 1.0) if sigma is None else sigma
     k = np.rint(np.fft.fftfreq(s) * s)
     k2 = k[:, None] ** 2 + k[None, :] ** 2
@@ -342,15 +335,15 @@ def iter_generate(
     Memory stays bounded by ``chunk_size`` samples; ``on_record(k)`` is called with the number of sample-records done
     since the last call (``chunk`` per record), for progress bars.
     """
-    n = _positive(n, "n", integer=True)
-    resolution = _positive(resolution, "resolution", integer=True)
-    sres = resolution if solver_resolution is None else _positive(solver_resolution, "solver_resolution", integer=True)
+    n = positive(n, "n", integer=True)
+    resolution = positive(resolution, "resolution", integer=True)
+    sres = resolution if solver_resolution is None else positive(solver_resolution, "solver_resolution", integer=True)
     if sres % resolution:
         raise ValueError(f"solver_resolution must be a multiple of resolution={resolution}, got {sres}")
     if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     dev = _default_device(device)
-    chunk = _default_chunk(n, sres, dev) if chunk_size is None else _positive(chunk_size, "chunk_size", integer=True)
+    chunk = _default_chunk(n, sres, dev) if chunk_size is None else positive(chunk_size, "chunk_size", integer=True)
     stride = sres // resolution
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
@@ -381,7 +374,7 @@ def generate(
     ``device=None`` uses CUDA when available. Records are at ``t_final·i/record_steps``, i = 1..record_steps (FNO's
     ``u``; the initial field is not included). See the module docstring for the scheme, Δt and seeding.
     """
-    bar = _progress_bar(n * _positive(record_steps, "record_steps", integer=True), progress)
+    bar = _progress_bar(n * positive(record_steps, "record_steps", integer=True), progress)
     try:
         chunks = [
             rec
@@ -424,28 +417,20 @@ def cache_params(
     **overrides,
 ) -> dict:
     """The full generator parameters for ``preset`` (or ``generate``'s defaults) with ``overrides`` (``None`` = unset)."""
-    params = dict(n=None, resolution=64, visc=1e-5, t_final=20.0, record_steps=20, seed=0, dt=None, forcing="fno")
-    params.update(solver_resolution=None)
-    if preset is not None:
-        if preset not in PRESETS:
-            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
-        params.update(PRESETS[preset])
-    unknown = set(overrides) - set(params)
-    if unknown:
-        raise TypeError(f"unknown generator parameter(s): {sorted(unknown)}")
-    params.update({k: v for k, v in overrides.items() if v is not None})
+    defaults = dict(n=None, resolution=64, visc=1e-5, t_final=20.0, record_steps=20, seed=0, dt=None, forcing="fno")
+    params = merge_preset({**defaults, "solver_resolution": None}, PRESETS, preset, overrides)
     if params["n"] is None:
         raise ValueError("n must be given (or a preset chosen)")
     if params["forcing"] not in ("fno", "none"):
         raise ValueError(f"forcing must be 'fno' or 'none' for cached data, got {params['forcing']!r}")
     for name in ("n", "resolution", "record_steps"):
-        params[name] = _positive(params[name], name, integer=True)
+        params[name] = positive(params[name], name, integer=True)
     for name in ("visc", "t_final"):
-        params[name] = _positive(params[name], name)
+        params[name] = positive(params[name], name)
     if params["dt"] is not None:
-        params["dt"] = _positive(params["dt"], "dt")
+        params["dt"] = positive(params["dt"], "dt")
     if params["solver_resolution"] is not None:
-        sres = _positive(params["solver_resolution"], "solver_resolution", integer=True)
+        sres = positive(params["solver_resolution"], "solver_resolution", integer=True)
         if sres % params["resolution"]:
             raise ValueError(f"solver_resolution must be a multiple of resolution={params['resolution']}, got {sres}")
         params["solver_resolution"] = sres

@@ -42,6 +42,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ._params import positive
+
 __all__ = ["simulate", "iter_records", "RBCResult", "lattice_parameters", "check_resolution", "RA_CRITICAL"]
 
 RA_CRITICAL = 1707.76  # no-slip plates (Chandrasekhar 1961), critical wavenumber 3.117
@@ -104,15 +106,6 @@ class RBCResult:
 
 
 # ------------------------------------------------------------------------------------------------------- validation
-def _positive(value, name: str, *, integer: bool = False):
-    kind = numbers.Integral if integer else numbers.Real
-    if isinstance(value, bool) or not isinstance(value, kind):
-        raise TypeError(f"{name} must be a {'positive integer' if integer else 'positive number'}, got {value!r}")
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be positive and finite, got {value!r}")
-    return int(value) if integer else float(value)
-
-
 def _as_list(value, name: str) -> tuple[list, bool]:
     if isinstance(value, (list, tuple, np.ndarray, torch.Tensor)):
         vals = [v.item() if hasattr(v, "item") else v for v in value]
@@ -263,14 +256,14 @@ def iter_records(
     if len(ras) > 1 and len(seeds) > 1 and len(ras) != len(seeds):
         raise ValueError(f"rayleigh and seed lists must have the same length, got {len(ras)} and {len(seeds)}")
     n = max(len(ras), len(seeds))
-    ras = [_positive(r, "rayleigh") for r in (ras * n if len(ras) == 1 else ras)]
+    ras = [positive(r, "rayleigh") for r in (ras * n if len(ras) == 1 else ras)]
     seeds = [_seed(s) for s in (seeds * n if len(seeds) == 1 else seeds)]
-    prandtl = _positive(prandtl, "prandtl")
-    height = _positive(height, "height", integer=True)
-    refine = _positive(refine, "refine", integer=True)
-    aspect = _positive(aspect, "aspect")
-    dt_save = _positive(dt_save, "dt_save")
-    t_final = _positive(t_final, "t_final")
+    prandtl = positive(prandtl, "prandtl")
+    height = positive(height, "height", integer=True)
+    refine = positive(refine, "refine", integer=True)
+    aspect = positive(aspect, "aspect")
+    dt_save = positive(dt_save, "dt_save")
+    t_final = positive(t_final, "t_final")
     if not isinstance(t_start, numbers.Real) or not 0 <= t_start < t_final:
         raise ValueError(f"t_start must be in [0, t_final={t_final}), got {t_start!r}")
     if not 0 < max_lattice_velocity <= 0.3:

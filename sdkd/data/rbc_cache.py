@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from . import rbc
+from ._params import merge_preset, positive
 
 __all__ = ["PRESETS", "PRESET_SPLITS", "cache_params", "cached_dataset", "load_or_generate", "write_figure"]
 
@@ -67,22 +68,14 @@ CACHE_FORMAT = "sdkd.rbc/1"
 
 def cache_params(preset: str | None = "small", **overrides) -> dict:
     """The full generator parameters of ``preset`` with ``overrides`` (``None`` = unset), checked."""
-    params = dict(_DEFAULTS)
-    if preset is not None:
-        if preset not in PRESETS:
-            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
-        params.update(PRESETS[preset])
-    unknown = set(overrides) - set(params)
-    if unknown:
-        raise TypeError(f"unknown generator parameter(s): {sorted(unknown)}")
-    params.update({k: v for k, v in overrides.items() if v is not None})
+    params = merge_preset(_DEFAULTS, PRESETS, preset, overrides)
     missing = [k for k in ("rayleigh", "height", "dt_save", "frames") if params[k] is None]
     if missing:
         raise ValueError(f"{', '.join(missing)} must be given (or a preset chosen)")
     for name in ("rayleigh", "prandtl", "aspect", "dt_save", "max_lattice_velocity"):
-        params[name] = rbc._positive(params[name], name)
+        params[name] = positive(params[name], name)
     for name in ("height", "refine", "frames"):
-        params[name] = rbc._positive(params[name], name, integer=True)
+        params[name] = positive(params[name], name, integer=True)
     spinup = params["spinup"]
     if isinstance(spinup, bool) or not isinstance(spinup, numbers.Real) or not (0 <= spinup < math.inf):
         raise ValueError(f"spinup must be a non-negative number, got {spinup!r}")

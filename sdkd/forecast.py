@@ -502,9 +502,13 @@ def _configure_predict(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--figure", default=None, help="write a PNG of one forecast (needs matplotlib)")
     parser.add_argument("--sample", type=int, default=0, help="which window the figure shows")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out / --figure if they exist")
 
 
 def _run_predict(args: argparse.Namespace) -> int:
+    from sdkd.outputs import refuse_existing
+
+    refuse_existing([(args.out, "--out"), (args.figure, "--figure")], args.overwrite)
     f = Forecaster.from_checkpoint(args.checkpoint, device=args.device, batch_size=args.batch_size)
     res = predict_file(
         f,
@@ -538,10 +542,15 @@ def _configure_export(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
     parser.add_argument("--no-check", action="store_true", help="skip the parity check against the eager model")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out and its metadata file if they exist")
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from .export import export_checkpoint
+    from sdkd.outputs import refuse_existing
+
+    from .export import export_checkpoint, meta_path_of
+
+    refuse_existing([(args.out, "--out"), (meta_path_of(args.out), "the metadata file")], args.overwrite)
 
     res = export_checkpoint(
         args.checkpoint,

@@ -39,3 +39,13 @@ def check_writable_file(path: str | os.PathLike, what: str = "--out") -> Path:
     if path.exists() and not os.access(path, os.W_OK):
         raise OutputPathError(f"{what} {str(path)!r} is not writable (a read-only file)")
     return path
+
+
+def refuse_existing(paths: list[tuple[str | os.PathLike | None, str]], overwrite: bool) -> None:
+    """The command line never replaces a file the user already has unless asked: each ``(path, what)`` that exists
+    is refused, in one line naming ``--overwrite``, before any work."""
+    if overwrite:
+        return
+    for path, what in paths:
+        if path is not None and Path(path).expanduser().is_file():
+            raise OutputPathError(f"{what} {str(path)!r} already exists; pass --overwrite to replace it")

@@ -386,6 +386,22 @@ def test_bad_inputs_and_outputs_are_one_line(series, trained, tmp_path, capsys):
     _one_line_error(capsys, console_main([*argv, "--out", str(tmp_path / "x.npy" / "y.npy")]), "is a file")
 
 
+def test_predict_and_export_never_replace_an_existing_file_unasked(trained, tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.zeros((3, 1, 8, 8), np.float32))
+    mine = tmp_path / "mine.npy"
+    mine.write_bytes(b"the user's own file")
+    argv = ["predict", "--checkpoint", str(trained / "best.pt"), "--input", str(tmp_path / "x.npy"), "--out", str(mine)]
+    _one_line_error(capsys, console_main(argv), "already exists", "--overwrite")
+    assert mine.read_bytes() == b"the user's own file"
+    assert console_main([*argv, "--overwrite"]) == 0 and np.load(mine).shape[-2:] == (8, 8)
+    capsys.readouterr()
+    onnx = tmp_path / "student.pt2"
+    onnx.write_bytes(b"kept")
+    argv = ["export", "--checkpoint", str(trained / "best.pt"), "--format", "torch-export", "--out", str(onnx)]
+    _one_line_error(capsys, console_main(argv), "already exists", "--overwrite")
+    assert onnx.read_bytes() == b"kept"
+
+
 def test_diverging_run_is_one_line_and_keeps_no_nan_checkpoint(series, tmp_path, capsys):
     out = tmp_path / "run"
     rc = console_main(_train_args(series, out, 2, "train.lr=1e6", "train.clip_grad=0"))

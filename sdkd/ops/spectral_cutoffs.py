@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 
 import numpy as np
+import torch
 
 #: the largest radial frequency of any grid (cycles per sample): a cutoff at or above it leaves the high band empty
 MAX_RADIUS = math.sqrt(0.5)
@@ -39,8 +40,14 @@ def as_cutoffs(cutoffs: object, owner: str = "spectral_loss") -> tuple[float, ..
     A cutoff of 0 is allowed: its low band is the mean (the DC bin) alone.
     """
     if type(cutoffs) is tuple and all(type(c) is float for c in cutoffs):  # SpectralKD's own: every step
-        return _checked_floats(cutoffs, owner)
-    return _checked_floats(_as_floats(cutoffs, owner), owner)
+        return _uncached_under_compile(_checked_floats)(cutoffs, owner)
+    return _uncached_under_compile(_checked_floats)(_as_floats(cutoffs, owner), owner)
+
+
+def _uncached_under_compile(fn: Callable) -> Callable:
+    """``fn`` itself, or under torch.compile tracing its undecorated function: Dynamo warns on an ``lru_cache``
+    wrapper (it would trace through it anyway), and these pure checks run once, at trace time."""
+    return fn.__wrapped__ if torch.compiler.is_compiling() else fn
 
 
 def _as_floats(cutoffs: object, owner: str) -> tuple[float, ...]:
@@ -113,7 +120,7 @@ def _smallest_radius_above(H: int, W: int, threshold: float) -> float | None:
 
 def check_bands(H: int, W: int, cutoffs: tuple[float, ...], owner: str = "spectral_loss") -> None:
     """Raise if a band of ``cutoffs`` (already through :func:`as_cutoffs`) holds no bin of an ``H x W`` grid."""
-    totals = band_bin_totals(int(H), int(W), tuple(cutoffs))
+    totals = _uncached_under_compile(band_bin_totals)(int(H), int(W), tuple(cutoffs))
     if all(totals):
         return
     b = totals.index(0)

@@ -596,7 +596,7 @@ def write_figures(
         ax.axhline(0, color="k", lw=0.8)
         ax.set_xticks(range(len(distilled)), [_label(s, student) for s in distilled], rotation=30, ha="right")
         ax.set(
-            ylabel="test MSE improvement over the student alone (%)",
+            ylabel="test MSE gain over the student (%)",
             title="improvement per method (" + ("±1 std over seeds)" if std is not None else "±1 paired SE)"),
         )
         fig.tight_layout()

@@ -149,6 +149,10 @@ def console_main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("SDKD_DEBUG") == "1":
             raise
         return _interrupted(exc, argv)
+    except BrokenPipeError:  # `sdkd configs | head`: the reader left; stop quietly, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's own flush at exit must not fail again
+        return 141  # 128 + SIGPIPE
     except Exception as exc:
         msg = None if os.environ.get("SDKD_DEBUG") == "1" else _user_error(exc)
         if msg is None:

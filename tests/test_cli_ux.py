@@ -131,3 +131,20 @@ def test_reproduce_describes_its_data_in_words():
     assert describe_data(cfg["data"]) == "ns preset 'tiny', 10 -> 10 frames, batch 4"
     cfg = build_config([], ["data.name=array", "data.path=/d/rbc.npy", "data.input_frames=3", "data.output_frames=5"])
     assert describe_data(cfg["data"]) == "array /d/rbc.npy, 3 -> 5 frames, batch 16"
+
+
+def test_a_closed_pipe_ends_quietly():
+    """``sdkd configs | head -1``: the reader leaves early; no 'Broken pipe' error line, no traceback."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from sdkd.cli import console_main; sys.exit(console_main(['configs']))"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    p.stdout.readline()
+    p.stdout.close()  # as `head -1` does
+    err = p.stderr.read().decode()
+    p.wait(timeout=60)
+    assert "Broken pipe" not in err and "Traceback" not in err, err

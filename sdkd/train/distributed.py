@@ -63,5 +63,8 @@ def barrier(info: DistInfo) -> None:
 
 
 def cleanup(info: DistInfo) -> None:
+    """Tear the process group down once every rank got here: a rank that destroys its group while a peer still
+    talks to it can abort the peer's gloo thread ("terminate called without an active exception")."""
     if info.enabled and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()

@@ -122,6 +122,20 @@ def test_changed_settings_move_the_old_run_aside_and_keep_the_users_files(tmp_pa
     assert not (stage / "last.pt").exists() and "settings changed" in logs[0] and len(fake_run_stage) == 1
 
 
+def test_a_stage_folder_copied_elsewhere_is_reused_not_moved_aside(tmp_path, fake_run_stage):
+    # only the folder's location differs: e.g. one reproduce run's teachers copied into another student's run
+    from sdkd.train.demo import run_or_reuse
+
+    cfg = _stage_cfg(tmp_path / "resnet")
+    stage = Path(cfg["out_dir"])
+    stage.mkdir(parents=True)
+    save_checkpoint(stage / "last.pt", {"config": {**cfg, "out_dir": str(tmp_path / "unet" / "student")}})
+    logs = []
+    run_or_reuse(cfg, {}, "cpu", logs.append)
+    assert (stage / "last.pt").is_file() and not list(stage.glob("outdated-*")) and logs == []
+    assert fake_run_stage[0][1]["resume"] is True  # continued (a finished run: nothing left to train)
+
+
 def test_unreadable_last_pt_is_reported_and_nothing_is_touched(tmp_path, fake_run_stage):
     from sdkd.train.demo import run_or_reuse
 

@@ -107,8 +107,12 @@ DISPLAY_KEYS = (("train", "progress"),)
 
 
 def _settings(cfg: dict) -> dict:
-    """``cfg`` without ``DISPLAY_KEYS``: what decides whether a finished stage can be reused."""
+    """``cfg`` without ``DISPLAY_KEYS`` and ``out_dir``: what decides whether a finished stage can be reused.
+
+    Where the folder lives is not a setting, so a stage folder copied or moved elsewhere (e.g. the teachers of
+    one ``sdkd reproduce`` run into the folder of a run with another student) is reused, not trained again."""
     out = copy.deepcopy(cfg)
+    out.pop("out_dir", None)
     for section, key in DISPLAY_KEYS:
         if isinstance(out.get(section), dict):
             out[section].pop(key, None)

@@ -808,9 +808,7 @@ def _positive_int(text: str) -> int:
 
 def describe_data(data: dict[str, Any]) -> str:
     """One readable line for a data config (``ns preset 'small', 10 -> 10 frames, batch 8``), not the raw dict."""
-    source = (
-        f"preset {data['preset']!r}" if data.get("name") == "ns" and not data.get("path") else str(data.get("path"))
-    )
+    source = str(data["path"]) if data.get("path") else f"preset {data.get('preset')!r}"  # a file, or generated
     parts = [f"{data['name']} {source}", f"{data['input_frames']} -> {data['output_frames']} frames"]
     if data.get("variables"):
         parts.append(f"variables {', '.join(map(str, data['variables']))}")

@@ -125,12 +125,14 @@ def test_train_names_its_output_folder_before_it_starts(monkeypatch, capsys, tmp
 
 
 def test_reproduce_describes_its_data_in_words():
-    from sdkd.reproduce import describe_data
+    from sdkd.reproduce import describe_data, stage_configs
 
     cfg = build_config([], ["data.preset=tiny", "data.batch_size=4"])
     assert describe_data(cfg["data"]) == "ns preset 'tiny', 10 -> 10 frames, batch 4"
     cfg = build_config([], ["data.name=array", "data.path=/d/rbc.npy", "data.input_frames=3", "data.output_frames=5"])
     assert describe_data(cfg["data"]) == "array /d/rbc.npy, 3 -> 5 frames, batch 16"
+    rbc = stage_configs("rbc", "cpu", "/runs/x")["t1"]["data"]  # generated: the preset, not "None"
+    assert describe_data(rbc) == "rbc preset 'small', 13 -> 12 frames, batch 8"
 
 
 def test_a_closed_pipe_ends_quietly():

@@ -136,6 +136,30 @@ def test_a_stage_folder_copied_elsewhere_is_reused_not_moved_aside(tmp_path, fak
     assert fake_run_stage[0][1]["resume"] is True  # continued (a finished run: nothing left to train)
 
 
+def test_a_rerun_naming_the_same_folder_by_another_path_reuses_the_distilled_stages(
+    tmp_path, fake_run_stage, monkeypatch
+):
+    # the first run used --out /abs/runs/x, the rerun --out runs/x (or the folder was copied whole):
+    # the teachers' paths differ as strings but point at the same place relative to the stage
+    from sdkd.reproduce import stage_configs
+    from sdkd.train.demo import run_or_reuse
+
+    first = stage_configs("ns", "smoke", tmp_path / "runs" / "x")["spectralkd"]
+    stage = Path(first["out_dir"])
+    stage.mkdir(parents=True)
+    save_checkpoint(stage / "last.pt", {"config": first})
+    monkeypatch.chdir(tmp_path)
+    again = stage_configs("ns", "smoke", Path("runs") / "x")["spectralkd"]
+    assert again["distill"]["teachers"] != first["distill"]["teachers"]
+    logs = []
+    run_or_reuse(again, {}, "cpu", logs.append)
+    assert logs == [] and not list(stage.glob("outdated-*"))
+    other = stage_configs("ns", "smoke", Path("runs") / "x")["spectralkd"]  # a teacher elsewhere is another run
+    other["distill"]["teachers"] = [str(tmp_path / "elsewhere" / "best.pt")]
+    run_or_reuse(other, {}, "cpu", logs.append)
+    assert "settings changed" in logs[0] and len(list(stage.glob("outdated-*"))) == 1
+
+
 def test_unreadable_last_pt_is_reported_and_nothing_is_touched(tmp_path, fake_run_stage):
     from sdkd.train.demo import run_or_reuse
 

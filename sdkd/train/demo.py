@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -107,12 +108,17 @@ DISPLAY_KEYS = (("train", "progress"),)
 
 
 def _settings(cfg: dict) -> dict:
-    """``cfg`` without ``DISPLAY_KEYS`` and ``out_dir``: what decides whether a finished stage can be reused.
+    """What decides whether a finished stage can be reused: ``cfg`` without ``DISPLAY_KEYS`` and ``out_dir``,
+    with the teachers' paths taken relative to ``out_dir``.
 
-    Where the folder lives is not a setting, so a stage folder copied or moved elsewhere (e.g. the teachers of
-    one ``sdkd reproduce`` run into the folder of a run with another student) is reused, not trained again."""
+    Where the folder lives, and how it was spelled (``--out runs/x`` or ``--out /work/runs/x``), is not a
+    setting: a run folder copied or moved elsewhere, or named by an absolute path on the rerun, is reused
+    (and so are teachers copied from one ``sdkd reproduce`` run into a run with another student)."""
     out = copy.deepcopy(cfg)
-    out.pop("out_dir", None)
+    where = out.pop("out_dir", None)
+    distill = out.get("distill")
+    if where is not None and isinstance(distill, dict) and isinstance(distill.get("teachers"), list):
+        distill["teachers"] = [os.path.relpath(t, where) if isinstance(t, str) else t for t in distill["teachers"]]
     for section, key in DISPLAY_KEYS:
         if isinstance(out.get(section), dict):
             out[section].pop(key, None)

@@ -143,6 +143,7 @@ def test_a_rerun_naming_the_same_folder_by_another_path_reuses_the_distilled_sta
     # the teachers' paths differ as strings but point at the same place relative to the stage
     from sdkd.reproduce import stage_configs
     from sdkd.train.demo import run_or_reuse
+    from sdkd.train.run_dir import check_resume_config
 
     first = stage_configs("ns", "smoke", tmp_path / "runs" / "x")["spectralkd"]
     stage = Path(first["out_dir"])
@@ -154,8 +155,11 @@ def test_a_rerun_naming_the_same_folder_by_another_path_reuses_the_distilled_sta
     logs = []
     run_or_reuse(again, {}, "cpu", logs.append)
     assert logs == [] and not list(stage.glob("outdated-*"))
+    assert "out_dir" in check_resume_config(first, again, stage / "last.pt")  # and resuming it is allowed
     other = stage_configs("ns", "smoke", Path("runs") / "x")["spectralkd"]  # a teacher elsewhere is another run
     other["distill"]["teachers"] = [str(tmp_path / "elsewhere" / "best.pt")]
+    with pytest.raises(RunFolderError, match="distill.teachers"):
+        check_resume_config(first, other, stage / "last.pt")
     run_or_reuse(other, {}, "cpu", logs.append)
     assert "settings changed" in logs[0] and len(list(stage.glob("outdated-*"))) == 1
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -114,11 +113,10 @@ def _settings(cfg: dict) -> dict:
     Where the folder lives, and how it was spelled (``--out runs/x`` or ``--out /work/runs/x``), is not a
     setting: a run folder copied or moved elsewhere, or named by an absolute path on the rerun, is reused
     (and so are teachers copied from one ``sdkd reproduce`` run into a run with another student)."""
-    out = copy.deepcopy(cfg)
-    where = out.pop("out_dir", None)
-    distill = out.get("distill")
-    if where is not None and isinstance(distill, dict) and isinstance(distill.get("teachers"), list):
-        distill["teachers"] = [os.path.relpath(t, where) if isinstance(t, str) else t for t in distill["teachers"]]
+    from .run_dir import with_relative_teachers
+
+    out = copy.deepcopy(with_relative_teachers(cfg))
+    out.pop("out_dir", None)
     for section, key in DISPLAY_KEYS:
         if isinstance(out.get(section), dict):
             out[section].pop(key, None)

@@ -100,6 +100,19 @@ def _flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def with_relative_teachers(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``cfg`` whose ``distill.teachers`` paths are relative to its ``out_dir``: how a run refers to
+    its teachers whatever path named the run folder (``runs/x`` or ``/work/runs/x``, or a copy of it)."""
+    out = dict(cfg)
+    where, distill = cfg.get("out_dir"), cfg.get("distill")
+    if isinstance(where, str | os.PathLike) and isinstance(distill, Mapping):
+        teachers = distill.get("teachers")
+        if isinstance(teachers, list | tuple):
+            rel = [os.path.relpath(t, where) if isinstance(t, str | os.PathLike) else t for t in teachers]
+            out["distill"] = {**distill, "teachers": rel}
+    return out
+
+
 def config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """The dotted keys whose values differ between two configs (a key missing on one side differs)."""
     a, b = _flatten(old), _flatten(new)
@@ -114,6 +127,7 @@ def check_resume_config(stored: Mapping[str, Any] | None, new: Mapping[str, Any]
         raise RunFolderError(f"cannot resume {str(path)!r}: it stores no config (not written by sdkd train/distill)")
     from .config import DEFAULTS
 
+    stored, new = with_relative_teachers(stored), with_relative_teachers(new)
     diff = config_differences(stored, new)
     flat_old, flat_new, defaults = _flatten(stored), _flatten(new), _flatten(DEFAULTS)
     # a key the checkpoint's (older) sdkd did not have is accepted at its default value

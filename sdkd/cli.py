@@ -144,7 +144,7 @@ def console_main(argv: Sequence[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        return main(argv)
+        rc = main(argv)
     except KeyboardInterrupt as exc:
         if os.environ.get("SDKD_DEBUG") == "1":
             raise
@@ -159,6 +159,11 @@ def console_main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"sdkd: error: {msg}", file=sys.stderr)
         return 2
+    if "torch.distributed" in sys.modules:  # under torchrun: leave the process group cleanly (never returns)
+        from sdkd.train.distributed import leave_torchrun
+
+        return leave_torchrun(rc)
+    return rc
 
 
 if __name__ == "__main__":

@@ -278,3 +278,49 @@ def test_eval_latency_is_marked_machine_dependent_and_a_busy_machine_warns(stude
     monkeypatch.setattr(summary_module, "latency_stats", lambda *a, **k: busy)
     with pytest.warns(RuntimeWarning, match=r"varied 600\.0x between runs.*latency_ms is unreliable"):
         assert main(["eval", "--checkpoint", str(student_ckpt), "--name", "s", "--out", str(tmp_path / "e2")]) == 0
+
+
+def test_torchrun_train_through_the_cli_exits_cleanly(series, tmp_path):
+    """``torchrun -m sdkd.cli train`` as the README runs it: two CPU ranks, status 0, a complete checkpoint."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent.parent)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "sdkd.cli"]
+    r = subprocess.run(
+        [*cmd, "train", *_args(series, out, "unet", epochs=1), "model.cfg.widths=[8, 16]"],
+        env=env,
+        timeout=240,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    ck = load_checkpoint(out / "last.pt")
+    assert len(ck["metrics"]) == 1 and (out / "best.pt").is_file()  # one epoch, complete
+
+
+def test_leave_torchrun_tears_the_group_down_then_exits_with_the_status(monkeypatch):
+    from sdkd.train import distributed
+
+    calls = []
+
+    class Exited(Exception):
+        pass
+
+    def fake_exit(rc):
+        calls.append(("exit", rc))
+        raise Exited
+
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(distributed.dist, "barrier", lambda: calls.append("barrier"))
+    monkeypatch.setattr(distributed.dist, "destroy_process_group", lambda: calls.append("destroy"))
+    monkeypatch.setattr(distributed.os, "_exit", fake_exit)
+    with pytest.raises(Exited):
+        distributed.leave_torchrun(0)
+    assert calls == ["barrier", "destroy", ("exit", 0)]
+    calls.clear()
+    assert distributed.leave_torchrun(2) == 2 and calls == []  # a failed rank: no barrier a peer may never reach
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    assert distributed.leave_torchrun(0) == 0 and calls == []  # not under torchrun

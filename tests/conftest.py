@@ -25,7 +25,10 @@ def _restore_deterministic_mode():
     """A training run switches ``torch.use_deterministic_algorithms`` on for its process (``train.deterministic``);
     each test starts from the mode the session had, so no test depends on which ran before it (measured ``auto``
     times nothing in deterministic mode)."""
-    mode, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    mode, warn_only = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     yield
     torch.use_deterministic_algorithms(mode, warn_only=warn_only)
 

@@ -66,7 +66,9 @@ def test_bad_sizes_rejected_before_any_launch():
         C.spectral_loss_cpu(0, 0, 0, 1, 0, 0, 1, 8, 8, 1, 1, 1, 1, 1, 1, 1, 2, False)
     # the real-FFT entry: (s, t, grad, energies, gains, dtype, N, H, W, bmap, Kc, nb, band_mean, loss)
     with pytest.raises(ValueError, match="bad sizes"):
-        C.spectral_loss_cpu_fft(1, 0, 0, 1, 0, 0, 1, 8, 6, 1, 3, 2, False)  # W < 8 (any H is taken since the mixed-radix kernel)
+        C.spectral_loss_cpu_fft(
+            1, 0, 0, 1, 0, 0, 1, 8, 6, 1, 3, 2, False
+        )  # W < 8 (any H is taken since the mixed-radix kernel)
     with pytest.raises(ValueError, match="null pointer"):
         C.spectral_loss_cpu_fft(1, 0, 0, 0, 0, 0, 1, 8, 8, 1, 3, 2, False)  # neither energies nor loss
     with pytest.raises(ValueError, match="null pointer"):

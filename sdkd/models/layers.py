@@ -190,7 +190,9 @@ class FusedAttentionBlock(nn.Module):
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         args = (self.w_qkv, self.b_qkv, self.w_o, self.b_o, self.ln_weight, self.ln_bias)
         if not return_low:
-            return attention(z, z_h, *args, self.num_heads, self.eps, backend=self.backend, check=False)  # loss checks downstream
+            return attention(
+                z, z_h, *args, self.num_heads, self.eps, backend=self.backend, check=False
+            )  # loss checks downstream
         z_l = z + mhsa_reference(z, self.w_qkv, self.b_qkv, self.w_o, self.b_o, self.num_heads)
         s = z_l if z_h is None else z_h + z_l
         return F.layer_norm(s, (self.dim,), self.ln_weight, self.ln_bias, self.eps), z_l

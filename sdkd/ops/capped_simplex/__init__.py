@@ -27,7 +27,6 @@ the reference projection and its autograd), ``a2d`` (the reference A2D solver an
 fast backends' glue and refusal reasons), ``op`` (dispatch, custom ops, the public functions).
 """
 
-
 from .a2d import _a2d_solve_reference, default_a2d_tol
 from .op import a2d_weights, a2d_weights_op, a2d_weights_reference, capped_simplex_op, capped_simplex_projection
 from .projection import (

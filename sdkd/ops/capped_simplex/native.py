@@ -130,5 +130,3 @@ def cuda_reasons(x: torch.Tensor | None) -> list[str]:
 def triton_reasons(x: torch.Tensor | None, requested: str = "auto") -> list[str]:
     why = [] if x is None else _needs(x, x.device.type)
     return why + shared_triton_reasons(x, requested)
-
-

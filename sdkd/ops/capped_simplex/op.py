@@ -268,5 +268,3 @@ def a2d_weights_reference(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Plain-PyTorch A2D weights; see :func:`a2d_weights`."""
     return a2d_weights(gram, C, max_iter=max_iter, tol=tol, backend="reference")
-
-

@@ -165,5 +165,3 @@ def capped_simplex_projection_reference(y: torch.Tensor, C: float) -> torch.Tens
     C = _as_float_C(C, "capped_simplex_projection")
     _check_y(y, C, True, "capped_simplex_projection")
     return CappedSimplexProjectionFunction.apply(y, C)
-
-

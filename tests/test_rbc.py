@@ -13,7 +13,8 @@ from sdkd.data import rbc
 F64 = torch.float64
 
 # Nusselt numbers of steady 2-D rolls between no-slip plates, Pr = 0.71, roll wavenumber 3.117 (Clever & Busse 1974,
-# J. Fluid Mech. 65, 625; the values He, Chen & Doolen 1998 and Shan 1997 compare their lattice Boltzmann runs with).
+# J. Fluid Mech. 65, 625; the values He, Chen & Doolen 1998 and Shan 1997 compare their lattice Boltzmann runs with;
+# checked against the table of Clever & Busse's values in the public jrgparkinson/mushy-layer RBC test script).
 # The box of width 2H used here holds rolls of wavenumber π, within 1 % of 3.117, where dNu/dk ≈ 0.
 CLEVER_BUSSE = {2500.0: 1.475, 5000.0: 2.116, 10000.0: 2.661}
 

@@ -34,7 +34,7 @@ import math
 import platform
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -539,6 +539,12 @@ def write_csv(
 
 
 # ----------------------------------------------------------------------------- figures
+def figure2_rows(rows: Iterable[str]) -> list[str]:
+    """The stages whose band errors ``figure2.png`` draws: the main table's (the ablation's one-setting variants
+    would crowd it; they are in ``results.md`` and ``improvement.png``)."""
+    return [s for s in rows if s in MAIN_STAGES]
+
+
 def write_figures(
     rows: Mapping[str, Mapping[str, float]],
     preds: Mapping[str, torch.Tensor | Sequence[torch.Tensor]],
@@ -624,7 +630,7 @@ def write_figures(
     if latent is not None:  # Figure 2's claims: T1's latent spectrum vs -5/3; every model's band errors
         from .train.figures import write_spectral_claims
 
-        bands = {_label(s, student): (rows[s]["low_err"], rows[s]["high_err"]) for s in rows}
+        bands = {_label(s, student): (rows[s]["low_err"], rows[s]["high_err"]) for s in figure2_rows(rows)}
         paths.append(write_spectral_claims(latent, bands, out / "figure2.png", title="T1 latent")[0])
     return paths
 

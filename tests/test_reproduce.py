@@ -177,6 +177,13 @@ def test_a_stage_stored_before_a_new_config_key_is_reused(smoke, tmp_path):
     ]["distill"]
 
 
+def test_figure2_draws_the_main_rows_only():
+    from sdkd.reproduce import figure2_rows
+
+    rows = [*MAIN_STAGES, *ABLATION_STAGES]
+    assert figure2_rows(rows) == list(MAIN_STAGES)  # 14 bars, not 26: the ablation is in results.md
+
+
 def test_ablation_adds_single_teacher_spectralkd_variants(tmp_path):
     main_cfgs = stage_configs("ns", "smoke", tmp_path)
     cfgs = stage_configs("ns", "smoke", tmp_path, ablation=True)

@@ -164,6 +164,25 @@ def test_a_rerun_naming_the_same_folder_by_another_path_reuses_the_distilled_sta
     assert "settings changed" in logs[0] and len(list(stage.glob("outdated-*"))) == 1
 
 
+def test_a_teacher_stage_ignores_distill_overrides_it_does_not_use(tmp_path, fake_run_stage):
+    # `reproduce --set distill.feature_lam=0.1` changes the students, not the teachers: those are reused
+    from sdkd.reproduce import stage_configs
+    from sdkd.train.demo import run_or_reuse
+    from sdkd.train.run_dir import check_resume_config
+
+    first = stage_configs("ns", "smoke", tmp_path)
+    again = stage_configs("ns", "smoke", tmp_path, overrides=("distill.feature_lam=0.1",))
+    t1 = Path(first["t1"]["out_dir"])
+    t1.mkdir(parents=True)
+    save_checkpoint(t1 / "last.pt", {"config": first["t1"]})
+    logs = []
+    run_or_reuse(again["t1"], {}, "cpu", logs.append)
+    assert logs == [] and not list(t1.glob("outdated-*"))
+    check_resume_config(first["t1"], again["t1"], t1 / "last.pt")  # resuming it is allowed too
+    with pytest.raises(RunFolderError, match="distill.feature_lam"):  # a student that uses it is another run
+        check_resume_config(first["spectralkd_latent"], again["spectralkd_latent"], t1 / "last.pt")
+
+
 def test_unreadable_last_pt_is_reported_and_nothing_is_touched(tmp_path, fake_run_stage):
     from sdkd.train.demo import run_or_reuse
 

@@ -107,15 +107,16 @@ DISPLAY_KEYS = (("train", "progress"),)
 
 
 def _settings(cfg: dict) -> dict:
-    """What decides whether a finished stage can be reused: ``cfg`` without ``DISPLAY_KEYS`` and ``out_dir``,
-    with the teachers' paths taken relative to ``out_dir``.
+    """What decides whether a finished stage can be reused: ``run_dir.comparable_config(cfg)`` (teachers' paths
+    relative to the stage; a training stage's unused ``distill`` section dropped) without ``DISPLAY_KEYS`` and
+    ``out_dir``.
 
     Where the folder lives, and how it was spelled (``--out runs/x`` or ``--out /work/runs/x``), is not a
     setting: a run folder copied or moved elsewhere, or named by an absolute path on the rerun, is reused
     (and so are teachers copied from one ``sdkd reproduce`` run into a run with another student)."""
-    from .run_dir import with_relative_teachers
+    from .run_dir import comparable_config
 
-    out = copy.deepcopy(with_relative_teachers(cfg))
+    out = copy.deepcopy(comparable_config(cfg))
     out.pop("out_dir", None)
     for section, key in DISPLAY_KEYS:
         if isinstance(out.get(section), dict):

@@ -100,12 +100,16 @@ def _flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def with_relative_teachers(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of ``cfg`` whose ``distill.teachers`` paths are relative to its ``out_dir``: how a run refers to
-    its teachers whatever path named the run folder (``runs/x`` or ``/work/runs/x``, or a copy of it)."""
+def comparable_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``cfg`` as compared between a stored run and a rerun or resume: ``distill.teachers`` relative to
+    ``out_dir`` (how a run refers to its teachers whatever path named the run folder: ``runs/x``,
+    ``/work/runs/x``, or a copy of it), and no ``distill`` section in a ``stage: train`` config (it is unused
+    there, so ``--set distill.…`` for the students of a reproduce run leaves its teachers reusable)."""
     out = dict(cfg)
     where, distill = cfg.get("out_dir"), cfg.get("distill")
-    if isinstance(where, str | os.PathLike) and isinstance(distill, Mapping):
+    if cfg.get("stage", "train") == "train":
+        out.pop("distill", None)
+    elif isinstance(where, str | os.PathLike) and isinstance(distill, Mapping):
         teachers = distill.get("teachers")
         if isinstance(teachers, list | tuple):
             rel = [os.path.relpath(t, where) if isinstance(t, str | os.PathLike) else t for t in teachers]
@@ -127,7 +131,7 @@ def check_resume_config(stored: Mapping[str, Any] | None, new: Mapping[str, Any]
         raise RunFolderError(f"cannot resume {str(path)!r}: it stores no config (not written by sdkd train/distill)")
     from .config import DEFAULTS
 
-    stored, new = with_relative_teachers(stored), with_relative_teachers(new)
+    stored, new = comparable_config(stored), comparable_config(new)
     diff = config_differences(stored, new)
     flat_old, flat_new, defaults = _flatten(stored), _flatten(new), _flatten(DEFAULTS)
     # a key the checkpoint's (older) sdkd did not have is accepted at its default value

@@ -183,6 +183,25 @@ def test_a_teacher_stage_ignores_distill_overrides_it_does_not_use(tmp_path, fak
         check_resume_config(first["spectralkd_latent"], again["spectralkd_latent"], t1 / "last.pt")
 
 
+@pytest.mark.parametrize(
+    ("epoch", "bad", "patience", "trains"), [(59, 0, 0, False), (40, 5, 5, False), (40, 2, 5, True), (10, 0, 0, True)]
+)
+def test_a_finished_stage_is_reused_without_loading_anything(tmp_path, fake_run_stage, epoch, bad, patience, trains):
+    # all epochs done (0-based 59 of 60) or stopped early by patience: no data, no teacher cache, no run_stage
+    from sdkd.train.demo import run_or_reuse
+
+    cfg = _stage_cfg(tmp_path)
+    cfg["train"].update(epochs=60, patience=patience)
+    stage = Path(cfg["out_dir"])
+    stage.mkdir(parents=True)
+    save_checkpoint(stage / "last.pt", {"config": cfg, "epoch": epoch, "bad_epochs": bad})
+    (stage / "best.pt").write_bytes(b"weights")
+    logs = []
+    assert run_or_reuse(cfg, {}, "cpu", logs.append) == stage / "best.pt"
+    assert len(fake_run_stage) == int(trains)
+    assert ("finished with these settings; reused" in " ".join(logs)) is not trains
+
+
 def test_unreadable_last_pt_is_reported_and_nothing_is_touched(tmp_path, fake_run_stage):
     from sdkd.train.demo import run_or_reuse
 

@@ -124,6 +124,16 @@ def _settings(cfg: dict) -> dict:
     return out
 
 
+def _finished(ck: dict, cfg: dict) -> bool:
+    """Whether the run stored in ``ck`` (a ``last.pt``) has nothing left to train under ``cfg``: every epoch
+    done, or stopped early by ``train.patience`` (as ``Trainer.fit`` decides on resume)."""
+    epoch, bad = ck.get("epoch"), ck.get("bad_epochs")
+    if not isinstance(epoch, int):
+        return False
+    patience = int(cfg["train"].get("patience", 0) or 0)
+    return epoch + 1 >= int(cfg["train"]["epochs"]) or (patience > 0 and isinstance(bad, int) and bad >= patience)
+
+
 def run_or_reuse(cfg: dict, datasets: dict, device: str | None, log, on_epoch_end=None) -> Path:
     """Train ``cfg``'s stage, resume it from last.pt, or reuse it when last.pt's config equals ``cfg``.
 
@@ -131,7 +141,8 @@ def run_or_reuse(cfg: dict, datasets: dict, device: str | None, log, on_epoch_en
     it was written (with its default value) does not count as a change. Nothing is deleted: a run with other
     settings (or without a last.pt) has its files moved into an ``outdated-<time>`` subfolder
     (``run_dir.move_run_aside``); an unreadable last.pt is only reported. ``DISPLAY_KEYS`` are not
-    compared. ``on_epoch_end`` goes to the fit loop (``StageProgress.epoch_done``)."""
+    compared. A finished stage is returned without loading data or teachers (a rerun of ``sdkd reproduce``
+    only evaluates). ``on_epoch_end`` goes to the fit loop (``StageProgress.epoch_done``)."""
     from .checkpoint import CheckpointError, load_checkpoint
     from .config import ConfigError, build_config
     from .run import _plain, run_stage
@@ -142,7 +153,8 @@ def run_or_reuse(cfg: dict, datasets: dict, device: str | None, log, on_epoch_en
     found = run_files(out) if out.is_dir() else []
     if last.is_file():
         try:
-            stored = load_checkpoint(last).get("config")
+            ck = load_checkpoint(last)
+            stored = ck.get("config")
         except CheckpointError as exc:
             raise RunFolderError(
                 f"{exc}; sdkd leaves it untouched: move or delete it yourself, or choose another --out"
@@ -153,6 +165,9 @@ def run_or_reuse(cfg: dict, datasets: dict, device: str | None, log, on_epoch_en
             same = False
         if not same:
             log(f"{out}: settings changed; previous run moved to {move_run_aside(out)}; training again")
+        elif _finished(ck, cfg) and (out / "best.pt").is_file():  # nothing to train: skip data and teachers
+            log(f"{out}: finished with these settings; reused")
+            return out / "best.pt"
     elif found:
         log(f"{out}: {', '.join(found)} without last.pt moved to {move_run_aside(out)}; training again")
     run_stage(cfg, resume=True, device=device, log=log, datasets=datasets, on_epoch_end=on_epoch_end)

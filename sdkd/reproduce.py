@@ -617,11 +617,12 @@ def write_figures(
     lat_err = [std[s]["latency_ms"] for s in speed] if std is not None else None
     colors = ["tab:blue"] * (len(speed) - 1) + ["tab:orange"]
     ax.bar(range(len(speed)), lat, yerr=lat_err, capsize=3, color=colors)
+    tops = [v + (lat_err[i] if lat_err else 0.0) for i, v in enumerate(lat)]  # labels clear of the error bars
     for i, v in enumerate(lat):
-        ax.text(i, v, f"{v:.2f} ms\n{v / lat[-1]:.2f}x the student", ha="center", va="bottom", fontsize=8)
+        ax.text(i, tops[i], f"{v:.2f} ms\n{v / lat[-1]:.2f}x the student", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(range(len(speed)), [_label(s, student) for s in speed], rotation=15)
     ax.set(ylabel="inference latency, batch 1 (ms)", title="teacher vs distilled student speed")
-    ax.set_ylim(0, max(lat) * 1.25)
+    ax.set_ylim(0, max(tops) * 1.25)
     fig.tight_layout()
     paths.append(out / "speed.png")
     fig.savefig(paths[-1], dpi=110)

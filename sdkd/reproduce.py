@@ -31,7 +31,9 @@ import copy
 import csv
 import json
 import math
+import os
 import platform
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -40,6 +42,7 @@ from typing import Any
 
 import torch
 
+from .errors import SdkdError
 from .train.config import build_config, parse_override
 
 # SpectralKD setting of the main rows: fixed band weights with the low band weighted 2x, the best
@@ -638,7 +641,6 @@ def write_figures(
 
 # ----------------------------------------------------------------------------- driver
 def _environment() -> dict[str, Any]:
-    import os
 
     import sdkd
 
@@ -651,6 +653,40 @@ def _environment() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
+
+
+def copy_teachers(source: str | Path, out: str | Path, seeds: int, log: Callable[[str], None] = print) -> list[Path]:
+    """Copy the teacher stages (``t1``, ``t2``, ``t_van``) of every seed replicate of the reproduce run in
+    ``source`` into ``out``, so a run with another student learns from the same teachers (they are reused when
+    their settings match, trained otherwise). Only sdkd's run files are copied, each by an atomic rename; a
+    stage ``out`` already holds is left alone (sdkd overwrites nothing). Returns the stage folders filled."""
+    from .seed_stats import seed_dir
+    from .train.run_dir import RUN_FILES, run_files
+
+    source, out = Path(source), Path(out)
+    if not source.is_dir():
+        raise SdkdError(f"--teachers-from {str(source)!r} is not a folder (give the --out of an earlier reproduce run)")
+    if source.resolve() == out.resolve():
+        raise SdkdError("--teachers-from names the --out folder itself; give the --out of another reproduce run")
+    filled = []
+    for k in range(1, seeds + 1):
+        for stage in (s for s, spec in MAIN_STAGES.items() if spec[1] == "teacher"):
+            src, dst = seed_dir(source, k) / stage, seed_dir(out, k) / stage
+            if not (src / "last.pt").is_file():
+                log(f"{src}: no finished teacher to copy; {dst.name} trains in {dst.parent}")
+                continue
+            if dst.is_dir() and run_files(dst):
+                continue  # this run's own (or earlier copied) teacher: run_or_reuse decides
+            dst.mkdir(parents=True, exist_ok=True)
+            for name in RUN_FILES:
+                if (src / name).is_file():
+                    tmp = dst / f".{name}.copying"
+                    shutil.copy2(src / name, tmp)
+                    os.replace(tmp, dst / name)
+            filled.append(dst)
+    if filled:
+        log(f"[teachers] copied {len(filled)} teacher stage(s) from {source}")
+    return filled
 
 
 def run_reproduce(
@@ -668,6 +704,7 @@ def run_reproduce(
     figures: bool = True,
     openstl: bool = False,
     command: str | None = None,
+    teachers_from: str | Path | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, dict[str, float]]:
     """Run (or resume) every stage, evaluate on the test split, write the table and figures.
@@ -678,6 +715,7 @@ def run_reproduce(
     ``runs/reproduce/<dataset>-<budget>-<student>``).
     Evaluation and latency run on the training device (``device``; default CUDA when available).
     ``openstl`` adds MSE/MAE in OpenSTL's convention (per frame, summed over C, H, W) to the table.
+    ``teachers_from`` (another run's ``out``) copies its teachers in first (``copy_teachers``).
     """
     from .outputs import check_writable_dir
     from .seed_stats import better_than_student, replicate_seeds, seed_dir, summarize
@@ -708,6 +746,8 @@ def run_reproduce(
     cfgs = replicas[0]
     roles = {s: (MAIN_STAGES.get(s) or ABLATION_STAGES[s])[1] for s in cfgs}
     check_writable_dir(out, "--out")  # before any data is made
+    if teachers_from is not None:
+        copy_teachers(teachers_from, out, seeds, log)
     t0 = time.perf_counter()
     first = next(iter(cfgs.values()))
     log(f"[data] {dataset}: {describe_data(first['data'])}")
@@ -852,6 +892,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="train every stage with N seeds (replicate k >= 2 in OUT/seed<k>/); tables show mean ± std",
     )
+    parser.add_argument(
+        "--teachers-from",
+        default=None,
+        metavar="DIR",
+        help="copy the teachers of the reproduce run in DIR (its --out, every seed) and reuse them, "
+        "e.g. to distill them into another --student",
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     parser.add_argument("--no-figures", action="store_true", help="skip the figures (they need matplotlib)")
     parser.add_argument(
@@ -876,6 +923,7 @@ def run(args: argparse.Namespace) -> int:
         overrides=tuple(args.set),
         figures=not args.no_figures,
         openstl=args.openstl_metrics,
+        teachers_from=args.teachers_from,
         command="sdkd " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("sdkd") else None,
     )
     return 0

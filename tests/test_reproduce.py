@@ -177,6 +177,45 @@ def test_a_stage_stored_before_a_new_config_key_is_reused(smoke, tmp_path):
     ]["distill"]
 
 
+def test_teachers_from_another_run_train_only_the_new_student(smoke, tmp_path, capsys):
+    # the README's "one set of teachers, several students": --teachers-from copies t1/t2/t_van and reuses them
+    out, data = smoke
+    mine = tmp_path / "resnet"
+    args = ["reproduce", "ns", "--budget", "smoke", "--student", "resnet", "--data", str(data), "--no-figures"]
+    assert main([*args, "--out", str(mine), "--teachers-from", str(out)]) == 0
+    log = capsys.readouterr().out
+    assert "copied 3 teacher stage(s)" in log
+    for t in ("t1", "t2", "t_van"):
+        assert f"{mine / t}: finished with these settings; reused" in log
+        assert (mine / t / "best.pt").read_bytes() == (out / t / "best.pt").read_bytes()
+    rows = json.loads((mine / "results.json").read_text())["rows"]
+    assert rows["t1"]["mse"] == pytest.approx(json.loads((out / "results.json").read_text())["rows"]["t1"]["mse"])
+    assert load_checkpoint(mine / "student" / "best.pt")["model_spec"]["name"] == "resnet"
+
+
+def test_copy_teachers_never_overwrites_and_says_what_is_missing(tmp_path):
+    from sdkd.errors import SdkdError
+    from sdkd.reproduce import copy_teachers
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    for stage in ("t1", "t2"):  # no t_van in the source
+        (src / stage).mkdir(parents=True)
+        (src / stage / "last.pt").write_bytes(b"theirs " + stage.encode())
+        (src / stage / "notes.txt").write_text("not sdkd's")
+    (dst / "t2").mkdir(parents=True)
+    (dst / "t2" / "last.pt").write_bytes(b"mine")
+    logs = []
+    assert copy_teachers(src, dst, 1, logs.append) == [dst / "t1"]
+    assert (dst / "t1" / "last.pt").read_bytes() == b"theirs t1" and not (dst / "t1" / "notes.txt").exists()
+    assert (dst / "t2" / "last.pt").read_bytes() == b"mine"  # left alone
+    assert any("t_van" in m and "no finished teacher" in m for m in logs)
+    assert not list(dst.rglob("*.copying"))
+    with pytest.raises(SdkdError, match="not a folder"):
+        copy_teachers(tmp_path / "nowhere", dst, 1)
+    with pytest.raises(SdkdError, match="itself"):
+        copy_teachers(dst, dst, 1)
+
+
 def test_figure2_draws_the_main_rows_only():
     from sdkd.reproduce import figure2_rows
 

@@ -655,6 +655,16 @@ def _environment() -> dict[str, Any]:
     }
 
 
+def check_teachers_source(source: str | Path, out: str | Path) -> Path:
+    """``source`` as a ``--teachers-from`` folder, or one line naming the fix (before anything is written)."""
+    source = Path(source)
+    if not source.is_dir():
+        raise SdkdError(f"--teachers-from {str(source)!r} is not a folder (give the --out of an earlier reproduce run)")
+    if source.resolve() == Path(out).resolve():
+        raise SdkdError("--teachers-from names the --out folder itself; give the --out of another reproduce run")
+    return source
+
+
 def copy_teachers(source: str | Path, out: str | Path, seeds: int, log: Callable[[str], None] = print) -> list[Path]:
     """Copy the teacher stages (``t1``, ``t2``, ``t_van``) of every seed replicate of the reproduce run in
     ``source`` into ``out``, so a run with another student learns from the same teachers (they are reused when
@@ -663,11 +673,7 @@ def copy_teachers(source: str | Path, out: str | Path, seeds: int, log: Callable
     from .seed_stats import seed_dir
     from .train.run_dir import RUN_FILES, run_files
 
-    source, out = Path(source), Path(out)
-    if not source.is_dir():
-        raise SdkdError(f"--teachers-from {str(source)!r} is not a folder (give the --out of an earlier reproduce run)")
-    if source.resolve() == out.resolve():
-        raise SdkdError("--teachers-from names the --out folder itself; give the --out of another reproduce run")
+    source, out = check_teachers_source(source, out), Path(out)
     filled = []
     for k in range(1, seeds + 1):
         for stage in (s for s, spec in MAIN_STAGES.items() if spec[1] == "teacher"):
@@ -745,6 +751,8 @@ def run_reproduce(
     ]
     cfgs = replicas[0]
     roles = {s: (MAIN_STAGES.get(s) or ABLATION_STAGES[s])[1] for s in cfgs}
+    if teachers_from is not None:
+        check_teachers_source(teachers_from, out)
     check_writable_dir(out, "--out")  # before any data is made
     if teachers_from is not None:
         copy_teachers(teachers_from, out, seeds, log)

@@ -214,6 +214,10 @@ def test_copy_teachers_never_overwrites_and_says_what_is_missing(tmp_path):
         copy_teachers(tmp_path / "nowhere", dst, 1)
     with pytest.raises(SdkdError, match="itself"):
         copy_teachers(dst, dst, 1)
+    fresh = tmp_path / "fresh"  # a wrong --teachers-from is refused before --out is made
+    with pytest.raises(SdkdError, match="not a folder"):
+        main(["reproduce", "ns", "--teachers-from", str(tmp_path / "nowhere"), "--out", str(fresh)])
+    assert not fresh.exists()
 
 
 def test_figure2_draws_the_main_rows_only():

@@ -289,19 +289,20 @@ class TeacherCache:
                     spec = key["teachers"][i][k]
                     if list(v.shape[1:]) != spec["shape"] or str(v.dtype) != spec["dtype"] or v.shape[0] != len(idx):
                         raise ValueError(f"teachers[{i}] output {k!r} changed shape/dtype between batches")
-                    bad = ~torch.isfinite(v.detach()).reshape(len(v), -1).all(1)  # a one-off pass: reads are fine
+                    host = v.detach().cpu()  # the copy the cache stores anyway: the check reads nothing more
+                    bad = ~torch.isfinite(host).reshape(len(host), -1).all(1)
                     if bool(bad.any()):
                         if tmp is not None:
                             shutil.rmtree(tmp, ignore_errors=True)  # our own temporary folder
                         raise ValueError(
-                            f"teachers[{i}] output {k!r} holds NaN or inf for training sample {int(idx[bad.cpu()][0])}: "
+                            f"teachers[{i}] output {k!r} holds NaN or inf for training sample {int(idx[bad][0])}: "
                             "the teacher is broken (diverged or corrupted weights) or the data lies outside its "
                             "range; nothing was cached"
                         )
                     if isinstance(arrays[i][k], torch.Tensor):
-                        arrays[i][k][idx] = v.detach().cpu()
+                        arrays[i][k][idx] = host
                     else:
-                        arrays[i][k][idx.numpy()] = _to_numpy(v)
+                        arrays[i][k][idx.numpy()] = _to_numpy(host)
             filled[idx] = True
             if bar is not None:
                 bar.update(len(idx))

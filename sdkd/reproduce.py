@@ -670,6 +670,7 @@ def copy_teachers(source: str | Path, out: str | Path, seeds: int, log: Callable
     ``source`` into ``out``, so a run with another student learns from the same teachers (they are reused when
     their settings match, trained otherwise). Only sdkd's run files are copied, each by an atomic rename; a
     stage ``out`` already holds is left alone (sdkd overwrites nothing). Returns the stage folders filled."""
+    from .data.cache import atomic_path
     from .seed_stats import seed_dir
     from .train.run_dir import RUN_FILES, run_files
 
@@ -686,9 +687,8 @@ def copy_teachers(source: str | Path, out: str | Path, seeds: int, log: Callable
             dst.mkdir(parents=True, exist_ok=True)
             for name in RUN_FILES:
                 if (src / name).is_file():
-                    tmp = dst / f".{name}.copying"
-                    shutil.copy2(src / name, tmp)
-                    os.replace(tmp, dst / name)
+                    with atomic_path(dst / name) as tmp:
+                        shutil.copy2(src / name, tmp)
             filled.append(dst)
     if filled:
         log(f"[teachers] copied {len(filled)} teacher stage(s) from {source}")

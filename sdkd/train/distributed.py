@@ -68,8 +68,9 @@ def leave_torchrun(rc: int) -> int:
     and the process exits with ``rc`` at once, skipping the interpreter's teardown. torch's CPU gloo backend
     (seen with torch 2.13) aborts about one process exit in 20 in that teardown ("terminate called without an
     active exception"), after the work is done; torchrun would then report the whole run failed although every
-    checkpoint is complete. Outside torchrun, or after a failure (a peer may never reach the barrier), it only
-    returns ``rc``."""
+    checkpoint is complete. The barrier matters too: a rank that destroys its group while a peer still talks to
+    it can abort the peer's gloo thread. Outside torchrun, or after a failure (a peer may never reach the
+    barrier), it only returns ``rc``."""
     if rc != 0 or not (dist.is_available() and dist.is_initialized()):
         return rc
     dist.barrier()
@@ -77,11 +78,3 @@ def leave_torchrun(rc: int) -> int:
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     os._exit(rc)
-
-
-def cleanup(info: DistInfo) -> None:
-    """Tear the process group down once every rank got here: a rank that destroys its group while a peer still
-    talks to it can abort the peer's gloo thread ("terminate called without an active exception")."""
-    if info.enabled and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()

@@ -127,11 +127,13 @@ def _settings(cfg: dict) -> dict:
 def _finished(ck: dict, cfg: dict) -> bool:
     """Whether the run stored in ``ck`` (a ``last.pt``) has nothing left to train under ``cfg``: every epoch
     done, or stopped early by ``train.patience`` (as ``Trainer.fit`` decides on resume)."""
+    from .loop import patience_spent
+
     epoch, bad = ck.get("epoch"), ck.get("bad_epochs")
     if not isinstance(epoch, int):
         return False
     patience = int(cfg["train"].get("patience", 0) or 0)
-    return epoch + 1 >= int(cfg["train"]["epochs"]) or (patience > 0 and isinstance(bad, int) and bad >= patience)
+    return epoch + 1 >= int(cfg["train"]["epochs"]) or (isinstance(bad, int) and patience_spent(bad, patience))
 
 
 def run_or_reuse(cfg: dict, datasets: dict, device: str | None, log, on_epoch_end=None) -> Path:

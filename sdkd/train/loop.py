@@ -136,6 +136,11 @@ class _LossWindow:
         return total / count
 
 
+def patience_spent(bad_epochs: int, patience: int) -> bool:
+    """Early stopping: ``patience`` > 0 epochs in a row without a better validation MSE (0: never stop)."""
+    return patience > 0 and bad_epochs >= patience
+
+
 class Trainer:
     """Fit ``model`` on ``train_set`` with early stopping on ``val_set`` (see module docstring).
 
@@ -343,7 +348,7 @@ class Trainer:
         elif resume:
             self.log(f"no checkpoint at {last_path}; starting from scratch")
         patience = int(self.cfg.get("patience", 0) or 0)
-        stopped = patience > 0 and bad >= patience
+        stopped = patience_spent(bad, patience)
         epoch = start - 1
         for epoch in range(start, self.cfg["epochs"]):
             if stopped:
@@ -364,7 +369,7 @@ class Trainer:
             else:
                 bad += 1
             history.append(row)
-            stopped = patience > 0 and bad >= patience
+            stopped = patience_spent(bad, patience)
             if self.dist.is_main:
                 state = self._state(epoch, best_val, best_epoch, bad, history)
                 if improved:
